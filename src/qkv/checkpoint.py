@@ -1,0 +1,95 @@
+"""Checkpoints as directories: `model.safetensors` + `config.json` (+ tokenizer/vocabulary files).
+
+Only safetensors and JSON are ever read, so loading a checkpoint cannot run code (no pickle). The
+config names the model family and carries every constructor argument, so `load` rebuilds the model
+without any other input. Files are written to a temporary name and renamed, so a crash mid-write
+leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from qkv.config import ConfigError
+from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig
+
+FORMAT_VERSION = 1
+# family name -> (config class, model class). Explicit: no registration by import side effect.
+FAMILIES: dict[str, tuple[type, Callable[..., nn.Module]]] = {
+    "seq2seq": (Seq2SeqConfig, EncoderDecoder),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, damaged or inconsistent; the message names the file."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run write(tmp) on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def save(model: nn.Module, path: str | Path) -> Path:
+    """Write `model` (which has `.family` and `.config`) into directory `path`; returns the path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"format_version": FORMAT_VERSION, "family": model.family, "config": model.config.to_dict()}
+    # save_model drops the duplicate names of tied weights (safetensors forbids shared storage).
+    atomic_write(path / "model.safetensors", lambda p: save_model(model, str(p)))
+    atomic_write(path / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    return path
+
+
+def read_config(path: str | Path):
+    """(family, config object) from `path/config.json`."""
+    file = Path(path) / "config.json"
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+        family = meta["family"]
+        config_cls, _ = FAMILIES[family]
+        return family, config_cls.from_dict(meta["config"], source=str(file))
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: no such file (is {path} a qkv checkpoint directory?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file}: not valid JSON ({err})") from None
+    except KeyError as err:
+        raise CheckpointError(f"{file}: missing or unknown entry {err}") from None
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in directory `path`, in eval mode."""
+    family, config = read_config(path)
+    model = FAMILIES[family][1](config)
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: no such file")
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: cannot be read as safetensors ({err})") from None
+    except RuntimeError as err:  # shape mismatch between config and weights
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{weights}: does not match config.json ({first})") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval()

@@ -1,0 +1,42 @@
+"""A plain list-of-symbols vocabulary, for the demo and for character-level models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3, matching the configs' pad/bos/eos defaults
+
+
+class Vocab:
+    """Maps symbols to ids and back. Ids 0-3 are <pad>, <s>, </s>, <unk>."""
+
+    def __init__(self, symbols: Iterable[str]) -> None:
+        self.itos = list(SPECIALS) + [s for s in dict.fromkeys(symbols) if s not in SPECIALS]
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = 0, 1, 2, 3
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, symbols: Sequence[str], bos: bool = False, eos: bool = False) -> list[int]:
+        ids = [self.stoi.get(s, self.unk_id) for s in symbols]
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Symbols up to the first </s>, without specials."""
+        out = []
+        for i in ids:
+            if i == self.eos_id:
+                break
+            if i >= len(SPECIALS):
+                out.append(self.itos[i])
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"symbols": self.itos[len(SPECIALS) :]}, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocab":
+        return cls(json.loads(Path(path).read_text(encoding="utf-8"))["symbols"])

@@ -1,0 +1,161 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017, sec 3).
+
+`encode` and `decode` are separate so that decoding can run the encoder once and the decoder one
+token at a time with a `KVCache`; `forward` is the teacher-forced pass used in training (sec 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from qkv.config import Config, require
+from qkv.nn.block import Activation, BlockSpec, NormPlacement, Stack
+from qkv.nn.cache import KVCache
+from qkv.nn.embeddings import Embeddings, PositionScheme
+from qkv.nn.masks import attention_mask, padding_mask
+
+
+@dataclass(frozen=True)
+class Seq2SeqConfig(Config):
+    """Shape and behaviour of an encoder-decoder model. Defaults are the paper's base model (Table 3)."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 512
+    n_heads: int = 8
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    d_ff: int = 2048
+    dropout: float = 0.1  # P_drop (sec 5.4)
+    attention_dropout: float = 0.0  # not in the paper; some reimplementations add it
+    activation: Activation = "relu"
+    norm_placement: NormPlacement = "post"  # the paper's LayerNorm(x + Sublayer(x))
+    norm_eps: float = 1e-6
+    positions: PositionScheme = "sinusoidal"
+    max_len: int = 1024  # learned positions; the sinusoid table grows past it
+    scale_embeddings: bool = True  # multiply embeddings by sqrt(d_model) (sec 3.4)
+    share_embeddings: bool = True  # one matrix for source and target embeddings (sec 3.4)
+    tie_output: bool = True  # the pre-softmax projection reuses the target embedding (sec 3.4)
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def validate(self) -> None:
+        require(self.d_model % self.n_heads == 0, f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
+            require(getattr(self, name) > 0, f"{name} must be positive")
+        require(self.n_encoder_layers >= 0 and self.n_decoder_layers >= 1, "need >= 0 encoder and >= 1 decoder layers")
+        require(0.0 <= self.dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0, "dropout must be in [0, 1)")
+        require(
+            not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
+            "share_embeddings needs src_vocab_size == tgt_vocab_size",
+        )
+        for name in ("pad_id", "bos_id", "eos_id"):
+            require(0 <= getattr(self, name) < self.tgt_vocab_size, f"{name} is outside the target vocabulary")
+
+    def block_spec(self) -> BlockSpec:
+        return BlockSpec(**{k: getattr(self, k) for k in BlockSpec.__dataclass_fields__})
+
+
+class Encoded(NamedTuple):
+    memory: Tensor  # (B, S, D) encoder output
+    src_mask: Tensor  # (B, 1, 1, S) True at real source tokens
+    weights: list | None  # per layer {"self": (B, H, S, S)} when asked
+
+
+class Decoded(NamedTuple):
+    logits: Tensor  # (B, T, V_tgt)
+    cache: KVCache | None
+    weights: list | None  # per layer {"self": (B, H, T, T_k), "cross": (B, H, T, S)} when asked
+
+
+class EncoderDecoder(nn.Module):
+    family = "seq2seq"
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        spec = c.block_spec()
+        self.src_embed = Embeddings(c.src_vocab_size, c.d_model, c.positions, c.max_len, c.dropout, c.scale_embeddings)
+        self.tgt_embed = Embeddings(c.tgt_vocab_size, c.d_model, c.positions, c.max_len, c.dropout, c.scale_embeddings)
+        self.encoder = Stack(spec, c.n_encoder_layers, cross=False)
+        self.decoder = Stack(spec, c.n_decoder_layers, cross=True)
+        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self._init_weights()
+        if c.share_embeddings:
+            self.tgt_embed.tokens.weight = self.src_embed.tokens.weight
+        if c.tie_output:
+            self.output.weight = self.tgt_embed.tokens.weight
+
+    def _init_weights(self) -> None:
+        # The paper gives no initialisation; Glorot-uniform matrices and zero biases are the usual
+        # choice of its reference implementations, and train stably with post-LN and warm-up.
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
+        if not self.config.tie_output:
+            nn.init.normal_(self.output.weight, std=self.config.d_model**-0.5)
+
+    def encode(self, src: Tensor, need_weights: bool = False) -> Encoded:
+        """src: (B, S) token ids, padded with pad_id -> memory (B, S, D)."""
+        src_mask = padding_mask(src, self.config.pad_id)
+        mask, _ = attention_mask(src_mask, False, src.size(1), src.size(1), src.device)
+        memory, weights = self.encoder(self.src_embed(src), mask, False, need_weights=need_weights)
+        return Encoded(memory, src_mask, weights)
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        src_mask: Tensor,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> Decoded:
+        """tgt: (B, T) target ids (shifted right: starting with BOS) -> logits (B, T, V_tgt).
+
+        With a cache, `tgt` holds only the positions after those already cached; the cache is updated
+        in place and returned. Target padding needs no key mask: causality already hides every later
+        position, and the loss ignores padded positions.
+        """
+        offset = cache.length if cache is not None else 0
+        t_q = tgt.size(1)
+        mask, is_causal = attention_mask(None, True, t_q, offset + t_q, tgt.device)
+        x = self.tgt_embed(tgt, offset)
+        x, weights = self.decoder(x, mask, is_causal, memory, src_mask, cache, need_weights)
+        return Decoded(self.output(x), cache, weights)
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Teacher forcing: src (B, S), tgt (B, T) -> logits (B, T, V_tgt)."""
+        enc = self.encode(src)
+        return self.decode(tgt, enc.memory, enc.src_mask).logits
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_decoder_layers)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (a tied matrix counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def base_config(vocab_size: int = 37000) -> Seq2SeqConfig:
+    """The paper's base model (Table 3, row "base") with a shared source/target vocabulary."""
+    return Seq2SeqConfig(src_vocab_size=vocab_size, tgt_vocab_size=vocab_size)
+
+
+def big_config(vocab_size: int = 37000) -> Seq2SeqConfig:
+    """The paper's big model (Table 3): d_model 1024, d_ff 4096, 16 heads, P_drop 0.3 (0.1 for en-fr)."""
+    return Seq2SeqConfig(vocab_size, vocab_size, d_model=1024, n_heads=16, d_ff=4096, dropout=0.3)
+
+
+def small_config(vocab_size: int = 8000) -> Seq2SeqConfig:
+    """A CPU-sized model: 3+3 layers of width 256, trains on Multi30k-sized data in under an hour."""
+    return Seq2SeqConfig(vocab_size, vocab_size, d_model=256, n_heads=8, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024)
+
+
+PRESETS = {"base": base_config, "big": big_config, "small": small_config}

@@ -1,0 +1,123 @@
+"""Scaled dot-product and multi-head attention (sec 3.2).
+
+One call site for production, `attend`, which goes through
+`torch.nn.functional.scaled_dot_product_attention` (STYLE principle 6); `eager_attention` beside it
+writes equation (1) out in full, for tests and for returning the weights that plots show.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv.nn.cache import LayerCache
+from qkv.nn.masks import causal_mask, combine
+
+
+def eager_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False, dropout_p: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """softmax(Q K^T / sqrt(d_k)) V, eq. (1), written out.
+
+    q: (B, H, T_q, d_k); k: (B, H, T_k, d_k); v: (B, H, T_k, d_v); mask broadcastable to (B, H, T_q, T_k).
+    Returns the output (B, H, T_q, d_v) and the weights (B, H, T_q, T_k). A query with no visible key
+    gets all-zero weights (and output), as SDPA gives, instead of the NaN of softmax over nothing.
+    """
+    if is_causal:
+        mask = combine(mask, causal_mask(q.size(-2), k.size(-2), q.device))
+    # The 1/sqrt(d_k) keeps the logits' variance near 1 as d_k grows (sec 3.2.1, footnote 4).
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, need_weights: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The single attention call site: SDPA, or the eager reference when weights are wanted."""
+    if need_weights:
+        return eager_attention(q, k, v, mask, is_causal, dropout_p)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    return out, None
+
+
+class _HeadsOut(nn.Module):
+    """Shared tail of both attentions: attend per head, concatenate, project with W^O (sec 3.2.2)."""
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        self.attention_dropout = attention_dropout
+        self.out = nn.Linear(d_model, d_model)  # W^O
+
+    def _attend(self, q, k, v, mask, is_causal, need_weights):
+        p = self.attention_dropout if self.training else 0.0
+        y, w = attend(q, k, v, mask, is_causal, p, need_weights)  # (B, H, T_q, d_head)
+        b, _, t, _ = y.shape
+        y = y.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # concat heads: (B, T_q, D)
+        return self.out(y), w
+
+
+class SelfAttention(_HeadsOut):
+    """Multi-head self-attention: Q, K and V come from one fused (D -> 3D) projection of x."""
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0) -> None:
+        super().__init__(d_model, n_heads, attention_dropout)
+        self.qkv = nn.Linear(d_model, 3 * d_model)  # [W^Q; W^K; W^V] of all heads at once
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, D) -> (B, T, D), and weights (B, H, T, T_k) when asked. With a cache, x holds
+        only the new positions and the keys/values of earlier ones come from the cache."""
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d_head)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, T_past + T, d_head)
+        return self._attend(q, k, v, mask, is_causal, need_weights)
+
+
+class CrossAttention(_HeadsOut):
+    """Encoder-decoder attention (sec 3.2.3): queries from the decoder, keys/values from the encoder
+    output through one fused (D -> 2D) projection, computed once per sentence when cached."""
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0) -> None:
+        super().__init__(d_model, n_heads, attention_dropout)
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        mask: Tensor | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, D) decoder states; memory: (B, S, D) encoder output; mask: (B, 1, 1, S)."""
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
+        if cache is not None and cache.cross_k is not None:
+            k, v = cache.cross_k, cache.cross_v
+        else:
+            s = memory.size(1)
+            k, v = self.kv(memory).view(b, s, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # 2 x (B, H, S, d_head)
+            if cache is not None:
+                cache.cross_k, cache.cross_v = k, v
+        return self._attend(q, k, v, mask, False, need_weights)

@@ -1,0 +1,121 @@
+"""The one Transformer block and stack shared by all three families (STYLE principle 1).
+
+A block is self-attention, optional cross-attention (the encoder-decoder's decoder) and a position-wise
+feed-forward network, each wrapped in dropout + residual + LayerNorm (sec 3.1, 5.4). The encoder,
+the decoder, BERT and GPT differ only in which masks they pass and whether `cross` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv.nn.attention import CrossAttention, SelfAttention
+from qkv.nn.cache import KVCache
+
+Activation = Literal["relu", "gelu", "gelu_tanh"]
+NormPlacement = Literal["post", "pre"]
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,  # the paper's FFN, eq. (2)
+    "gelu": F.gelu,  # BERT
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2
+}
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The settings every block of a stack shares; model configs derive one (same names everywhere)."""
+
+    d_model: int
+    n_heads: int
+    d_ff: int
+    dropout: float
+    attention_dropout: float
+    activation: Activation
+    norm_placement: NormPlacement
+    norm_eps: float
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position alone (sec 3.3, eq. 2)."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: Activation) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff)
+        self.down = nn.Linear(d_ff, d_model)
+        self.act = _ACTIVATIONS[activation]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class TransformerBlock(nn.Module):
+    """One layer. Post-LN (the paper): x = LN(x + Drop(f(x))). Pre-LN: x = x + Drop(f(LN(x)))."""
+
+    def __init__(self, spec: BlockSpec, cross: bool) -> None:
+        super().__init__()
+        d = spec.d_model
+        self.pre_norm = spec.norm_placement == "pre"
+        self.self_attn = SelfAttention(d, spec.n_heads, spec.attention_dropout)
+        self.norm_self = nn.LayerNorm(d, eps=spec.norm_eps)
+        self.cross_attn = CrossAttention(d, spec.n_heads, spec.attention_dropout) if cross else None
+        self.norm_cross = nn.LayerNorm(d, eps=spec.norm_eps) if cross else None
+        self.ff = FeedForward(d, spec.d_ff, spec.activation)
+        self.norm_ff = nn.LayerNorm(d, eps=spec.norm_eps)
+        self.dropout = nn.Dropout(spec.dropout)
+
+    def _sublayer(self, norm: nn.LayerNorm, x: Tensor, f: Callable[[Tensor], tuple[Tensor, Tensor | None]]):
+        """Residual connection around f with the configured LayerNorm placement."""
+        if self.pre_norm:
+            y, w = f(norm(x))
+            return x + self.dropout(y), w
+        y, w = f(x)
+        return norm(x + self.dropout(y)), w
+
+    def forward(self, x, self_mask, is_causal, memory=None, cross_mask=None, cache=None, need_weights=False):
+        """x: (B, T, D) -> (B, T, D) and {"self": (B, H, T, T_k), "cross": (B, H, T, S)} when weights are asked."""
+        x, w_self = self._sublayer(
+            self.norm_self, x, lambda h: self.self_attn(h, self_mask, is_causal, cache, need_weights)
+        )
+        w_cross = None
+        if self.cross_attn is not None:
+            x, w_cross = self._sublayer(
+                self.norm_cross, x, lambda h: self.cross_attn(h, memory, cross_mask, cache, need_weights)
+            )
+        x, _ = self._sublayer(self.norm_ff, x, lambda h: (self.ff(h), None))
+        return x, ({"self": w_self, "cross": w_cross} if need_weights else None)
+
+
+class Stack(nn.Module):
+    """N blocks; pre-LN stacks end with a LayerNorm, since their residual stream is never normalised."""
+
+    def __init__(self, spec: BlockSpec, n_layers: int, cross: bool) -> None:
+        super().__init__()
+        self.n_layers = n_layers
+        self.layers = nn.ModuleList(TransformerBlock(spec, cross) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm_placement == "pre" else None
+
+    def forward(
+        self,
+        x: Tensor,
+        self_mask: Tensor | None,
+        is_causal: bool,
+        memory: Tensor | None = None,
+        cross_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, list[dict] | None]:
+        """x: (B, T, D) -> (B, T, D), plus each layer's attention weights when `need_weights`."""
+        weights = [] if need_weights else None
+        for i, layer in enumerate(self.layers):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x, w = layer(x, self_mask, is_causal, memory, cross_mask, layer_cache, need_weights)
+            if need_weights:
+                weights.append(w)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, weights

@@ -1,0 +1,82 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qkv.nn.attention import SelfAttention, eager_attention
+from qkv.nn.masks import attention_mask, causal_mask, padding_mask
+
+B, H, T, D = 3, 4, 7, 16
+
+
+def _qkv(t_q=T, t_k=T):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(B, H, t_q, D, generator=g), torch.randn(B, H, t_k, D, generator=g),
+            torch.randn(B, H, t_k, D, generator=g))  # fmt: skip
+
+
+def _padding():
+    tokens = torch.ones(B, T, dtype=torch.long)
+    tokens[1, 5:] = 0  # row 1 has 5 real tokens
+    tokens[2, 2:] = 0  # row 2 has 2
+    return padding_mask(tokens, pad_id=0)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_eager_matches_sdpa(padded, causal):
+    q, k, v = _qkv()
+    mask, is_causal = attention_mask(_padding() if padded else None, causal, T, T, q.device)
+    if causal and not padded:
+        assert mask is None and is_causal  # the fast path: no mask tensor
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    eager, weights = eager_attention(q, k, v, mask, is_causal)
+    assert (sdpa - eager).abs().max() <= 1e-5
+    assert torch.allclose(weights.sum(-1), torch.ones(B, H, T))
+
+
+def test_eager_matches_sdpa_with_cached_prefix():
+    """Queries are the last 3 of 7 positions: the causal mask must be offset (not SDPA's top-left one)."""
+    q, k, v = _qkv(t_q=3)
+    mask, is_causal = attention_mask(_padding(), True, 3, T, q.device)
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    eager, _ = eager_attention(q, k, v, mask, is_causal)
+    assert (sdpa - eager).abs().max() <= 1e-5
+
+
+def test_causal_mask_offset():
+    m = causal_mask(2, 4)[0, 0]
+    assert m.tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+def test_fully_masked_row_gives_zeros_not_nan():
+    q, k, v = _qkv()
+    mask = torch.ones(B, 1, 1, T, dtype=torch.bool)
+    mask[0] = False
+    for out in (F.scaled_dot_product_attention(q, k, v, attn_mask=mask), eager_attention(q, k, v, mask)[0]):
+        assert torch.isfinite(out).all() and out[0].abs().max() == 0
+
+
+def test_weights_are_scaled_by_sqrt_dk():
+    q, k, v = _qkv()
+    _, w = eager_attention(q, k, v)
+    expected = torch.softmax(q @ k.transpose(-2, -1) / D**0.5, -1)
+    assert torch.allclose(w, expected, atol=1e-6)
+
+
+def test_multi_head_is_per_head_attention_then_output_projection():
+    """Sec 3.2.2: MultiHead(Q,K,V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)."""
+    torch.manual_seed(0)
+    d_model, n_heads = 16, 4
+    attn = SelfAttention(d_model, n_heads).eval()
+    x = torch.randn(2, 5, d_model)
+    wq, wk, wv = attn.qkv.weight.split(d_model)
+    bq, bk, bv = attn.qkv.bias.split(d_model)
+    d_h = d_model // n_heads
+    heads = []
+    for i in range(n_heads):
+        s = slice(i * d_h, (i + 1) * d_h)
+        qi, ki, vi = x @ wq[s].T + bq[s], x @ wk[s].T + bk[s], x @ wv[s].T + bv[s]
+        heads.append(torch.softmax(qi @ ki.transpose(-2, -1) / d_h**0.5, -1) @ vi)
+    expected = torch.cat(heads, -1) @ attn.out.weight.T + attn.out.bias
+    out, _ = attn(x)
+    assert (out - expected).abs().max() <= 1e-5

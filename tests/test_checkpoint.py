@@ -1,0 +1,56 @@
+import json
+
+import pytest
+import torch
+
+import qkv
+from conftest import random_tokens, tiny_config
+from qkv.models.seq2seq import EncoderDecoder
+
+
+def test_round_trip_gives_same_logits_and_keeps_ties(tmp_path, tiny_model):
+    qkv.save(tiny_model, tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = qkv.load(tmp_path / "ckpt")
+    src, tgt = random_tokens(2, 6), random_tokens(2, 4)
+    assert torch.equal(loaded(src, tgt), tiny_model(src, tgt))
+    assert loaded.output.weight is loaded.src_embed.tokens.weight
+    assert loaded.config == tiny_model.config
+
+
+def test_untied_model_round_trips(tmp_path):
+    model = EncoderDecoder(tiny_config(tgt_vocab_size=30, share_embeddings=False, tie_output=False)).eval()
+    qkv.save(model, tmp_path)
+    src, tgt = random_tokens(1, 5), random_tokens(1, 3)
+    assert torch.equal(qkv.load(tmp_path)(src, tgt), model(src, tgt))
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(qkv.CheckpointError, match="config.json: no such file"):
+        qkv.load(tmp_path / "nope")
+
+
+def test_config_that_does_not_match_the_weights(tmp_path, tiny_model):
+    qkv.save(tiny_model, tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"]["d_ff"] = 128
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(qkv.CheckpointError, match="model.safetensors: does not match config.json"):
+        qkv.load(tmp_path)
+
+
+def test_truncated_weights(tmp_path, tiny_model):
+    qkv.save(tiny_model, tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(qkv.CheckpointError, match="model.safetensors"):
+        qkv.load(tmp_path)
+
+
+def test_unknown_config_key(tmp_path, tiny_model):
+    qkv.save(tiny_model, tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"]["n_layer"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(qkv.CheckpointError, match=r"config.json: unknown key\(s\) \['n_layer'\]"):
+        qkv.load(tmp_path)

@@ -1,0 +1,40 @@
+import torch
+
+from conftest import random_tokens
+from qkv.decoding.greedy import greedy_decode
+
+
+def _greedy_without_cache(model, src, max_len):
+    """Reference: re-run the whole decoder on the full prefix at every step."""
+    c = model.config
+    enc = model.encode(src)
+    ys = torch.full((src.size(0), 1), c.bos_id)
+    done = torch.zeros(src.size(0), dtype=torch.bool)
+    for _ in range(max_len):
+        nxt = model.decode(ys, enc.memory, enc.src_mask).logits[:, -1].argmax(-1).masked_fill(done, c.pad_id)
+        ys = torch.cat([ys, nxt[:, None]], 1)
+        done |= nxt == c.eos_id
+        if done.all():
+            break
+    return ys[:, 1:]
+
+
+def test_cached_greedy_equals_uncached(tiny_model):
+    torch.manual_seed(1)
+    src = random_tokens(4, 8)
+    src[2, 5:] = 0
+    with torch.no_grad():
+        expected = _greedy_without_cache(tiny_model, src, 15)
+    assert torch.equal(greedy_decode(tiny_model, src, 15), expected)
+
+
+def test_greedy_stops_when_every_row_ended(tiny_model):
+    with torch.no_grad():  # final hidden state = e_0, and only </s> (id 2) has weight on dimension 0
+        last_norm = tiny_model.decoder.layers[-1].norm_ff
+        last_norm.weight.zero_()
+        last_norm.bias.zero_()
+        last_norm.bias[0] = 1.0
+        tiny_model.output.weight[:, 0] = 0.0
+        tiny_model.output.weight[2, 0] = 100.0
+    out = greedy_decode(tiny_model, random_tokens(3, 5), 10)
+    assert out.shape == (3, 1) and (out == 2).all()
