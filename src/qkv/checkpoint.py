@@ -20,12 +20,14 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from qkv.config import ConfigError
+from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 
 FORMAT_VERSION = 1
 # family name -> (config class, model class). Explicit: no registration by import side effect.
 FAMILIES: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "seq2seq": (Seq2SeqConfig, EncoderDecoder),
+    "gpt": (GPTConfig, GPT),
 }
 
 

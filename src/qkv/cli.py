@@ -12,6 +12,8 @@ from pathlib import Path
 
 from qkv.checkpoint import CheckpointError
 from qkv.config import ConfigError
+from qkv.data.text import DataError
+from qkv.data.tokenizers import TokenizerError
 
 DEMO_MARKER = ".qkv-demo"
 
@@ -34,6 +36,93 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if result["accuracy"] >= args.min_accuracy else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from qkv.tasks.registry import TASKS
+    from qkv.train.loop import LoopConfig, fit
+    from qkv.train.optim import OptimConfig
+    from qkv.train.runconfig import load_run_config
+
+    run = load_run_config(args.config, args.set)
+    source = run["_source"]
+    if run["task"] not in TASKS:
+        raise UsageError(f"{source}: task must be one of {sorted(TASKS)}, got {run['task']!r}")
+    loop = LoopConfig.from_dict(run["train"], source=f"{source} [train]")
+    optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
+    out = Path(run["out"])
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"{out}: already holds a run (use --overwrite to replace it, or set another `out`)")
+    if loop.threads:
+        torch.set_num_threads(loop.threads)
+    model, task = TASKS[run["task"]](run, loop)  # reads and checks the data before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    resolved = {k: v for k, v in run.items() if k != "_source"} | {"model": model.config.to_dict()}
+    (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{run['task']}: {model.family} model with {n_params:,} parameters; writing to {out}", file=sys.stderr)
+    result = fit(model, task, loop, optim, out, progress=not args.no_progress)
+    print(json.dumps(result))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from qkv.checkpoint import load
+    from qkv.data.tokenizers import load_tokenizer
+    from qkv.decoding.generate import generate
+
+    model = load(args.model)
+    if model.family != "gpt":
+        raise UsageError(f"{args.model}: is a {model.family} model; generate needs a gpt model")
+    tokenizer = load_tokenizer(args.model)
+    prompt = tokenizer.encode(args.prompt)
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    ids: list[int] = []
+    shown = ""
+    sys.stdout.write(args.prompt)
+    for token in generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator):
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            sys.stdout.write(text[len(shown) :])
+            sys.stdout.flush()
+            shown = text
+    sys.stdout.write(tokenizer.decode(ids)[len(shown) :] + "\n")
+    return 0
+
+
+def _refuse_nonempty(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UsageError(f"{out}: already exists and is not empty (use --overwrite, or another --out)")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from qkv.checkpoint import load
+    from qkv.convert import gpt2
+    from qkv.convert.common import read_json
+
+    out = Path(args.out)
+    _refuse_nonempty(out, args.overwrite)
+    if args.from_hf:
+        src = Path(args.from_hf)
+        model_type = read_json(src / "config.json").get("model_type")
+        if model_type != "gpt2":
+            raise UsageError(f"{src / 'config.json'}: model_type {model_type!r} is not supported (supported: gpt2)")
+        model = gpt2.from_hf(src, out)
+    else:
+        model = load(args.to_hf)
+        if model.family != "gpt":
+            raise UsageError(f"{args.to_hf}: a {model.family} model has no Hugging Face layout here (supported: gpt)")
+        gpt2.to_hf(model, out, tokenizer_dir=args.to_hf)
+    print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qkv", description="The Transformer family (encoder-decoder, BERT, GPT) in one small PyTorch codebase."
@@ -53,6 +142,47 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="write into --out even if it holds other files")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
+
+    train = sub.add_parser(
+        "train",
+        help="train a model from a TOML run config",
+        description="Train the model a TOML config describes (see configs/). Writes OUT/best, OUT/last "
+        "(checkpoint directories), OUT/metrics.jsonl and OUT/run_config.json.",
+    )
+    train.add_argument("config", help="TOML run config, e.g. configs/shakespeare_char.toml")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a config value (repeatable), e.g. --set train.steps=100")  # fmt: skip
+    train.add_argument("--overwrite", action="store_true", help="replace a previous run in the output directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    gen = sub.add_parser(
+        "generate",
+        help="generate text with a GPT checkpoint, streamed to standard output",
+        description="Continue --prompt with a GPT model. Temperature 0 is greedy decoding.",
+    )
+    gen.add_argument("--model", required=True, help="checkpoint directory")
+    gen.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    gen.add_argument("--max-new-tokens", type=int, default=200)
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    gen.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens (0 = off)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
+    gen.add_argument("--seed", type=int, help="random seed, for reproducible samples")
+    gen.set_defaults(run=_generate)
+
+    conv = sub.add_parser(
+        "convert",
+        help="convert checkpoints from/to the Hugging Face layout (GPT-2)",
+        description="--from-hf reads a Hugging Face directory (config.json, model.safetensors, tokenizer "
+        "files) into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout. "
+        "Only safetensors weights are read, never pickled ones.",
+    )
+    which = conv.add_mutually_exclusive_group(required=True)
+    which.add_argument("--from-hf", metavar="HF_DIR", help="Hugging Face model directory to read")
+    which.add_argument("--to-hf", metavar="DIR", help="qkv checkpoint directory to write out")
+    conv.add_argument("--out", required=True, help="directory to write")
+    conv.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    conv.set_defaults(run=_convert)
     return parser
 
 
@@ -60,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, ConfigError, CheckpointError) as err:
+    except (UsageError, ConfigError, CheckpointError, DataError, TokenizerError) as err:
         print(f"qkv {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ class OptimConfig(Config):
     lr: float = 1.0  # the factor for "noam"; the peak learning rate for the others
     warmup_steps: int = 4000
     total_steps: int = 100_000  # used by "cosine"
+    min_lr: float = 0.0  # where "cosine" ends
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-9
@@ -39,7 +40,7 @@ class OptimConfig(Config):
         if self.schedule == "inverse_sqrt":
             return schedules.inverse_sqrt(step, self.lr, self.warmup_steps)
         if self.schedule == "cosine":
-            return schedules.cosine(step, self.lr, self.warmup_steps, self.total_steps)
+            return schedules.cosine(step, self.lr, self.warmup_steps, self.total_steps, self.min_lr)
         return self.lr
 
     def build(self, model: nn.Module) -> torch.optim.Optimizer:

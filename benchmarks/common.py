@@ -1,0 +1,59 @@
+"""Shared benchmark harness: alternate the contenders, repeat, report medians as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def environment() -> dict:
+    import transformers
+
+    import qkv
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({cpu})",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "qkv": qkv.__version__,
+    }
+
+
+def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Run each contender once per round, in alternating order; each call returns its own rate.
+    Returns the median rate of each (alternation spreads machine noise over both)."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            rates[name].append(contenders[name]())
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def report(benchmark: str, unit: str, rates: dict[str, float], baseline: str, ours: str = "qkv", **extra) -> dict:
+    record = {"benchmark": benchmark, "unit": unit, **{k: round(v, 2) for k, v in rates.items()}}
+    record[f"ratio_vs_{baseline}"] = round(rates[ours] / rates[baseline], 3)
+    record.update(extra)
+    record.update(environment())
+    print(json.dumps(record), flush=True)
+    return record

@@ -1,0 +1,99 @@
+"""Text <-> ids for the language models: characters, or byte-level BPE with Hugging Face `tokenizers`.
+
+Both kinds save themselves into a checkpoint directory and `load_tokenizer(dir)` finds whichever is
+there: `chars.json` (character level), `tokenizer.json` (a BPE trained here), or GPT-2's own
+`vocab.json` + `merges.txt`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Protocol
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file is missing or unreadable; the message names the file."""
+
+
+class TextTokenizer(Protocol):
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def save(self, directory: Path) -> None: ...
+
+
+class CharTokenizer:
+    """One id per distinct character of the training text, in sorted order (as nanoGPT does)."""
+
+    FILE = "chars.json"
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        self.chars = sorted(set(chars))
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+        self.vocab_size = len(self.chars)
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        return cls(text)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as err:
+            raise TokenizerError(f"character {err.args[0]!r} is not in the {self.vocab_size}-character vocabulary") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / self.FILE).write_text(json.dumps({"chars": self.chars}, ensure_ascii=False))
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2's scheme): any Unicode text encodes, and decode(encode(s)) == s."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    @classmethod
+    def train(cls, files: list[str], vocab_size: int) -> "BPETokenizer":
+        from tokenizers import ByteLevelBPETokenizer
+
+        tok = ByteLevelBPETokenizer()
+        tok.train(files, vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+        return cls(tok._tokenizer)
+
+    @classmethod
+    def from_gpt2_files(cls, vocab: Path, merges: Path) -> "BPETokenizer":
+        from tokenizers import ByteLevelBPETokenizer
+
+        return cls(ByteLevelBPETokenizer(str(vocab), str(merges))._tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tok.decode(list(ids))
+
+    def save(self, directory: Path) -> None:
+        self.tok.save(str(Path(directory) / "tokenizer.json"))
+
+
+def load_tokenizer(directory: str | Path) -> TextTokenizer:
+    """The tokenizer saved in a checkpoint directory."""
+    d = Path(directory)
+    try:
+        if (d / CharTokenizer.FILE).is_file():
+            return CharTokenizer(json.loads((d / CharTokenizer.FILE).read_text(encoding="utf-8"))["chars"])
+        if (d / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            return BPETokenizer(Tokenizer.from_file(str(d / "tokenizer.json")))
+        if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
+            return BPETokenizer.from_gpt2_files(d / "vocab.json", d / "merges.txt")
+    except Exception as err:  # the tokenizers library raises its own exception types
+        raise TokenizerError(f"{d}: tokenizer files cannot be read ({err})") from None
+    raise TokenizerError(f"{d}: no tokenizer (chars.json, tokenizer.json, or vocab.json + merges.txt)")

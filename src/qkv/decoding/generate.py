@@ -1,0 +1,53 @@
+"""Text generation for decoder-only models, one token per step with the KV cache."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterator
+
+import torch
+
+from qkv.decoding.filters import sample
+from qkv.models.gpt import GPT
+
+
+def crop_prompt(ids: list[int], block_size: int, max_new_tokens: int) -> list[int]:
+    """Keep the end of a prompt that would not fit the context window (with a warning), never crash."""
+    room = max(1, block_size - min(max_new_tokens, block_size // 2))
+    if len(ids) > room:
+        warnings.warn(f"prompt of {len(ids)} tokens cropped to its last {room} (context window {block_size})")
+        return ids[-room:]
+    return ids
+
+
+@torch.inference_mode()
+def generate(
+    model: GPT,
+    prompt: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[int]:
+    """Yield new token ids one at a time (batch 1). The prompt is run once; each later step feeds only
+    the newest token. When the context window fills, the cache restarts from the last half window
+    (learned positions are absolute, so a sliding cache cannot simply drop its oldest entry)."""
+    if not prompt:
+        raise ValueError("the prompt is empty (give at least one token)")
+    block = model.config.block_size
+    ids = crop_prompt(list(prompt), block, max_new_tokens)
+    device = next(model.parameters()).device
+    cache, feed = None, ids
+    for _ in range(max_new_tokens):
+        if not use_cache:
+            logits = model(torch.tensor([ids[-block:]], device=device)).logits
+        else:
+            if cache is None or cache.length + len(feed) > block:
+                cache, feed = model.new_cache(), ids[-(block // 2) :] if cache is not None else ids
+            logits = model(torch.tensor([feed], device=device), cache).logits
+        nxt = int(sample(logits[:, -1], temperature, top_k, top_p, generator))
+        ids.append(nxt)
+        feed = [nxt]
+        yield nxt

@@ -1,0 +1,80 @@
+"""Causal language modelling for the GPT family: next-token prediction on text files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from qkv.config import Config, require
+from qkv.data.lm import LMData
+from qkv.data.text import read_text
+from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer
+from qkv.models.gpt import GPT, PRESETS
+from qkv.train.loop import LoopConfig
+from qkv.train.runconfig import model_config
+
+
+@dataclass(frozen=True)
+class LMDataConfig(Config):
+    files: tuple[str, ...] = ("../shared/data/tinyshakespeare/input.txt",)
+    tokenizer: Literal["char", "bpe", "gpt2"] = "char"
+    bpe_vocab_size: int = 8000  # when tokenizer = "bpe" (trained on `files`)
+    gpt2_dir: str = ""  # when tokenizer = "gpt2": a directory with GPT-2's vocab.json and merges.txt
+    val_fraction: float = 0.1
+    eval_batches: int = 50  # validation loss = mean over this many fixed random batches
+
+    def validate(self) -> None:
+        require(len(self.files) > 0, "data.files must name at least one file")
+        require(0.0 < self.val_fraction < 1.0, "data.val_fraction must be in (0, 1)")
+        require(self.tokenizer != "gpt2" or bool(self.gpt2_dir), "data.gpt2_dir is needed with tokenizer = 'gpt2'")
+
+
+def build_tokenizer(cfg: LMDataConfig, text: str) -> TextTokenizer:
+    if cfg.tokenizer == "char":
+        return CharTokenizer.train(text)
+    if cfg.tokenizer == "bpe":
+        return BPETokenizer.train(list(cfg.files), cfg.bpe_vocab_size)
+    return BPETokenizer.from_gpt2_files(Path(cfg.gpt2_dir) / "vocab.json", Path(cfg.gpt2_dir) / "merges.txt")
+
+
+class LMTask:
+    def __init__(self, data_cfg: LMDataConfig, loop: LoopConfig, tokenizer: TextTokenizer, data: LMData) -> None:
+        self.cfg, self.loop, self.tokenizer, self.data = data_cfg, loop, tokenizer, data
+        self.generator = torch.Generator().manual_seed(loop.seed)
+
+    def train_batch(self):
+        return self.data.batch("train", self.loop.batch_size, self.generator)
+
+    def loss(self, model: GPT, batch) -> tuple[torch.Tensor, int]:
+        x, y = batch
+        logits = model(x).logits
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"), y.numel()
+
+    @torch.inference_mode()
+    def evaluate(self, model: GPT) -> dict[str, float]:
+        model.eval()
+        g = torch.Generator().manual_seed(1234)  # the same validation windows at every evaluation
+        total = count = 0
+        for _ in range(self.cfg.eval_batches):
+            loss, n = self.loss(model, self.data.batch("val", self.loop.batch_size, g))
+            total, count = total + loss.item(), count + n
+        return {"val_loss": total / count}
+
+    def save_extras(self, directory: Path) -> None:
+        self.tokenizer.save(directory)
+
+
+def build(run: dict, loop: LoopConfig):
+    """(model, task) for a run config whose task is "lm"."""
+    source = run["_source"]
+    data_cfg = LMDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    text = "".join(read_text(f) for f in data_cfg.files)
+    tokenizer = build_tokenizer(data_cfg, text)
+    cfg = model_config(PRESETS, run["model"], source, vocab_size=tokenizer.vocab_size)
+    data = LMData(tokenizer.encode(text), data_cfg.val_fraction, cfg.block_size)
+    torch.manual_seed(loop.seed)
+    return GPT(cfg), LMTask(data_cfg, loop, tokenizer, data)

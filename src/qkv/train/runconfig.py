@@ -1,0 +1,78 @@
+"""Run configuration files: TOML with sections, plus `--set section.key=value` overrides.
+
+    task = "lm"                 # which family/task trains (see qkv.tasks.TASKS)
+    out = "runs/shakespeare"    # where checkpoints and logs go
+    [data]  ...                 # the task's data settings
+    [model] preset = "char-tiny", and any model config field to override
+    [train] ...                 # qkv.train.loop.LoopConfig
+    [optim] ...                 # qkv.train.optim.OptimConfig
+
+Every key is checked: an unknown one, or a value of the wrong type, is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from qkv.config import ConfigError
+
+SECTIONS = ("data", "model", "train", "optim")
+TOP_LEVEL = ("task", "out", *SECTIONS)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """"train.steps=100" -> (["train", "steps"], 100). Values are TOML literals; bare words are strings."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
+    """The config file as a dict with every section present, overrides applied, top-level keys checked."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: {err}") from None
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    unknown = sorted(set(data) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{p}: unknown key(s) {unknown}; expected {list(TOP_LEVEL)}")
+    for name in ("task", "out"):
+        if not isinstance(data.get(name), str):
+            raise ConfigError(f"{p}: `{name}` must be given as a string")
+    for section in SECTIONS:
+        if not isinstance(data.setdefault(section, {}), dict):
+            raise ConfigError(f"{p}: [{section}] must be a table")
+    data["_source"] = str(p)
+    return data
+
+
+def model_config(presets: dict, section: dict[str, Any], source: str, **forced: Any):
+    """The [model] section: a preset by name, then field overrides, then values the data decides."""
+    fields = dict(section)
+    name = fields.pop("preset", None)
+    if name is None or name not in presets:
+        raise ConfigError(f"{source} [model]: preset must be one of {sorted(presets)}, got {name!r}")
+    base = presets[name]
+    merged = {**base.to_dict(), **fields, **forced}
+    return type(base).from_dict(merged, source=f"{source} [model]")

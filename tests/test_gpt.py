@@ -1,0 +1,163 @@
+"""The decoder-only family: parity with Hugging Face GPT-2, the cache, sampling, training, the CLI."""
+
+import warnings
+
+import pytest
+import torch
+
+from qkv.checkpoint import load
+from qkv.cli import main
+from qkv.decoding.filters import sample, top_k, top_p
+from qkv.decoding.generate import generate
+from qkv.models.gpt import GPT, GPTConfig
+from qkv.nn.block import TransformerBlock
+
+
+def tiny_gpt(**changes) -> GPT:
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=50, block_size=32, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, attention_dropout=0.0)
+    return GPT(GPTConfig(**{**cfg, **changes})).eval()
+
+
+def test_gpt_is_built_from_the_shared_blocks():
+    model = tiny_gpt()
+    assert all(type(layer) is TransformerBlock and layer.cross_attn is None for layer in model.blocks.layers)
+    assert model.output.weight is model.embed.tokens.weight
+
+
+@pytest.fixture
+def hf_gpt2_dir(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=97, n_positions=40, n_embd=48, n_layer=3, n_head=4,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    return tmp_path, hf
+
+
+def test_hf_gpt2_parity_and_round_trip(hf_gpt2_dir):
+    import transformers
+
+    tmp, hf = hf_gpt2_dir
+    assert main(["convert", "--from-hf", str(tmp / "hf"), "--out", str(tmp / "qkv")]) == 0
+    ours = load(tmp / "qkv")
+    tokens = torch.randint(0, 97, (3, 25))
+    with torch.no_grad():
+        expected = hf(tokens).logits
+        got = ours(tokens).logits
+    assert (got - expected).abs().max() <= 1e-4
+    assert main(["convert", "--to-hf", str(tmp / "qkv"), "--out", str(tmp / "back")]) == 0
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp / "back").eval()
+    with torch.no_grad():
+        assert (back(tokens).logits - expected).abs().max() <= 1e-4
+
+
+def test_convert_refuses_pickles_and_bad_shapes(hf_gpt2_dir, capsys):
+    import json
+
+    tmp, _ = hf_gpt2_dir
+    cfg = json.loads((tmp / "hf" / "config.json").read_text())
+    cfg["n_embd"] = 64
+    (tmp / "bad").mkdir()
+    (tmp / "bad" / "config.json").write_text(json.dumps(cfg))
+    (tmp / "bad" / "pytorch_model.bin").write_bytes(b"not read")
+    assert main(["convert", "--from-hf", str(tmp / "bad"), "--out", str(tmp / "o1")]) == 2
+    assert "pickled weights are never loaded" in capsys.readouterr().err
+    (tmp / "bad" / "model.safetensors").write_bytes((tmp / "hf" / "model.safetensors").read_bytes())
+    assert main(["convert", "--from-hf", str(tmp / "bad"), "--out", str(tmp / "o2")]) == 2
+    assert "has shape" in capsys.readouterr().err
+    assert not (tmp / "o2").exists() or not any((tmp / "o2").iterdir())
+
+
+def test_cached_logits_equal_full_forward_at_every_step():
+    model = tiny_gpt()
+    tokens = torch.randint(0, 50, (2, 20))
+    with torch.no_grad():
+        full = model(tokens).logits
+        cache = model.new_cache()
+        model(tokens[:, :7], cache)  # a prompt, then one token at a time
+        for t in range(7, 20):
+            step = model(tokens[:, t : t + 1], cache).logits
+            assert (step[:, 0] - full[:, t]).abs().max() <= 1e-5, t
+
+
+def test_cached_greedy_generation_equals_uncached():
+    model = tiny_gpt()
+    prompt = [3, 1, 4, 1, 5]
+    cached = list(generate(model, prompt, 40, temperature=0.0))
+    uncached = list(generate(model, prompt, 40, temperature=0.0, use_cache=False))
+    assert cached == uncached and len(cached) == 40  # 45 tokens: passes the 32-position window
+
+
+def test_long_prompt_is_cropped_with_a_warning():
+    model = tiny_gpt()
+    with pytest.warns(UserWarning, match="cropped"):
+        out = list(generate(model, list(range(45)), 5, temperature=0.0))
+    assert len(out) == 5
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.randn(4, 100)
+    kept = torch.isfinite(top_k(logits, 7))
+    assert (kept.sum(-1) == 7).all()
+    assert torch.equal(kept, torch.zeros_like(kept).scatter(-1, logits.topk(7).indices, True))
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]])
+    logits = probs.log()
+    assert torch.isfinite(top_p(logits, 0.7)).tolist() == [[True, True, False, False, False]]  # 0.5+0.2 reaches 0.7
+    assert torch.isfinite(top_p(logits, 0.71)).tolist() == [[True, True, True, False, False]]
+    assert torch.isfinite(top_p(logits, 0.3)).tolist() == [[True, False, False, False, False]]
+    shuffled = logits[:, torch.tensor([3, 0, 4, 2, 1])]
+    assert torch.isfinite(top_p(shuffled, 0.7)).tolist() == [[False, True, False, False, True]]
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    logits = torch.randn(3, 40)
+    a = sample(logits, 0.8, 10, 0.9, torch.Generator().manual_seed(5))
+    b = sample(logits, 0.8, 10, 0.9, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert torch.equal(sample(logits, 0.0), logits.argmax(-1))
+
+
+TEXT = "to be, or not to be, that is the question.\n" * 40
+
+
+def test_tiny_gpt_overfits_and_generates_from_the_cli(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text(TEXT)
+    (tmp_path / "c.toml").write_text(f"""
+task = "lm"
+out = "{tmp_path / 'run'}"
+[data]
+files = ["{tmp_path / 't.txt'}"]
+eval_batches = 2
+[model]
+preset = "char-tiny"
+block_size = 32
+[train]
+steps = 150
+batch_size = 16
+eval_every = 150
+[optim]
+schedule = "cosine"
+lr = 3e-3
+warmup_steps = 10
+total_steps = 150
+label_smoothing = 0.0
+""")
+    assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 0
+    assert '"best_val_loss"' in capsys.readouterr().out
+    import json
+
+    last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["val_loss"] < 0.3  # memorised: a uniform guess over 16 characters is 2.8
+    assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", "to be, or ",
+                 "--temperature", "0", "--max-new-tokens", "30"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.startswith("to be, or not to be, that is the")
+    # a second run into the same directory is refused, and nothing there changes
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
