@@ -29,7 +29,7 @@ def environment() -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "qkv": qkv.__version__,
+        "qkv_version": qkv.__version__,
     }
 
 

@@ -10,7 +10,10 @@ from qkv.models.seq2seq import EncoderDecoder
 
 @torch.inference_mode()
 def greedy_decode(model: EncoderDecoder, src: Tensor, max_len: int) -> Tensor:
-    """src: (B, S) -> (B, <= max_len) generated ids after BOS; finished rows are padded after EOS."""
+    """src: (B, S) -> (B, <= max_len) generated ids after BOS; finished rows are padded after EOS.
+
+    Row i's output does not depend on the other rows: the loop only stops early once every row is done.
+    """
     c = model.config
     enc = model.encode(src)
     cache = model.new_cache()

@@ -158,4 +158,4 @@ def small_config(vocab_size: int = 8000) -> Seq2SeqConfig:
     return Seq2SeqConfig(vocab_size, vocab_size, d_model=256, n_heads=8, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024)
 
 
-PRESETS = {"base": base_config, "big": big_config, "small": small_config}
+PRESETS = {"base": base_config(), "big": big_config(), "small": small_config()}  # vocab sizes are set by the data

@@ -1,5 +1,5 @@
 """Task name -> builder, listed explicitly (no registration by import side effect)."""
 
-from qkv.tasks import lm
+from qkv.tasks import lm, translation
 
-TASKS = {"lm": lm.build}
+TASKS = {"lm": lm.build, "translation": translation.build}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ class LoopConfig(Config):
     grad_accum: int = 1  # micro-batches per optimiser step
     eval_every: int = 250
     log_every: int = 10
+    keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints in out/checkpoints/ (for averaging)
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
 
@@ -104,6 +106,10 @@ def fit(model: nn.Module, task: Task, loop: LoopConfig, optim: OptimConfig, out:
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             meta = {"step": step, **metrics}
             _checkpoint(model, task, out / "last", meta)
+            if loop.keep_checkpoints:
+                _checkpoint(model, task, out / "checkpoints" / f"step-{step:07d}", meta)
+                for old in sorted((out / "checkpoints").iterdir())[: -loop.keep_checkpoints]:
+                    shutil.rmtree(old)
             if metrics["val_loss"] < best:
                 best = metrics["val_loss"]
                 _checkpoint(model, task, out / "best", meta)

@@ -1,0 +1,42 @@
+"""Batches bounded by a number of tokens, of sentences of similar length (sec 5.1: "Sentence pairs
+were batched together by approximate sequence length. Each training batch contained a set of
+sentence pairs containing approximately 25000 source tokens and 25000 target tokens")."""
+
+from __future__ import annotations
+
+import torch
+
+
+def token_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int) -> list[list[int]]:
+    """Group example indices so that each batch's padded size, rows x longest side, stays within
+    max_tokens. Sorting by length first keeps padding small."""
+    order = sorted(range(len(src_lens)), key=lambda i: (src_lens[i], tgt_lens[i]))
+    batches, current, longest = [], [], 0
+    for i in order:
+        size = max(src_lens[i], tgt_lens[i])
+        if current and max(longest, size) * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, size)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class EpochBatches:
+    """Endless stream of batches: each epoch visits every batch once, in a seeded random order."""
+
+    def __init__(self, batches: list[list[int]], seed: int) -> None:
+        self.batches = batches
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch, self._order, self._pos = 0, [], 0
+
+    def next(self) -> list[int]:
+        if self._pos >= len(self._order):
+            self._order = torch.randperm(len(self.batches), generator=self.generator).tolist()
+            self._pos = 0
+            self.epoch += 1
+        batch = self.batches[self._order[self._pos]]
+        self._pos += 1
+        return batch

@@ -1,0 +1,89 @@
+"""Beam search for the encoder-decoder (sec 6.1: "beam search with a beam size of 4 and length
+penalty alpha = 0.6 ... maximum output length during inference to input length + 50").
+
+Batched: B sentences x K beams are decoded together with one KV cache. Every decision about a
+sentence reads only that sentence's rows, so its result does not depend on the rest of the batch.
+A sentence leaves the batch as soon as it is done, which also makes later steps cheaper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS and EOS
+    score: float  # log-probability divided by the length penalty
+    log_prob: float
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al., 2016, eq. 14), which the paper's alpha refers to."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.inference_mode()
+def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_extra: int = 50) -> list[Hypothesis]:
+    """src: (B, S) padded ids -> the best hypothesis of each sentence.
+
+    `model` needs `config` (pad/bos/eos ids), `encode`, `decode` and `new_cache`, as EncoderDecoder has.
+    A sentence stops when K hypotheses have ended with EOS, or at its own source length + max_extra.
+    """
+    c, k = model.config, beam_size
+    b = src.size(0)
+    max_len = ((src != c.pad_id).sum(1) + max_extra).tolist()
+    enc = model.encode(src)
+    memory, src_mask = enc.memory.repeat_interleave(k, 0), enc.src_mask.repeat_interleave(k, 0)  # (B*K, S, D)
+    cache = model.new_cache()
+    history = torch.full((b * k, 1), c.bos_id, dtype=torch.long, device=src.device)  # (rows, t)
+    scores = torch.full((b, k), float("-inf"), device=src.device)
+    scores[:, 0] = 0.0  # all beams start equal: let only the first one expand at step 1
+    finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    active = list(range(b))  # sentence ids of the rows in the batch, K rows each
+    step = 0
+    while active:
+        step += 1
+        logits = model.decode(history[:, -1:], memory, src_mask, cache).logits[:, -1]  # (A*K, V)
+        logp = logits.float().log_softmax(-1)
+        n, v = len(active), logp.size(-1)
+        candidates = (scores[:, :, None] + logp.view(n, k, v)).view(n, k * v)
+        top_scores, top_index = candidates.topk(min(2 * k, k * v), dim=-1)  # (A, 2K): enough to survive K EOS
+        rows, words, new_scores, still = [], [], [], []
+        for j, (sent, s_row, i_row) in enumerate(zip(active, top_scores.tolist(), top_index.tolist())):
+            survivors = []
+            for rank, (s, index) in enumerate(zip(s_row, i_row)):
+                if s == float("-inf") or len(survivors) == k:
+                    break
+                beam, word = divmod(index, v)
+                if word == c.eos_id:
+                    if rank < k:  # an EOS counts only if it is among the K best candidates
+                        tokens = history[j * k + beam, 1:].tolist()
+                        finished[sent].append(Hypothesis(tokens, s / length_penalty(step, alpha), s))
+                else:
+                    survivors.append((s, beam, word))
+            if step >= max_len[sent]:  # out of length: the surviving beams end here, unfinished
+                for s, beam, word in survivors:
+                    tokens = history[j * k + beam, 1:].tolist() + [word]
+                    finished[sent].append(Hypothesis(tokens, s / length_penalty(step, alpha), s))
+            if len(finished[sent]) >= k or step >= max_len[sent]:
+                continue
+            still.append(sent)
+            # fewer than K continuations with non-zero probability: fill with copies that can never win
+            survivors += [(float("-inf"), survivors[0][1], survivors[0][2])] * (k - len(survivors))
+            for s, beam, word in survivors:
+                rows.append(j * k + beam)
+                words.append(word)
+                new_scores.append(s)
+        if not still:
+            break
+        index = torch.tensor(rows, device=src.device)
+        history = torch.cat([history.index_select(0, index), torch.tensor(words, device=src.device)[:, None]], 1)
+        cache.reorder(index)
+        memory, src_mask = memory.index_select(0, index), src_mask.index_select(0, index)
+        scores = torch.tensor(new_scores, device=src.device).view(len(still), k)
+        active = still
+    return [max(hyps, key=lambda h: h.score) for hyps in finished]

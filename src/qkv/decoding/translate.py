@@ -1,0 +1,49 @@
+"""Translating lists of sentences: tokenize, batch by length, decode, detokenize, restore order."""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from qkv.data.padding import pad_sequences
+from qkv.data.subword import PairTokenizer
+from qkv.decoding.beam import beam_search
+from qkv.decoding.greedy import greedy_decode
+from qkv.models.seq2seq import EncoderDecoder
+
+
+def translate_ids(model: EncoderDecoder, src_ids: list[list[int]], beam: int, alpha: float = 0.6, max_extra: int = 50) -> list[list[int]]:
+    """One batch of source id lists -> output id lists (no BOS/EOS). beam 1 is greedy decoding."""
+    c = model.config
+    src = pad_sequences([ids + [c.eos_id] for ids in src_ids], c.pad_id)
+    if beam > 1:
+        return [h.tokens for h in beam_search(model, src, beam, alpha, max_extra)]
+    limits = [len(ids) + 1 + max_extra for ids in src_ids]  # each row's own limit, as beam search has
+    out = greedy_decode(model, src, max(limits)).tolist()
+    result = []
+    for row, limit in zip(out, limits):
+        row = row[:limit]
+        result.append(row[: row.index(c.eos_id)] if c.eos_id in row else row)
+    return result
+
+
+def translate_lines(
+    model: EncoderDecoder,
+    tokenizer: PairTokenizer,
+    lines: list[str],
+    beam: int = 4,
+    alpha: float = 0.6,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[str]:
+    """Translations of `lines`, same order. Sentences are decoded in batches of similar length."""
+    src_ids = tokenizer.encode_src([line.strip() for line in lines])
+    order = sorted(range(len(lines)), key=lambda i: len(src_ids[i]))
+    out: list[list[int]] = [[] for _ in lines]
+    model.eval()
+    with torch.inference_mode():
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for chunk in tqdm(chunks, desc="translating", unit="batch", disable=not progress):
+            for i, ids in zip(chunk, translate_ids(model, [src_ids[i] for i in chunk], beam, alpha)):
+                out[i] = ids
+    return tokenizer.decode_tgt(out)

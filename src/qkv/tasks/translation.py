@@ -1,0 +1,112 @@
+"""Machine translation with the encoder-decoder (sec 5): BPE, token-bounded batches, teacher forcing,
+label-smoothed loss; validation loss and BLEU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qkv.config import Config, require
+from qkv.data.batching import EpochBatches, token_batches
+from qkv.data.padding import pad_sequences
+from qkv.data.parallel import EmptyPolicy, read_parallel
+from qkv.data.subword import PairTokenizer
+from qkv.decoding.translate import translate_lines
+from qkv.models.seq2seq import PRESETS, EncoderDecoder
+from qkv.train.losses import label_smoothed_cross_entropy
+from qkv.train.loop import LoopConfig
+from qkv.train.runconfig import model_config
+
+
+@dataclass(frozen=True)
+class TranslationDataConfig(Config):
+    train_src: str
+    train_tgt: str
+    valid_src: str
+    valid_tgt: str
+    vocab_size: int = 8000  # BPE vocabulary (each, when not shared)
+    shared_vocab: bool = True  # one vocabulary and one embedding matrix for both languages (sec 3.4)
+    max_len: int = 100  # training pairs with more subword tokens on either side are dropped (and counted)
+    empty_lines: EmptyPolicy = "error"  # or "skip": drop pairs with an empty side
+    max_tokens: int = 4096  # padded tokens per batch, per side (the paper: about 25,000 on 8 GPUs)
+    bleu_sentences: int = 500  # validation BLEU (greedy) on this many sentences at each evaluation; 0 = off
+    label_smoothing_eval: bool = False  # report val_loss with label smoothing (as trained) or plain NLL
+
+    def validate(self) -> None:
+        require(self.vocab_size >= 16 and self.max_len >= 1 and self.max_tokens >= self.max_len,
+                "data.vocab_size >= 16, data.max_len >= 1 and data.max_tokens >= data.max_len are needed")  # fmt: skip
+
+
+class TranslationTask:
+    def __init__(self, cfg, optim_eps: float, tokenizer: PairTokenizer, train, valid, seed: int) -> None:
+        self.cfg, self.eps, self.tokenizer = cfg, optim_eps, tokenizer
+        self.train_src, self.train_tgt = train
+        self.valid_text = valid
+        lens_s, lens_t = [len(s) for s in self.train_src], [len(t) + 1 for t in self.train_tgt]
+        self.stream = EpochBatches(token_batches(lens_s, lens_t, cfg.max_tokens), seed)
+        v_src, v_tgt = tokenizer.encode_src(valid[0]), tokenizer.encode_tgt(valid[1])
+        self.valid_batches = [
+            self._tensors([v_src[i] for i in b], [v_tgt[i] for i in b])
+            for b in token_batches([len(s) for s in v_src], [len(t) + 1 for t in v_tgt], cfg.max_tokens)
+        ]
+
+    @staticmethod
+    def _tensors(src_ids, tgt_ids):
+        """src (B, S) ending in EOS; decoder input (B, T) starting with BOS; target (B, T) ending in EOS."""
+        src = pad_sequences([s + [2] for s in src_ids], 0)
+        tgt = pad_sequences([[1] + t + [2] for t in tgt_ids], 0)
+        return src, tgt[:, :-1], tgt[:, 1:]
+
+    def train_batch(self):
+        idx = self.stream.next()
+        return self._tensors([self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx])
+
+    def loss(self, model: EncoderDecoder, batch):
+        src, tgt_in, tgt_out = batch
+        return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, self.eps, model.config.pad_id)
+
+    @torch.inference_mode()
+    def evaluate(self, model: EncoderDecoder) -> dict[str, float]:
+        import sacrebleu
+
+        model.eval()
+        total = count = 0
+        eps = self.eps if self.cfg.label_smoothing_eval else 0.0
+        for src, tgt_in, tgt_out in self.valid_batches:
+            loss, n = label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, eps, model.config.pad_id)
+            total, count = total + loss.item(), count + n
+        metrics = {"val_loss": total / count}
+        n = self.cfg.bleu_sentences
+        if n > 0:
+            hyps = translate_lines(model, self.tokenizer, self.valid_text[0][:n], beam=1)
+            metrics["val_bleu"] = sacrebleu.corpus_bleu(hyps, [self.valid_text[1][:n]]).score
+        return metrics
+
+    def save_extras(self, directory: Path) -> None:
+        self.tokenizer.save(directory)
+
+
+def build(run: dict, loop: LoopConfig):
+    """(model, task) for a run config whose task is "translation"."""
+    from qkv.train.optim import OptimConfig
+
+    source = run["_source"]
+    cfg = TranslationDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    train = read_parallel(cfg.train_src, cfg.train_tgt, cfg.empty_lines)
+    valid = read_parallel(cfg.valid_src, cfg.valid_tgt, cfg.empty_lines)
+    tokenizer = PairTokenizer.train(train.src, train.tgt, cfg.vocab_size, cfg.shared_vocab)
+    src_ids, tgt_ids = tokenizer.encode_src(train.src), tokenizer.encode_tgt(train.tgt)
+    keep = [i for i in range(len(src_ids)) if len(src_ids[i]) < cfg.max_len and len(tgt_ids[i]) < cfg.max_len]
+    dropped = len(src_ids) - len(keep)
+    print(f"training pairs: {len(keep):,} kept, {dropped:,} dropped as longer than {cfg.max_len} tokens, "
+          f"{train.skipped_empty:,} skipped as empty", flush=True)  # fmt: skip
+    v_src, v_tgt = tokenizer.vocab_sizes
+    model_cfg = model_config(PRESETS, run["model"], source, src_vocab_size=v_src, tgt_vocab_size=v_tgt,
+                             share_embeddings=cfg.shared_vocab, pad_id=0, bos_id=1, eos_id=2)  # fmt: skip
+    optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
+    torch.manual_seed(loop.seed)
+    task = TranslationTask(cfg, optim.label_smoothing, tokenizer, ([src_ids[i] for i in keep], [tgt_ids[i] for i in keep]),
+                           (valid.src, valid.tgt), loop.seed)  # fmt: skip
+    return EncoderDecoder(model_cfg), task

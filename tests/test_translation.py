@@ -1,0 +1,160 @@
+"""Translation end to end: data checks, batching, and train -> translate -> evaluate -> average from the CLI."""
+
+import random
+
+import pytest
+
+from qkv.cli import main
+from qkv.data.batching import EpochBatches, token_batches
+from qkv.data.parallel import read_parallel
+from qkv.data.text import DataError
+
+LEXICON = {"the": "der", "red": "rote", "cat": "kater", "dog": "hund", "sees": "sieht", "big": "grosse",
+           "small": "kleine", "house": "haus", "a": "ein", "runs": "rennt", "fast": "schnell"}  # fmt: skip
+
+
+def write_corpus(d, n=300, seed=0):
+    rng = random.Random(seed)
+    words = list(LEXICON)
+    src = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 7))) for _ in range(n)]
+    (d / "train.en").write_text("\n".join(src) + "\n")
+    (d / "train.de").write_text("\n".join(" ".join(LEXICON[w] for w in s.split()) for s in src) + "\n")
+    return src
+
+
+def test_unequal_line_counts(tmp_path):
+    (tmp_path / "a").write_text("x\ny\nz\n")
+    (tmp_path / "b").write_text("x\ny\n")
+    with pytest.raises(DataError, match="has 3 lines but .* has 2"):
+        read_parallel(tmp_path / "a", tmp_path / "b")
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    (tmp_path / "a").write_bytes(b"ok\nalso ok\nbad \xff here\n")
+    (tmp_path / "b").write_text("1\n2\n3\n")
+    with pytest.raises(DataError, match=r"a:3: invalid UTF-8"):
+        read_parallel(tmp_path / "a", tmp_path / "b")
+
+
+def test_empty_lines_error_or_skip(tmp_path):
+    (tmp_path / "a").write_text("one\n\nthree\n")
+    (tmp_path / "b").write_text("eins\nzwei\ndrei\n")
+    with pytest.raises(DataError, match=r"a:2: empty line"):
+        read_parallel(tmp_path / "a", tmp_path / "b")
+    corpus = read_parallel(tmp_path / "a", tmp_path / "b", empty="skip")
+    assert corpus.src == ["one", "three"] and corpus.tgt == ["eins", "drei"] and corpus.skipped_empty == 1
+
+
+def test_token_batches_respect_the_bound_and_cover_everything():
+    rng = random.Random(0)
+    src = [rng.randint(1, 60) for _ in range(500)]
+    tgt = [rng.randint(1, 60) for _ in range(500)]
+    batches = token_batches(src, tgt, 400)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        assert len(b) * max(max(src[i], tgt[i]) for i in b) <= 400
+    stream = EpochBatches(batches, seed=0)
+    first_epoch = [tuple(stream.next()) for _ in batches]
+    assert sorted(first_epoch) == sorted(map(tuple, batches))
+
+
+def test_cli_train_translate_evaluate_average(tmp_path, capsys, monkeypatch):
+    src = write_corpus(tmp_path)
+    (tmp_path / "test.en").write_text("\n".join(src[:25]) + "\n")
+    (tmp_path / "test.de").write_text("\n".join(" ".join(LEXICON[w] for w in s.split()) for s in src[:25]) + "\n")
+    config = tmp_path / "mt.toml"
+    config.write_text(f"""
+task = "translation"
+out = "{tmp_path / 'run'}"
+[data]
+train_src = "{tmp_path / 'train.en'}"
+train_tgt = "{tmp_path / 'train.de'}"
+valid_src = "{tmp_path / 'test.en'}"
+valid_tgt = "{tmp_path / 'test.de'}"
+vocab_size = 60
+max_tokens = 512
+bleu_sentences = 10
+[model]
+preset = "small"
+d_model = 32
+n_heads = 2
+n_encoder_layers = 1
+n_decoder_layers = 1
+d_ff = 64
+[train]
+steps = 12
+eval_every = 4
+keep_checkpoints = 2
+[optim]
+lr = 1.0
+warmup_steps = 4
+""")
+    assert main(["train", str(config), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000008", "step-0000012"]
+    assert (run / "best" / "tokenizer.json").is_file()
+    capsys.readouterr()
+
+    monkeypatch.setattr("sys.stdin", open(tmp_path / "test.en"))
+    assert main(["translate", "--model", str(run / "best"), "--beam", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 25
+
+    assert main(["translate", "--model", str(run / "last"), "--input", str(tmp_path / "test.en"), "--beam", "1"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 25
+
+    out_file = tmp_path / "hyp.de"
+    assert main(["evaluate", "--model", str(run / "best"), "--src", str(tmp_path / "test.en"),
+                 "--ref", str(tmp_path / "test.de"), "--output", str(out_file), "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "BLEU = " in printed and "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in printed and "chrF2 = " in printed
+    assert len(out_file.read_text().splitlines()) == 25
+
+    assert main(["average", "--run", str(run), "--last", "2", "--out", str(tmp_path / "avg")]) == 0
+    capsys.readouterr()
+    assert main(["translate", "--model", str(tmp_path / "avg"), "--input", str(tmp_path / "test.en")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 25
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("unequal", "has 300 lines but"),
+        ("utf8", r"train.en:2: invalid UTF-8"),
+        ("empty", r"train.de:3: empty line"),
+        ("unknown_key", r"unknown key\(s\) \['vocab'\]"),
+        ("missing", "no such file"),
+    ],
+)
+def test_bad_training_input_is_one_line_exit_2(tmp_path, capsys, problem, message):
+    write_corpus(tmp_path)
+    extra = ""
+    if problem == "unequal":
+        (tmp_path / "train.de").write_text("\n".join((tmp_path / "train.de").read_text().splitlines()[:-1]) + "\n")
+    elif problem == "utf8":
+        lines = (tmp_path / "train.en").read_bytes().split(b"\n")
+        lines[1] = b"caf\xe9"
+        (tmp_path / "train.en").write_bytes(b"\n".join(lines))
+    elif problem == "empty":
+        lines = (tmp_path / "train.de").read_text().split("\n")
+        lines[2] = ""
+        (tmp_path / "train.de").write_text("\n".join(lines))
+    elif problem == "unknown_key":
+        extra = "vocab = 5\n"
+    elif problem == "missing":
+        (tmp_path / "train.en").unlink()
+    config = tmp_path / "mt.toml"
+    config.write_text(f"""task = "translation"
+out = "{tmp_path / 'run'}"
+[data]
+{extra}train_src = "{tmp_path / 'train.en'}"
+train_tgt = "{tmp_path / 'train.de'}"
+valid_src = "{tmp_path / 'train.en'}"
+valid_tgt = "{tmp_path / 'train.de'}"
+[model]
+preset = "small"
+""")
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "run").exists()
