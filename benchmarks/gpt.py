@@ -30,8 +30,18 @@ def pair(n_layer: int, n_head: int, n_embd: int, vocab: int, n_positions: int):
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, n_positions=n_positions,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    cfg = transformers.GPT2Config(
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        vocab_size=vocab,
+        n_positions=n_positions,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     hf = transformers.GPT2LMHeadModel(cfg)
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
@@ -65,8 +75,14 @@ def bench_training(steps: int, rounds: int) -> dict:
     rates = alternate(
         {"qkv": contender(ours, lambda x: ours(x).logits), "hf_gpt2": contender(hf, lambda x: hf(x).logits)}, rounds
     )
-    return report("gpt_train_tokens_per_s", "tokens/s", rates, "hf_gpt2", dtype="float32",
-                  shape="4 layers, 4 heads, d 128, batch 12 x 64, vocab 65")  # fmt: skip
+    return report(
+        "gpt_train_tokens_per_s",
+        "tokens/s",
+        rates,
+        "hf_gpt2",
+        dtype="float32",
+        shape="4 layers, 4 heads, d 128, batch 12 x 64, vocab 65",
+    )
 
 
 def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, uncached: bool) -> dict:
@@ -80,23 +96,47 @@ def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, unca
 
     def run_hf() -> float:
         with torch.inference_mode():
-            t = timed(lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                                          min_new_tokens=new_tokens, do_sample=False, pad_token_id=0))  # fmt: skip
+            t = timed(
+                lambda: hf.generate(
+                    prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    do_sample=False,
+                    pad_token_id=0,
+                )
+            )
         return new_tokens / t
 
     contenders = {"qkv": run_qkv, "hf_generate": run_hf}
     if uncached:
-        contenders["qkv_no_cache"] = lambda: new_tokens / timed(
-            lambda: list(generate(ours, prompt[0].tolist(), new_tokens, temperature=0.0, use_cache=False))
+        contenders["qkv_no_cache"] = lambda: (
+            new_tokens
+            / timed(lambda: list(generate(ours, prompt[0].tolist(), new_tokens, temperature=0.0, use_cache=False)))
         )
     with torch.inference_mode():
         ours_out = list(generate(ours, prompt[0].tolist(), 32, temperature=0.0))
-        hf_out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, min_new_tokens=32,
-                             do_sample=False, pad_token_id=0)[0, 16:].tolist()  # fmt: skip
+        hf_out = hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=32,
+            min_new_tokens=32,
+            do_sample=False,
+            pad_token_id=0,
+        )[0, 16:].tolist()
     rates = alternate(contenders, rounds)
     extra = {"ratio_vs_qkv_no_cache": round(rates["qkv"] / rates["qkv_no_cache"], 3)} if uncached else {}
-    return report(f"gpt_generate_tokens_per_s[{name}]", "tokens/s", rates, "hf_generate", dtype="float32",
-                  batch=1, new_tokens=new_tokens, greedy_outputs_identical=ours_out == hf_out, **extra)  # fmt: skip
+    return report(
+        f"gpt_generate_tokens_per_s[{name}]",
+        "tokens/s",
+        rates,
+        "hf_generate",
+        dtype="float32",
+        batch=1,
+        new_tokens=new_tokens,
+        greedy_outputs_identical=ours_out == hf_out,
+        **extra,
+    )
 
 
 def main() -> None:
@@ -106,7 +146,9 @@ def main() -> None:
     r = 1 if args.quick else 5
     bench_training(steps=10 if args.quick else 50, rounds=r)
     bench_generation("small", (4, 4, 128, 65, 512), 256, r, uncached=True)
-    bench_generation("gpt2-124M", (12, 12, 768, 50257, 1024), 64 if args.quick else 256, 1 if args.quick else 3, uncached=True)
+    bench_generation(
+        "gpt2-124M", (12, 12, 768, 50257, 1024), 64 if args.quick else 256, 1 if args.quick else 3, uncached=True
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,17 @@ from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 
 
 def tiny_config(**changes) -> Seq2SeqConfig:
-    base = dict(src_vocab_size=23, tgt_vocab_size=23, d_model=32, n_heads=4, n_encoder_layers=2,
-                n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=64)  # fmt: skip
+    base = dict(
+        src_vocab_size=23,
+        tgt_vocab_size=23,
+        d_model=32,
+        n_heads=4,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        max_len=64,
+    )
     base.update(changes)
     return Seq2SeqConfig(**base)
 

@@ -10,8 +10,11 @@ B, H, T, D = 3, 4, 7, 16
 
 def _qkv(t_q=T, t_k=T):
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(B, H, t_q, D, generator=g), torch.randn(B, H, t_k, D, generator=g),
-            torch.randn(B, H, t_k, D, generator=g))  # fmt: skip
+    return (
+        torch.randn(B, H, t_q, D, generator=g),
+        torch.randn(B, H, t_k, D, generator=g),
+        torch.randn(B, H, t_k, D, generator=g),
+    )
 
 
 def _padding():

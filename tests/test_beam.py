@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import random_tokens, tiny_config
+
 from qkv.data.padding import pad_sequences
 from qkv.decoding.beam import beam_search, length_penalty
 from qkv.decoding.greedy import greedy_decode

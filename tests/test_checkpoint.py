@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
+from conftest import random_tokens, tiny_config
 
 import qkv
-from conftest import random_tokens, tiny_config
 from qkv.models.seq2seq import EncoderDecoder
 
 

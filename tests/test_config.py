@@ -37,7 +37,14 @@ def test_configs_are_frozen_and_round_trip():
 
 def test_paper_base_preset():
     c = PRESETS["base"]
-    assert (c.n_encoder_layers, c.n_decoder_layers, c.d_model, c.d_ff, c.n_heads, c.dropout) == (6, 6, 512, 2048, 8, 0.1)
+    assert (c.n_encoder_layers, c.n_decoder_layers, c.d_model, c.d_ff, c.n_heads, c.dropout) == (
+        6,
+        6,
+        512,
+        2048,
+        8,
+        0.1,
+    )
     assert c.norm_placement == "post" and c.positions == "sinusoidal" and c.activation == "relu"
     o = PAPER_BASE_OPTIM
     assert (o.label_smoothing, o.warmup_steps, o.beta1, o.beta2, o.eps) == (0.1, 4000, 0.9, 0.98, 1e-9)

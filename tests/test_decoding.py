@@ -1,6 +1,6 @@
 import torch
-
 from conftest import random_tokens
+
 from qkv.decoding.greedy import greedy_decode
 
 

@@ -1,7 +1,5 @@
 """The decoder-only family: parity with Hugging Face GPT-2, the cache, sampling, training, the CLI."""
 
-import warnings
-
 import pytest
 import torch
 
@@ -15,7 +13,9 @@ from qkv.nn.block import TransformerBlock
 
 def tiny_gpt(**changes) -> GPT:
     torch.manual_seed(0)
-    cfg = dict(vocab_size=50, block_size=32, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, attention_dropout=0.0)
+    cfg = dict(
+        vocab_size=50, block_size=32, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, attention_dropout=0.0
+    )
     return GPT(GPTConfig(**{**cfg, **changes})).eval()
 
 
@@ -29,8 +29,18 @@ def test_gpt_is_built_from_the_shared_blocks():
 def hf_gpt2_dir(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=97, n_positions=40, n_embd=48, n_layer=3, n_head=4,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    cfg = transformers.GPT2Config(
+        vocab_size=97,
+        n_positions=40,
+        n_embd=48,
+        n_layer=3,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     hf.save_pretrained(tmp_path / "hf")
     return tmp_path, hf
@@ -129,9 +139,9 @@ def test_tiny_gpt_overfits_and_generates_from_the_cli(tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
     (tmp_path / "c.toml").write_text(f"""
 task = "lm"
-out = "{tmp_path / 'run'}"
+out = "{tmp_path / "run"}"
 [data]
-files = ["{tmp_path / 't.txt'}"]
+files = ["{tmp_path / "t.txt"}"]
 eval_batches = 2
 [model]
 preset = "char-tiny"
@@ -153,8 +163,22 @@ label_smoothing = 0.0
 
     last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["val_loss"] < 0.3  # memorised: a uniform guess over 16 characters is 2.8
-    assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", "to be, or ",
-                 "--temperature", "0", "--max-new-tokens", "30"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tmp_path / "run" / "best"),
+                "--prompt",
+                "to be, or ",
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "30",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("to be, or not to be, that is the")
     # a second run into the same directory is refused, and nothing there changes
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()

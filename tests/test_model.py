@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import random_tokens, tiny_config
+
 from qkv.models.seq2seq import EncoderDecoder, base_config, count_parameters
 from qkv.nn.block import BlockSpec, TransformerBlock
 from qkv.nn.embeddings import sinusoid_table
@@ -99,8 +99,16 @@ def _reference_block(block: TransformerBlock, x: torch.Tensor, pre: bool) -> tor
 @pytest.mark.parametrize("placement", ["post", "pre"])
 def test_block_computes_its_norm_formula(placement):
     torch.manual_seed(0)
-    spec = BlockSpec(d_model=16, n_heads=2, d_ff=32, dropout=0.0, attention_dropout=0.0,
-                     activation="relu", norm_placement=placement, norm_eps=1e-6)  # fmt: skip
+    spec = BlockSpec(
+        d_model=16,
+        n_heads=2,
+        d_ff=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation="relu",
+        norm_placement=placement,
+        norm_eps=1e-6,
+    )
     block = TransformerBlock(spec, cross=False).eval()
     for p in block.parameters():  # non-trivial LayerNorm parameters, so their placement matters
         torch.nn.init.normal_(p, std=0.5)

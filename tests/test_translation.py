@@ -9,8 +9,19 @@ from qkv.data.batching import EpochBatches, token_batches
 from qkv.data.parallel import read_parallel
 from qkv.data.text import DataError
 
-LEXICON = {"the": "der", "red": "rote", "cat": "kater", "dog": "hund", "sees": "sieht", "big": "grosse",
-           "small": "kleine", "house": "haus", "a": "ein", "runs": "rennt", "fast": "schnell"}  # fmt: skip
+LEXICON = {
+    "the": "der",
+    "red": "rote",
+    "cat": "kater",
+    "dog": "hund",
+    "sees": "sieht",
+    "big": "grosse",
+    "small": "kleine",
+    "house": "haus",
+    "a": "ein",
+    "runs": "rennt",
+    "fast": "schnell",
+}
 
 
 def write_corpus(d, n=300, seed=0):
@@ -65,12 +76,12 @@ def test_cli_train_translate_evaluate_average(tmp_path, capsys, monkeypatch):
     config = tmp_path / "mt.toml"
     config.write_text(f"""
 task = "translation"
-out = "{tmp_path / 'run'}"
+out = "{tmp_path / "run"}"
 [data]
-train_src = "{tmp_path / 'train.en'}"
-train_tgt = "{tmp_path / 'train.de'}"
-valid_src = "{tmp_path / 'test.en'}"
-valid_tgt = "{tmp_path / 'test.de'}"
+train_src = "{tmp_path / "train.en"}"
+train_tgt = "{tmp_path / "train.de"}"
+valid_src = "{tmp_path / "test.en"}"
+valid_tgt = "{tmp_path / "test.de"}"
 vocab_size = 60
 max_tokens = 512
 bleu_sentences = 10
@@ -103,8 +114,23 @@ warmup_steps = 4
     assert len(capsys.readouterr().out.splitlines()) == 25
 
     out_file = tmp_path / "hyp.de"
-    assert main(["evaluate", "--model", str(run / "best"), "--src", str(tmp_path / "test.en"),
-                 "--ref", str(tmp_path / "test.de"), "--output", str(out_file), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run / "best"),
+                "--src",
+                str(tmp_path / "test.en"),
+                "--ref",
+                str(tmp_path / "test.de"),
+                "--output",
+                str(out_file),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "BLEU = " in printed and "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in printed and "chrF2 = " in printed
     assert len(out_file.read_text().splitlines()) == 25
@@ -144,12 +170,12 @@ def test_bad_training_input_is_one_line_exit_2(tmp_path, capsys, problem, messag
         (tmp_path / "train.en").unlink()
     config = tmp_path / "mt.toml"
     config.write_text(f"""task = "translation"
-out = "{tmp_path / 'run'}"
+out = "{tmp_path / "run"}"
 [data]
-{extra}train_src = "{tmp_path / 'train.en'}"
-train_tgt = "{tmp_path / 'train.de'}"
-valid_src = "{tmp_path / 'train.en'}"
-valid_tgt = "{tmp_path / 'train.de'}"
+{extra}train_src = "{tmp_path / "train.en"}"
+train_tgt = "{tmp_path / "train.de"}"
+valid_src = "{tmp_path / "train.en"}"
+valid_tgt = "{tmp_path / "train.de"}"
 [model]
 preset = "small"
 """)

@@ -1,8 +1,8 @@
 """qkv: the Transformer family in one small PyTorch codebase.
 
-    import qkv
-    model = qkv.load("runs/demo/model")      # rebuild a saved model (safetensors + config.json)
-    qkv.save(model, "somewhere/else")
+import qkv
+model = qkv.load("runs/demo/model")      # rebuild a saved model (safetensors + config.json)
+qkv.save(model, "somewhere/else")
 """
 
 from qkv.checkpoint import CheckpointError, load, save

@@ -93,5 +93,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         first = str(err).strip().splitlines()[-1].strip()
         raise CheckpointError(f"{weights}: does not match config.json ({first})") from None
     if missing or unexpected:
-        raise CheckpointError(f"{weights}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"{weights}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.to(device).eval()

@@ -40,14 +40,20 @@ def load_renamed(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pat
     """Load `tensors` (already in qkv names) into `model`, checking every name and shape."""
     expected = {k: v for k, v in model.state_dict().items()}
     # tied weights appear once in `tensors`; state_dict lists them under every name
-    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {
+        n for n, _ in model.named_parameters()
+    }
     missing = sorted(set(expected) - set(tensors) - tied)
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{source}: weights do not match the config (missing {missing[:4]}, unexpected {unexpected[:4]})")
+        raise CheckpointError(
+            f"{source}: weights do not match the config (missing {missing[:4]}, unexpected {unexpected[:4]})"
+        )
     for name, t in tensors.items():
         if t.shape != expected[name].shape:
-            raise CheckpointError(f"{source}: {name} has shape {tuple(t.shape)}, config implies {tuple(expected[name].shape)}")
+            raise CheckpointError(
+                f"{source}: {name} has shape {tuple(t.shape)}, config implies {tuple(expected[name].shape)}"
+            )
     model.load_state_dict(tensors, strict=False)
 
 

@@ -18,23 +18,35 @@ _ACT_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu
 
 # (Hugging Face name inside transformer.h.{i}, qkv name inside blocks.layers.{i}, is a Conv1D weight)
 _LAYER = [
-    ("ln_1.weight", "norm_self.weight", False), ("ln_1.bias", "norm_self.bias", False),
-    ("attn.c_attn.weight", "self_attn.qkv.weight", True), ("attn.c_attn.bias", "self_attn.qkv.bias", False),
-    ("attn.c_proj.weight", "self_attn.out.weight", True), ("attn.c_proj.bias", "self_attn.out.bias", False),
-    ("ln_2.weight", "norm_ff.weight", False), ("ln_2.bias", "norm_ff.bias", False),
-    ("mlp.c_fc.weight", "ff.up.weight", True), ("mlp.c_fc.bias", "ff.up.bias", False),
-    ("mlp.c_proj.weight", "ff.down.weight", True), ("mlp.c_proj.bias", "ff.down.bias", False),
-]  # fmt: skip
+    ("ln_1.weight", "norm_self.weight", False),
+    ("ln_1.bias", "norm_self.bias", False),
+    ("attn.c_attn.weight", "self_attn.qkv.weight", True),
+    ("attn.c_attn.bias", "self_attn.qkv.bias", False),
+    ("attn.c_proj.weight", "self_attn.out.weight", True),
+    ("attn.c_proj.bias", "self_attn.out.bias", False),
+    ("ln_2.weight", "norm_ff.weight", False),
+    ("ln_2.bias", "norm_ff.bias", False),
+    ("mlp.c_fc.weight", "ff.up.weight", True),
+    ("mlp.c_fc.bias", "ff.up.bias", False),
+    ("mlp.c_proj.weight", "ff.down.weight", True),
+    ("mlp.c_proj.bias", "ff.down.bias", False),
+]
 _GLOBAL = [
-    ("wte.weight", "embed.tokens.weight"), ("wpe.weight", "embed.positions.weight"),
-    ("ln_f.weight", "blocks.final_norm.weight"), ("ln_f.bias", "blocks.final_norm.bias"),
-]  # fmt: skip
+    ("wte.weight", "embed.tokens.weight"),
+    ("wpe.weight", "embed.positions.weight"),
+    ("ln_f.weight", "blocks.final_norm.weight"),
+    ("ln_f.bias", "blocks.final_norm.bias"),
+]
 
 
 def config_from_hf(hf: dict, source: Path) -> GPTConfig:
     if hf.get("model_type", "gpt2") != "gpt2":
         raise CheckpointError(f"{source}: model_type is {hf.get('model_type')!r}, not 'gpt2'")
-    for flag, ok in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False), ("scale_attn_weights", True)):
+    for flag, ok in (
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("reorder_and_upcast_attn", False),
+        ("scale_attn_weights", True),
+    ):
         if hf.get(flag, ok) != ok:
             raise CheckpointError(f"{source}: {flag}={hf[flag]} is not supported")
     act = hf.get("activation_function", "gelu_new")
@@ -42,11 +54,18 @@ def config_from_hf(hf: dict, source: Path) -> GPTConfig:
         raise CheckpointError(f"{source}: activation_function {act!r} is not supported")
     d = hf["n_embd"]
     return GPTConfig(
-        vocab_size=hf["vocab_size"], block_size=hf["n_positions"], d_model=d, n_heads=hf["n_head"],
-        n_layers=hf["n_layer"], d_ff=hf.get("n_inner") or 4 * d, dropout=hf.get("resid_pdrop", 0.1),
-        attention_dropout=hf.get("attn_pdrop", 0.1), activation=_ACT_FROM_HF[act],
-        norm_eps=hf.get("layer_norm_epsilon", 1e-5), tie_output=hf.get("tie_word_embeddings", True),
-    )  # fmt: skip
+        vocab_size=hf["vocab_size"],
+        block_size=hf["n_positions"],
+        d_model=d,
+        n_heads=hf["n_head"],
+        n_layers=hf["n_layer"],
+        d_ff=hf.get("n_inner") or 4 * d,
+        dropout=hf.get("resid_pdrop", 0.1),
+        attention_dropout=hf.get("attn_pdrop", 0.1),
+        activation=_ACT_FROM_HF[act],
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        tie_output=hf.get("tie_word_embeddings", True),
+    )
 
 
 def from_hf(hf_dir: str | Path, out_dir: str | Path) -> GPT:
@@ -55,7 +74,9 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path) -> GPT:
     config = config_from_hf(read_json(hf_dir / "config.json"), hf_dir / "config.json")
     raw = read_tensors(hf_dir / "model.safetensors")
     # the original OpenAI-converted files have no "transformer." prefix; newer ones do
-    raw = {k.removeprefix("transformer."): v for k, v in raw.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    raw = {
+        k.removeprefix("transformer."): v for k, v in raw.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))
+    }
     head = raw.pop("lm_head.weight", None)
     tensors = {ours: raw.pop(hf) for hf, ours in _GLOBAL if hf in raw}
     for i in range(config.n_layers):
@@ -65,7 +86,9 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path) -> GPT:
                 t = raw.pop(name)
                 tensors[f"blocks.layers.{i}.{ours}"] = t.t() if conv else t
     if raw:
-        raise CheckpointError(f"{hf_dir / 'model.safetensors'}: unexpected weights {sorted(raw)[:4]} for a {config.n_layers}-layer GPT-2")
+        raise CheckpointError(
+            f"{hf_dir / 'model.safetensors'}: unexpected weights {sorted(raw)[:4]} for a {config.n_layers}-layer GPT-2"
+        )
     if head is not None and not config.tie_output:
         tensors["output.weight"] = head
     model = GPT(config)
@@ -92,12 +115,23 @@ def to_hf(model: GPT, out_dir: str | Path, tokenizer_dir: str | Path | None = No
     write_tensors(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
     act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[c.activation]
     hf = {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
-        "n_positions": c.block_size, "n_embd": c.d_model, "n_head": c.n_heads, "n_layer": c.n_layers,
-        "n_inner": c.d_ff, "activation_function": act, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
-        "attn_pdrop": c.attention_dropout, "layer_norm_epsilon": c.norm_eps, "tie_word_embeddings": c.tie_output,
-        "initializer_range": 0.02, "scale_attn_weights": True,
-    }  # fmt: skip
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.block_size,
+        "n_embd": c.d_model,
+        "n_head": c.n_heads,
+        "n_layer": c.n_layers,
+        "n_inner": c.d_ff,
+        "activation_function": act,
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.attention_dropout,
+        "layer_norm_epsilon": c.norm_eps,
+        "tie_word_embeddings": c.tie_output,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+    }
     import json
 
     (out_dir / "config.json").write_text(json.dumps(hf, indent=2) + "\n")

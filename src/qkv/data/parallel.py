@@ -23,7 +23,9 @@ class ParallelCorpus:
     dropped_long: int = 0
 
 
-def _lines(path: Path) -> list[str]:
+def read_lines(path: str | Path) -> list[str]:
+    """Every line of a UTF-8 file with surrounding whitespace removed; errors name the file and line."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     lines = []
@@ -32,7 +34,9 @@ def _lines(path: Path) -> list[str]:
             try:
                 lines.append(raw.decode("utf-8").rstrip("\r\n").strip())
             except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{number}: invalid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})") from None
+                raise DataError(
+                    f"{path}:{number}: invalid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
+                ) from None
     if not lines:
         raise DataError(f"{path}: file is empty")
     return lines
@@ -41,7 +45,7 @@ def _lines(path: Path) -> list[str]:
 def read_parallel(src_path: str | Path, tgt_path: str | Path, empty: EmptyPolicy = "error") -> ParallelCorpus:
     """Read and check a pair of files; surrounding whitespace of each line is removed."""
     sp, tp = Path(src_path), Path(tgt_path)
-    src, tgt = _lines(sp), _lines(tp)
+    src, tgt = read_lines(sp), read_lines(tp)
     if len(src) != len(tgt):
         raise DataError(f"{sp} has {len(src)} lines but {tp} has {len(tgt)}: the files must be line-aligned")
     keep_src, keep_tgt, skipped = [], [], 0
@@ -49,7 +53,7 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path, empty: EmptyPolicy
         if not s or not t:
             if empty == "error":
                 where = sp if not s else tp
-                raise DataError(f"{where}:{number}: empty line (set data.empty_lines = \"skip\" to drop such pairs)")
+                raise DataError(f'{where}:{number}: empty line (set data.empty_lines = "skip" to drop such pairs)')
             skipped += 1
             continue
         keep_src.append(s)

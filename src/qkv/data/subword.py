@@ -73,10 +73,15 @@ class PairTokenizer:
                 tok = Tokenizer.from_file(str(d / "tokenizer.json"))
                 return cls(tok, tok)
             if (d / "tokenizer.src.json").is_file() and (d / "tokenizer.tgt.json").is_file():
-                return cls(Tokenizer.from_file(str(d / "tokenizer.src.json")), Tokenizer.from_file(str(d / "tokenizer.tgt.json")))
+                return cls(
+                    Tokenizer.from_file(str(d / "tokenizer.src.json")),
+                    Tokenizer.from_file(str(d / "tokenizer.tgt.json")),
+                )
         except Exception as err:  # the tokenizers library raises its own exception types
             raise TokenizerError(f"{d}: tokenizer cannot be read ({str(err).splitlines()[0]})") from None
-        raise TokenizerError(f"{d}: no translation tokenizer (tokenizer.json, or tokenizer.src.json + tokenizer.tgt.json)")
+        raise TokenizerError(
+            f"{d}: no translation tokenizer (tokenizer.json, or tokenizer.src.json + tokenizer.tgt.json)"
+        )
 
     @property
     def vocab_sizes(self) -> tuple[int, int]:

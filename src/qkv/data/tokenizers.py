@@ -42,7 +42,9 @@ class CharTokenizer:
         try:
             return [self.stoi[c] for c in text]
         except KeyError as err:
-            raise TokenizerError(f"character {err.args[0]!r} is not in the {self.vocab_size}-character vocabulary") from None
+            raise TokenizerError(
+                f"character {err.args[0]!r} is not in the {self.vocab_size}-character vocabulary"
+            ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[i] for i in ids)

@@ -30,7 +30,9 @@ def top_p(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample(logits: Tensor, temperature: float, k: int = 0, p: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+def sample(
+    logits: Tensor, temperature: float, k: int = 0, p: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
     """(B, V) logits -> (B,) ids: greedy when temperature is 0, else sample from the filtered softmax."""
     if temperature <= 0.0:
         return logits.argmax(-1)

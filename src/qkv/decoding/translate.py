@@ -12,7 +12,9 @@ from qkv.decoding.greedy import greedy_decode
 from qkv.models.seq2seq import EncoderDecoder
 
 
-def translate_ids(model: EncoderDecoder, src_ids: list[list[int]], beam: int, alpha: float = 0.6, max_extra: int = 50) -> list[list[int]]:
+def translate_ids(
+    model: EncoderDecoder, src_ids: list[list[int]], beam: int, alpha: float = 0.6, max_extra: int = 50
+) -> list[list[int]]:
     """One batch of source id lists -> output id lists (no BOS/EOS). beam 1 is greedy decoding."""
     c = model.config
     src = pad_sequences([ids + [c.eos_id] for ids in src_ids], c.pad_id)

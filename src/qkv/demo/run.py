@@ -57,9 +57,16 @@ def train(cfg: DemoConfig, progress: bool = True):
     torch.manual_seed(cfg.seed)
     task, vocab = DateTask(cfg.seed, cfg.n_test), Vocab(vocabulary())
     model_cfg = Seq2SeqConfig(
-        len(vocab), len(vocab), d_model=cfg.d_model, n_heads=cfg.n_heads, n_encoder_layers=cfg.n_layers,
-        n_decoder_layers=cfg.n_layers, d_ff=cfg.d_ff, dropout=cfg.dropout, max_len=64,
-    )  # fmt: skip
+        len(vocab),
+        len(vocab),
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_encoder_layers=cfg.n_layers,
+        n_decoder_layers=cfg.n_layers,
+        d_ff=cfg.d_ff,
+        dropout=cfg.dropout,
+        max_len=64,
+    )
     model = EncoderDecoder(model_cfg)
     optim_cfg = OptimConfig(lr=cfg.lr_factor, warmup_steps=cfg.warmup_steps)
     optimizer = optim_cfg.build(model)
@@ -121,4 +128,10 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool
     vocab.save(model_dir / "vocab.json")
     png = plot_cross_attention(model, vocab, task.test[0], preds[0], out_dir / "cross_attention.png")
     print(f"\nmodel saved to {model_dir} (qkv.load reads it back); cross-attention heat map: {png}")
-    return {"accuracy": accuracy, "train_seconds": train_seconds, "final_loss": final_loss, "png": png, "model_dir": model_dir}
+    return {
+        "accuracy": accuracy,
+        "train_seconds": train_seconds,
+        "final_loss": final_loss,
+        "png": png,
+        "model_dir": model_dir,
+    }

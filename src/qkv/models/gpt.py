@@ -95,6 +95,10 @@ PRESETS = {
     "gpt2": GPTConfig(),
     "gpt2-medium": GPTConfig(d_model=1024, n_heads=16, n_layers=24, d_ff=4096),
     # nanoGPT's documented CPU run on Tiny Shakespeare (characters): 4 layers, 4 heads, width 128, context 64.
-    "char-tiny": GPTConfig(vocab_size=65, block_size=64, d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, attention_dropout=0.0),
-    "char-small": GPTConfig(vocab_size=65, block_size=256, d_model=384, n_heads=6, n_layers=6, d_ff=1536, dropout=0.2, attention_dropout=0.0),
+    "char-tiny": GPTConfig(
+        vocab_size=65, block_size=64, d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, attention_dropout=0.0
+    ),
+    "char-small": GPTConfig(
+        vocab_size=65, block_size=256, d_model=384, n_heads=6, n_layers=6, d_ff=1536, dropout=0.2, attention_dropout=0.0
+    ),
 }

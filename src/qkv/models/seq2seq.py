@@ -155,7 +155,9 @@ def big_config(vocab_size: int = 37000) -> Seq2SeqConfig:
 
 def small_config(vocab_size: int = 8000) -> Seq2SeqConfig:
     """A CPU-sized model: 3+3 layers of width 256, trains on Multi30k-sized data in under an hour."""
-    return Seq2SeqConfig(vocab_size, vocab_size, d_model=256, n_heads=8, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024)
+    return Seq2SeqConfig(
+        vocab_size, vocab_size, d_model=256, n_heads=8, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024
+    )
 
 
 PRESETS = {"base": base_config(), "big": big_config(), "small": small_config()}  # vocab sizes are set by the data

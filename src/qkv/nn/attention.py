@@ -117,7 +117,9 @@ class CrossAttention(_HeadsOut):
             k, v = cache.cross_k, cache.cross_v
         else:
             s = memory.size(1)
-            k, v = self.kv(memory).view(b, s, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # 2 x (B, H, S, d_head)
+            k, v = (
+                self.kv(memory).view(b, s, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+            )  # 2 x (B, H, S, d_head)
             if cache is not None:
                 cache.cross_k, cache.cross_v = k, v
         return self._attend(q, k, v, mask, False, need_weights)

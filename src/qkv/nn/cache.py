@@ -10,7 +10,6 @@ writes into existing memory instead of concatenating (which would reallocate eve
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

@@ -15,8 +15,8 @@ from qkv.data.parallel import EmptyPolicy, read_parallel
 from qkv.data.subword import PairTokenizer
 from qkv.decoding.translate import translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
-from qkv.train.losses import label_smoothed_cross_entropy
 from qkv.train.loop import LoopConfig
+from qkv.train.losses import label_smoothed_cross_entropy
 from qkv.train.runconfig import model_config
 
 
@@ -35,8 +35,10 @@ class TranslationDataConfig(Config):
     label_smoothing_eval: bool = False  # report val_loss with label smoothing (as trained) or plain NLL
 
     def validate(self) -> None:
-        require(self.vocab_size >= 16 and self.max_len >= 1 and self.max_tokens >= self.max_len,
-                "data.vocab_size >= 16, data.max_len >= 1 and data.max_tokens >= data.max_len are needed")  # fmt: skip
+        require(
+            self.vocab_size >= 16 and self.max_len >= 1 and self.max_tokens >= self.max_len,
+            "data.vocab_size >= 16, data.max_len >= 1 and data.max_tokens >= data.max_len are needed",
+        )
 
 
 class TranslationTask:
@@ -100,13 +102,31 @@ def build(run: dict, loop: LoopConfig):
     src_ids, tgt_ids = tokenizer.encode_src(train.src), tokenizer.encode_tgt(train.tgt)
     keep = [i for i in range(len(src_ids)) if len(src_ids[i]) < cfg.max_len and len(tgt_ids[i]) < cfg.max_len]
     dropped = len(src_ids) - len(keep)
-    print(f"training pairs: {len(keep):,} kept, {dropped:,} dropped as longer than {cfg.max_len} tokens, "
-          f"{train.skipped_empty:,} skipped as empty", flush=True)  # fmt: skip
+    print(
+        f"training pairs: {len(keep):,} kept, {dropped:,} dropped as longer than {cfg.max_len} tokens, "
+        f"{train.skipped_empty:,} skipped as empty",
+        flush=True,
+    )
     v_src, v_tgt = tokenizer.vocab_sizes
-    model_cfg = model_config(PRESETS, run["model"], source, src_vocab_size=v_src, tgt_vocab_size=v_tgt,
-                             share_embeddings=cfg.shared_vocab, pad_id=0, bos_id=1, eos_id=2)  # fmt: skip
+    model_cfg = model_config(
+        PRESETS,
+        run["model"],
+        source,
+        src_vocab_size=v_src,
+        tgt_vocab_size=v_tgt,
+        share_embeddings=cfg.shared_vocab,
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+    )
     optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
     torch.manual_seed(loop.seed)
-    task = TranslationTask(cfg, optim.label_smoothing, tokenizer, ([src_ids[i] for i in keep], [tgt_ids[i] for i in keep]),
-                           (valid.src, valid.tgt), loop.seed)  # fmt: skip
+    task = TranslationTask(
+        cfg,
+        optim.label_smoothing,
+        tokenizer,
+        ([src_ids[i] for i in keep], [tgt_ids[i] for i in keep]),
+        (valid.src, valid.tgt),
+        loop.seed,
+    )
     return EncoderDecoder(model_cfg), task

@@ -6,8 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
 from qkv.checkpoint import CheckpointError, load, read_config, save
 
 
@@ -20,7 +18,9 @@ def average_checkpoints(directories: list[str | Path], out: str | Path) -> Path:
     total = {k: v.double().clone() for k, v in model.state_dict().items()}
     for d in directories[1:]:
         if read_config(d) != (first_family, first_cfg):
-            raise CheckpointError(f"{d}/config.json: differs from {directories[0]}/config.json; only the same model averages")
+            raise CheckpointError(
+                f"{d}/config.json: differs from {directories[0]}/config.json; only the same model averages"
+            )
         for k, v in load(d).state_dict().items():
             total[k] += v.double()
     model.load_state_dict({k: (v / len(directories)).to(model.state_dict()[k].dtype) for k, v in total.items()})

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -28,6 +27,7 @@ class LoopConfig(Config):
     grad_accum: int = 1  # micro-batches per optimiser step
     eval_every: int = 250
     log_every: int = 10
+    max_minutes: float = 0.0  # stop (after a final evaluation and checkpoint) once training has run this long; 0 = off
     keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints in out/checkpoints/ (for averaging)
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
@@ -80,7 +80,9 @@ def fit(model: nn.Module, task: Task, loop: LoopConfig, optim: OptimConfig, out:
     metrics: dict[str, float] = {}
     bar = tqdm(range(1, loop.steps + 1), desc="training", unit="step", disable=not progress, dynamic_ncols=True)
     window_items, window_start = 0, time.perf_counter()
+    started = time.perf_counter()
     for step in bar:
+        out_of_time = loop.max_minutes > 0 and time.perf_counter() - started >= 60 * loop.max_minutes
         model.train()
         lr = optim.lr_at(step, d_model)
         for group in optimizer.param_groups:
@@ -100,7 +102,7 @@ def fit(model: nn.Module, task: Task, loop: LoopConfig, optim: OptimConfig, out:
             bar.set_postfix(loss=f"{total / max(items, 1):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
             log.write(step=step, loss=total / max(items, 1), lr=lr, tokens_per_s=rate)
             window_items, window_start = 0, time.perf_counter()
-        if step % loop.eval_every == 0 or step == loop.steps:
+        if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
             metrics = task.evaluate(model)
             log.write(step=step, **metrics)
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -113,4 +115,7 @@ def fit(model: nn.Module, task: Task, loop: LoopConfig, optim: OptimConfig, out:
             if metrics["val_loss"] < best:
                 best = metrics["val_loss"]
                 _checkpoint(model, task, out / "best", meta)
-    return {"best_val_loss": best, **metrics}
+        if out_of_time:
+            bar.write(f"stopping at step {step}: train.max_minutes={loop.max_minutes} reached")
+            break
+    return {"best_val_loss": best, "steps": step, "train_minutes": (time.perf_counter() - started) / 60, **metrics}

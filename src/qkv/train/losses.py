@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def label_smoothed_cross_entropy(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, int]:
+def label_smoothed_cross_entropy(
+    logits: Tensor, target: Tensor, epsilon: float, ignore_index: int
+) -> tuple[Tensor, int]:
     """Summed loss and the number of target tokens it covers.
 
     logits: (B, T, V); target: (B, T) with `ignore_index` at padding. The smoothed target puts

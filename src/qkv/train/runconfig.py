@@ -23,7 +23,7 @@ TOP_LEVEL = ("task", "out", *SECTIONS)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """"train.steps=100" -> (["train", "steps"], 100). Values are TOML literals; bare words are strings."""
+    """ "train.steps=100" -> (["train", "steps"], 100). Values are TOML literals; bare words are strings."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):

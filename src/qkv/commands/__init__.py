@@ -1,0 +1,14 @@
+"""The `qkv` subcommands: each module adds its parsers and holds the handlers they call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A problem with the user's input; reported in one line with exit status 2."""
+
+
+def refuse_nonempty(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UsageError(f"{out}: already exists and is not empty (use --overwrite, or another --out)")

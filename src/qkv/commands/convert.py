@@ -1,0 +1,46 @@
+"""qkv convert: Hugging Face checkpoints to and from qkv."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qkv.commands import UsageError, refuse_nonempty
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from qkv.checkpoint import load
+    from qkv.convert import gpt2
+    from qkv.convert.common import read_json
+
+    out = Path(args.out)
+    refuse_nonempty(out, args.overwrite)
+    if args.from_hf:
+        src = Path(args.from_hf)
+        model_type = read_json(src / "config.json").get("model_type")
+        if model_type != "gpt2":
+            raise UsageError(f"{src / 'config.json'}: model_type {model_type!r} is not supported (supported: gpt2)")
+        model = gpt2.from_hf(src, out)
+    else:
+        model = load(args.to_hf)
+        if model.family != "gpt":
+            raise UsageError(f"{args.to_hf}: a {model.family} model has no Hugging Face layout here (supported: gpt)")
+        gpt2.to_hf(model, out, tokenizer_dir=args.to_hf)
+    print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    conv = sub.add_parser(
+        "convert",
+        help="convert checkpoints from/to the Hugging Face layout (GPT-2)",
+        description="--from-hf reads a Hugging Face directory (config.json, model.safetensors, tokenizer "
+        "files) into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout. "
+        "Only safetensors weights are read, never pickled ones.",
+    )
+    which = conv.add_mutually_exclusive_group(required=True)
+    which.add_argument("--from-hf", metavar="HF_DIR", help="Hugging Face model directory to read")
+    which.add_argument("--to-hf", metavar="DIR", help="qkv checkpoint directory to write out")
+    conv.add_argument("--out", required=True, help="directory to write")
+    conv.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    conv.set_defaults(handler=cmd_convert)

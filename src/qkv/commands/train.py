@@ -1,0 +1,62 @@
+"""qkv train: train any family from a TOML run config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from qkv.commands import UsageError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from qkv.tasks.registry import TASKS
+    from qkv.train.loop import LoopConfig, fit
+    from qkv.train.optim import OptimConfig
+    from qkv.train.runconfig import load_run_config
+
+    run = load_run_config(args.config, args.set)
+    source = run["_source"]
+    if run["task"] not in TASKS:
+        raise UsageError(f"{source}: task must be one of {sorted(TASKS)}, got {run['task']!r}")
+    loop = LoopConfig.from_dict(run["train"], source=f"{source} [train]")
+    optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
+    out = Path(run["out"])
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"{out}: already holds a run (use --overwrite to replace it, or set another `out`)")
+    if loop.threads:
+        torch.set_num_threads(loop.threads)
+    model, task = TASKS[run["task"]](run, loop)  # reads and checks the data before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    resolved = {k: v for k, v in run.items() if k != "_source"} | {"model": model.config.to_dict()}
+    (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{run['task']}: {model.family} model with {n_params:,} parameters; writing to {out}", file=sys.stderr)
+    result = fit(model, task, loop, optim, out, progress=not args.no_progress)
+    print(json.dumps(result))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train a model from a TOML run config",
+        description="Train the model a TOML config describes (see configs/). Writes OUT/best, OUT/last "
+        "(checkpoint directories), OUT/metrics.jsonl and OUT/run_config.json.",
+    )
+    train.add_argument("config", help="TOML run config, e.g. configs/shakespeare_char.toml")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set train.steps=100",
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace a previous run in the output directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)

@@ -1,0 +1,127 @@
+"""qkv translate / evaluate / average: using and scoring encoder-decoder translators."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from qkv.commands import UsageError, refuse_nonempty
+from qkv.data.parallel import read_lines
+
+
+def _load_translator(path: str):
+    from qkv.checkpoint import load
+    from qkv.data.subword import PairTokenizer
+
+    model = load(path)
+    if model.family != "seq2seq":
+        raise UsageError(f"{path}: is a {model.family} model; translation needs an encoder-decoder")
+    tokenizer = PairTokenizer.load(path)
+    if tokenizer.vocab_sizes != (model.config.src_vocab_size, model.config.tgt_vocab_size):
+        raise UsageError(
+            f"{path}: tokenizer vocabulary {tokenizer.vocab_sizes} does not match the model's "
+            f"{(model.config.src_vocab_size, model.config.tgt_vocab_size)}"
+        )
+    return model, tokenizer
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from qkv.decoding.translate import translate_lines
+
+    model, tokenizer = _load_translator(args.model)
+    if args.input:
+        lines = read_lines(args.input)
+    else:
+        try:
+            lines = [line.rstrip("\r\n") for line in sys.stdin.buffer.read().decode("utf-8").splitlines()]
+        except UnicodeDecodeError as err:
+            raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None
+    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size):
+        print(line)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import time
+
+    import sacrebleu
+
+    from qkv.decoding.translate import translate_lines
+
+    model, tokenizer = _load_translator(args.model)
+    src, ref = read_lines(args.src), read_lines(args.ref)
+    if len(src) != len(ref):
+        raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    start = time.perf_counter()
+    hyps = translate_lines(model, tokenizer, src, args.beam, args.alpha, args.batch_size, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    bleu = sacrebleu.metrics.BLEU()
+    chrf = sacrebleu.metrics.CHRF()
+    lower = sacrebleu.metrics.BLEU(lowercase=True)
+    b, c, lo = bleu.corpus_score(hyps, [ref]), chrf.corpus_score(hyps, [ref]), lower.corpus_score(hyps, [ref])
+    print(f"{b}  signature: {bleu.get_signature()}")
+    print(f"{c}  signature: {chrf.get_signature()}")
+    print(f"{lo}  signature: {lower.get_signature()}")
+    print(f"decoded {len(src)} sentences in {seconds:.1f} s ({len(src) / seconds:.1f} sentences/s), beam {args.beam}")
+    if args.output:
+        Path(args.output).write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from qkv.train.average import average_checkpoints
+
+    out = Path(args.out)
+    refuse_nonempty(out, args.overwrite)
+    dirs = list(args.checkpoints)
+    if args.run:
+        found = sorted((Path(args.run) / "checkpoints").glob("step-*"))
+        if not found:
+            raise UsageError(f"{args.run}/checkpoints: no step checkpoints (set train.keep_checkpoints)")
+        dirs += found[-args.last :]
+    average_checkpoints(dirs, out)
+    print(f"averaged {len(dirs)} checkpoints into {out}: " + ", ".join(Path(d).name for d in dirs))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    tr = sub.add_parser(
+        "translate",
+        help="translate sentences with an encoder-decoder checkpoint",
+        description="Read source sentences (one a line) from standard input or --input, write their "
+        "translations to standard output, one a line, in the same order.",
+    )
+    tr.add_argument("--model", required=True, help="checkpoint directory (with its tokenizer)")
+    tr.add_argument("--input", help="file of source sentences (default: standard input)")
+    ev = sub.add_parser(
+        "evaluate",
+        help="translate a test set and score it with sacreBLEU (BLEU, chrF)",
+        description="Translate --src and score against --ref with sacreBLEU: BLEU (default settings: "
+        "cased, 13a tokenization) with its signature, chrF, and lowercased BLEU for comparison with "
+        "tutorials that report it.",
+    )
+    ev.add_argument("--model", required=True, help="checkpoint directory")
+    ev.add_argument("--src", required=True, help="source sentences, one a line")
+    ev.add_argument("--ref", required=True, help="reference translations, one a line")
+    ev.add_argument("--output", help="also write the translations to this file")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for p in (tr, ev):
+        p.add_argument("--beam", type=int, default=4, help="beam size; 1 is greedy decoding (default 4, as the paper)")
+        p.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, as the paper)")
+        p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default 64)")
+    tr.set_defaults(handler=cmd_translate)
+    ev.set_defaults(handler=cmd_evaluate)
+
+    avg = sub.add_parser(
+        "average",
+        help="average the weights of several checkpoints of one run",
+        description="Average checkpoints (sec 6.1). Name them, or give --run and --last N to take the "
+        "last N of RUN/checkpoints/ (written when train.keep_checkpoints is set).",
+    )
+    avg.add_argument("checkpoints", nargs="*", help="checkpoint directories")
+    avg.add_argument("--run", help="a training output directory")
+    avg.add_argument("--last", type=int, default=5, help="with --run: how many of the last checkpoints (default 5)")
+    avg.add_argument("--out", required=True, help="directory for the averaged checkpoint")
+    avg.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    avg.set_defaults(handler=cmd_average)

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from qkv.data.lm import LMData
+from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TokenizerError, load_tokenizer
+
+TEXT = "Grüße aus Köln! 東京へ行きます。 naïve café — emoji 🙂 and plain ASCII words.\n" * 30
+
+
+def test_byte_level_bpe_round_trips_any_unicode(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT)
+    tok = BPETokenizer.train([str(tmp_path / "t.txt")], vocab_size=300)
+    for s in [TEXT[:80], "unseen: Ωmega 𝄞 ☃ ñ", "", "  spaces\tand\ttabs  \n"]:
+        assert tok.decode(tok.encode(s)) == s
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.encode(TEXT[:50]) == tok.encode(TEXT[:50])
+
+
+def test_gpt2_vocab_and_merges_files(tmp_path):
+    # a miniature GPT-2-format tokenizer: byte-level symbols, one merge
+    vocab = {"<|endoftext|>": 0, "h": 1, "i": 2, "Ġ": 3, "hi": 4, "!": 5}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\nh i\n")
+    tok = load_tokenizer(tmp_path)
+    assert tok.encode("hi hi!") == [4, 3, 4, 5] and tok.decode([4, 3, 4, 5]) == "hi hi!"
+
+
+def test_char_tokenizer(tmp_path):
+    tok = CharTokenizer.train("hello world")
+    assert tok.decode(tok.encode("low")) == "low" and tok.vocab_size == 8
+    with pytest.raises(TokenizerError, match="'z' is not in the 8-character vocabulary"):
+        tok.encode("z")
+    tok.save(tmp_path)
+    assert load_tokenizer(tmp_path).encode("hello") == tok.encode("hello")
+
+
+def test_no_tokenizer_is_a_clear_error(tmp_path):
+    with pytest.raises(TokenizerError, match="no tokenizer"):
+        load_tokenizer(tmp_path)
+
+
+def test_lm_windows_are_shifted_by_one():
+    import torch
+
+    data = LMData(list(range(100)), val_fraction=0.2, block_size=8)
+    assert len(data.train) == 80 and data.val.tolist() == list(range(80, 100))
+    x, y = data.batch("train", 4, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 8) and torch.equal(x[:, 1:], y[:, :-1])
+    assert (y - x == 1).all()
+    with pytest.raises(ValueError, match="not more than block_size"):
+        LMData(list(range(10)), 0.5, block_size=8)
