@@ -13,14 +13,20 @@ from torch import Tensor  # noqa: E402
 
 
 def attention_grid(
-    weights: Tensor, rows: Sequence[str], cols: Sequence[str], path: str | Path, title: str, head_titles: Sequence[str]
+    weights: Tensor,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    path: str | Path,
+    title: str,
+    head_titles: Sequence[str],
+    ncols: int = 4,
 ) -> Path:
     """weights: (N, T_rows, T_cols), one panel per entry (for instance per head) -> PNG at `path`.
 
     rows are the query tokens (what is being produced), cols the key tokens (what is attended to).
     """
     n = weights.size(0)
-    ncols = min(n, 4)
+    ncols = min(n, ncols)
     nrows = (n + ncols - 1) // ncols
     scale = max(0.32 * max(len(cols), len(rows)), 3.0)
     fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows), squeeze=False)

@@ -1,0 +1,111 @@
+"""qkv plot attention / positions / schedule: PNG files that show what the model and its training do."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qkv.commands import UsageError
+
+
+def _label(text: str) -> str:
+    return text.replace("\n", "\\n").replace(" ", "\u2423") or "\u2205"
+
+
+def _seq2seq_inputs(model_dir: Path, text: str):
+    """(source ids, source labels, target id -> label) with the checkpoint's own tokenizer."""
+    vocab_file = model_dir / "vocab.json"
+    if vocab_file.is_file() and "symbols" in json.loads(vocab_file.read_text(encoding="utf-8")):
+        from qkv.data.vocab import Vocab  # the demo's word-level vocabulary
+
+        vocab = Vocab.load(vocab_file)
+        words = text.replace("-", " ").split()
+        return vocab.encode(words), words, lambda t: vocab.itos[t]
+    from qkv.data.subword import PairTokenizer
+
+    tok = PairTokenizer.load(model_dir)
+    enc = tok.src.encode(text)
+    return enc.ids, [_label(t) for t in enc.tokens], lambda t: _label(tok.tgt.id_to_token(t))
+
+
+def cmd_attention(args: argparse.Namespace) -> list[Path]:
+    from qkv.checkpoint import load
+    from qkv.viz.attention import plot_gpt, plot_seq2seq
+
+    model, model_dir, out = load(args.model), Path(args.model), Path(args.out)
+    n_layers = model.config.n_decoder_layers if model.family == "seq2seq" else model.config.n_layers
+    if args.layer is not None and not 1 <= args.layer <= n_layers:
+        raise UsageError(f"--layer {args.layer}: the model has layers 1 to {n_layers}")
+    if args.head is not None and not 1 <= args.head <= model.config.n_heads:
+        raise UsageError(f"--head {args.head}: the model has heads 1 to {model.config.n_heads}")
+    if model.family == "seq2seq":
+        ids, labels, tgt_label = _seq2seq_inputs(model_dir, args.text)
+        paths = plot_seq2seq(model, ids, labels, tgt_label, out, args.layer, args.head)
+    else:
+        from qkv.data.tokenizers import load_tokenizer
+
+        tok = load_tokenizer(model_dir)
+        ids = tok.encode(args.text)[-model.config.block_size :]
+        paths = plot_gpt(model, ids, [_label(tok.decode([i])) for i in ids], out, args.layer, args.head)
+    return paths
+
+
+def cmd_positions(args: argparse.Namespace) -> list[Path]:
+    from qkv.viz.curves import plot_positions
+
+    return [plot_positions(Path(args.out), args.positions, args.d_model)]
+
+
+def cmd_schedule(args: argparse.Namespace) -> list[Path]:
+    from qkv.models import gpt, seq2seq
+    from qkv.train.loop import LoopConfig
+    from qkv.train.optim import OptimConfig
+    from qkv.train.runconfig import load_run_config
+    from qkv.viz.curves import plot_schedule
+
+    run = load_run_config(args.config, args.set)
+    src = run["_source"]
+    presets = {"translation": seq2seq.PRESETS, "lm": gpt.PRESETS}.get(run["task"])
+    if presets is None or run["model"].get("preset") not in presets:
+        raise UsageError(f"{src}: cannot tell d_model (task {run['task']!r}, preset {run['model'].get('preset')!r})")
+    d_model = run["model"].get("d_model", presets[run["model"]["preset"]].d_model)
+    optim = OptimConfig.from_dict(run["optim"], source=f"{src} [optim]")
+    steps = LoopConfig.from_dict(run["train"], source=f"{src} [train]").steps
+    lrs = [optim.lr_at(s, d_model) for s in range(1, steps + 1)]
+    title = f"{Path(src).name}: {optim.schedule}, warm-up {optim.warmup_steps}, peak {max(lrs):.2e}"
+    return [plot_schedule(lrs, Path(args.out), title)]
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    for path in args.plot(args):
+        print(path)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    plot = sub.add_parser("plot", help="plot attention, positional encodings or a learning-rate schedule (PNG)")
+    kinds = plot.add_subparsers(dest="kind", required=True, metavar="KIND")
+    att = kinds.add_parser(
+        "attention",
+        help="heat maps of every layer and head on one input",
+        description="For a translation model: encoder self-attention, decoder masked self-attention and "
+        "encoder-decoder attention while it translates --text. For a GPT: its causal self-attention.",
+    )
+    att.add_argument("--model", required=True, help="checkpoint directory")
+    att.add_argument("--text", required=True, help="the input sentence")
+    att.add_argument("--layer", type=int, help="only this layer (1-based)")
+    att.add_argument("--head", type=int, help="only this head (1-based)")
+    att.add_argument("--out", default="runs/plots", help="directory for the PNG files (default runs/plots)")
+    att.set_defaults(plot=cmd_attention)
+    pos = kinds.add_parser("positions", help="the sinusoidal encoding matrix and the dot products between positions")
+    pos.add_argument("--positions", type=int, default=100, help="number of positions (default 100)")
+    pos.add_argument("--d-model", type=int, default=128, help="encoding width (default 128)")
+    pos.add_argument("--out", default="runs/plots/positions.png", help="PNG file to write")
+    pos.set_defaults(plot=cmd_positions)
+    sch = kinds.add_parser("schedule", help="the learning rate at every step of a run config")
+    sch.add_argument("config", help="TOML run config")
+    sch.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
+    sch.add_argument("--out", default="runs/plots/schedule.png", help="PNG file to write")
+    sch.set_defaults(plot=cmd_schedule)
+    plot.set_defaults(handler=cmd_plot)

@@ -1,0 +1,77 @@
+"""Each plot command writes a valid PNG, on tiny models of both families."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+import qkv
+from qkv.cli import main
+from qkv.data.subword import PairTokenizer
+from qkv.data.tokenizers import CharTokenizer
+from qkv.models.gpt import GPT, GPTConfig
+from qkv.models.seq2seq import EncoderDecoder
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path) -> bool:
+    data = open(path, "rb").read()
+    return data[:8] == PNG and len(data) > 2000
+
+
+@pytest.fixture
+def translator(tmp_path):
+    lines = ["ein kleiner hund rennt", "zwei katzen schlafen", "der hund sieht die katze"] * 5
+    tok = PairTokenizer.train(lines, [s.upper() for s in lines], vocab_size=40, shared=True)
+    torch.manual_seed(0)
+    model = EncoderDecoder(tiny_config(src_vocab_size=tok.vocab_sizes[0], tgt_vocab_size=tok.vocab_sizes[1]))
+    qkv.save(model, tmp_path / "mt")
+    tok.save(tmp_path / "mt")
+    return tmp_path / "mt"
+
+
+def test_plot_attention_translation(translator, tmp_path, capsys):
+    assert (
+        main(
+            ["plot", "attention", "--model", str(translator), "--text", "der kleine hund", "--out", str(tmp_path / "p")]
+        )
+        == 0
+    )
+    names = ["encoder_self_attention.png", "decoder_self_attention.png", "cross_attention.png"]
+    assert all(_is_png(tmp_path / "p" / n) for n in names)
+    assert main(["plot", "attention", "--model", str(translator), "--text", "hund", "--layer", "2", "--head", "1",
+                 "--out", str(tmp_path / "one")]) == 0  # fmt: skip
+    assert _is_png(tmp_path / "one" / "cross_attention.png")
+    assert main(["plot", "attention", "--model", str(translator), "--text", "x", "--layer", "9"]) == 2
+    assert "the model has layers 1 to 2" in capsys.readouterr().err
+
+
+def test_plot_attention_gpt(tmp_path):
+    tok = CharTokenizer.train("hello world, how are you?")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, d_model=16, n_heads=2, n_layers=2, d_ff=32))
+    qkv.save(model, tmp_path / "gpt")
+    tok.save(tmp_path / "gpt")
+    assert (
+        main(
+            [
+                "plot",
+                "attention",
+                "--model",
+                str(tmp_path / "gpt"),
+                "--text",
+                "how are you",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
+    assert _is_png(tmp_path / "p" / "self_attention.png")
+
+
+def test_plot_positions_and_schedule(tmp_path):
+    assert main(["plot", "positions", "--out", str(tmp_path / "pos.png")]) == 0
+    assert _is_png(tmp_path / "pos.png")
+    assert main(["plot", "schedule", "configs/multi30k_de_en.toml", "--set", "train.steps=3000",
+                 "--out", str(tmp_path / "s.png")]) == 0  # fmt: skip
+    assert _is_png(tmp_path / "s.png")
