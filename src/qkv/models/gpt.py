@@ -42,9 +42,6 @@ class GPTConfig(Config):
             require(getattr(self, name) > 0, f"{name} must be positive")
         require(0.0 <= self.dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0, "dropout must be in [0, 1)")
 
-    def block_spec(self) -> BlockSpec:
-        return BlockSpec(**{k: getattr(self, k) for k in BlockSpec.__dataclass_fields__})
-
 
 class LMOutput(NamedTuple):
     logits: Tensor  # (B, T, V)
@@ -59,7 +56,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = c = config
         self.embed = Embeddings(c.vocab_size, c.d_model, c.positions, c.block_size, c.dropout, scale=False)
-        self.blocks = Stack(c.block_spec(), c.n_layers, cross=False)
+        self.blocks = Stack(BlockSpec.of(c), c.n_layers, cross=False)
         self.output = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self._init_weights()
         if c.tie_output:

@@ -56,9 +56,6 @@ class Seq2SeqConfig(Config):
         for name in ("pad_id", "bos_id", "eos_id"):
             require(0 <= getattr(self, name) < self.tgt_vocab_size, f"{name} is outside the target vocabulary")
 
-    def block_spec(self) -> BlockSpec:
-        return BlockSpec(**{k: getattr(self, k) for k in BlockSpec.__dataclass_fields__})
-
 
 class Encoded(NamedTuple):
     memory: Tensor  # (B, S, D) encoder output
@@ -78,7 +75,7 @@ class EncoderDecoder(nn.Module):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         self.config = c = config
-        spec = c.block_spec()
+        spec = BlockSpec.of(c)
         self.src_embed = Embeddings(c.src_vocab_size, c.d_model, c.positions, c.max_len, c.dropout, c.scale_embeddings)
         self.tgt_embed = Embeddings(c.tgt_vocab_size, c.d_model, c.positions, c.max_len, c.dropout, c.scale_embeddings)
         self.encoder = Stack(spec, c.n_encoder_layers, cross=False)

@@ -39,6 +39,11 @@ class BlockSpec:
     norm_placement: NormPlacement
     norm_eps: float
 
+    @classmethod
+    def of(cls, config) -> "BlockSpec":
+        """The block settings of any model config (every family uses these same field names)."""
+        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+
 
 class FeedForward(nn.Module):
     """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position alone (sec 3.3, eq. 2)."""

@@ -12,12 +12,14 @@ from qkv.config import Config, require
 from qkv.data.batching import EpochBatches, token_batches
 from qkv.data.padding import pad_sequences
 from qkv.data.parallel import EmptyPolicy, read_parallel
-from qkv.data.subword import PairTokenizer
+from qkv.data.subword import SPECIALS, PairTokenizer
 from qkv.decoding.translate import translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
 from qkv.train.loop import LoopConfig
 from qkv.train.losses import label_smoothed_cross_entropy
 from qkv.train.runconfig import model_config
+
+PAD, BOS, EOS = (SPECIALS.index(s) for s in ("<pad>", "<s>", "</s>"))  # the ids every translation tokenizer gives
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class TranslationTask:
     @staticmethod
     def _tensors(src_ids, tgt_ids):
         """src (B, S) ending in EOS; decoder input (B, T) starting with BOS; target (B, T) ending in EOS."""
-        src = pad_sequences([s + [2] for s in src_ids], 0)
-        tgt = pad_sequences([[1] + t + [2] for t in tgt_ids], 0)
+        src = pad_sequences([s + [EOS] for s in src_ids], PAD)
+        tgt = pad_sequences([[BOS] + t + [EOS] for t in tgt_ids], PAD)
         return src, tgt[:, :-1], tgt[:, 1:]
 
     def train_batch(self):
@@ -115,9 +117,9 @@ def build(run: dict, loop: LoopConfig):
         src_vocab_size=v_src,
         tgt_vocab_size=v_tgt,
         share_embeddings=cfg.shared_vocab,
-        pad_id=0,
-        bos_id=1,
-        eos_id=2,
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
     )
     optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
     torch.manual_seed(loop.seed)
