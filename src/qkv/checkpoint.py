@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -47,6 +48,27 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def replace_directory(final: Path, fill: Callable[[Path], None]) -> None:
+    """Build a directory with fill(tmp) beside `final`, then swap it in. At every moment either the
+    old complete `final` or the new one exists (for an instant, only as `.NAME.old`, which resuming
+    also looks at), never a half-written one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = final.with_name(f".{final.name}.tmp"), final.with_name(f".{final.name}.old")
+    for leftover in (tmp, old):
+        if leftover.exists() and final.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save(model: nn.Module, path: str | Path) -> Path:

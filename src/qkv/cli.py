@@ -14,6 +14,7 @@ from qkv.commands import UsageError, convert, demo, generate, plot, train, trans
 from qkv.config import ConfigError
 from qkv.data.text import DataError
 from qkv.data.tokenizers import TokenizerError
+from qkv.train.loop import TrainingError
 
 USER_ERRORS = (UsageError, ConfigError, CheckpointError, DataError, TokenizerError)
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"qkv {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:
+        print(f"qkv {args.command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"qkv {args.command}: interrupted", file=sys.stderr)
         return 130

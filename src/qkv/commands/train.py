@@ -14,8 +14,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import torch
 
+    from qkv.checkpoint import read_config
     from qkv.tasks.registry import TASKS
-    from qkv.train.loop import LoopConfig, fit
+    from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import OptimConfig
     from qkv.train.runconfig import load_run_config
 
@@ -26,20 +27,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     loop = LoopConfig.from_dict(run["train"], source=f"{source} [train]")
     optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
     out = Path(run["out"])
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UsageError(f"{out}: already holds a run (use --overwrite to replace it, or set another `out`)")
+    resume = resumable_checkpoint(Path(args.resume)) if args.resume else None
+    if resume is None and out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"{out}: already holds a run (--resume {out} continues it, --overwrite replaces it)")
     if loop.threads:
         torch.set_num_threads(loop.threads)
     model, task = TASKS[run["task"]](run, loop)  # reads and checks the data before anything is written
+    if resume is not None and read_config(resume)[1] != model.config:
+        raise UsageError(f"{resume}/config.json: the model there differs from the one {source} describes")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
+    if resume is None:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     resolved = {k: v for k, v in run.items() if k != "_source"} | {"model": model.config.to_dict()}
     (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{run['task']}: {model.family} model with {n_params:,} parameters; writing to {out}", file=sys.stderr)
-    result = fit(model, task, loop, optim, out, progress=not args.no_progress)
+    result = fit(model, task, loop, optim, out, progress=not args.no_progress, resume=resume)
     print(json.dumps(result))
-    return 0
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result["interrupted"], 0)
 
 
 def add_parsers(sub) -> None:
@@ -47,7 +52,8 @@ def add_parsers(sub) -> None:
         "train",
         help="train a model from a TOML run config",
         description="Train the model a TOML config describes (see configs/). Writes OUT/best, OUT/last "
-        "(checkpoint directories), OUT/metrics.jsonl and OUT/run_config.json.",
+        "(checkpoint directories; last is resumable), OUT/metrics.jsonl and OUT/run_config.json. "
+        "Ctrl-C (or SIGTERM) saves OUT/last and stops; a second one stops at once.",
     )
     train.add_argument("config", help="TOML run config, e.g. configs/shakespeare_char.toml")
     train.add_argument(
@@ -58,5 +64,10 @@ def add_parsers(sub) -> None:
         help="override a config value (repeatable), e.g. --set train.steps=100",
     )
     train.add_argument("--overwrite", action="store_true", help="replace a previous run in the output directory")
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue a run exactly where it stopped: its output directory, or a checkpoint in it",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)

@@ -40,3 +40,12 @@ class EpochBatches:
         batch = self.batches[self._order[self._pos]]
         self._pos += 1
         return batch
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Where the stream is: generator state and this epoch's order (tensors), epoch and position."""
+        tensors = {"generator": self.generator.get_state(), "order": torch.tensor(self._order, dtype=torch.long)}
+        return tensors, {"epoch": self.epoch, "pos": self._pos}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], extra: dict) -> None:
+        self.generator.set_state(tensors["generator"])
+        self._order, self.epoch, self._pos = tensors["order"].tolist(), extra["epoch"], extra["pos"]

@@ -67,6 +67,12 @@ class LMTask:
     def save_extras(self, directory: Path) -> None:
         self.tokenizer.save(directory)
 
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}, {}
+
+    def load_state_dict(self, tensors, extra) -> None:
+        self.generator.set_state(tensors["generator"])
+
 
 def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "lm"."""

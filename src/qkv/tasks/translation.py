@@ -91,6 +91,12 @@ class TranslationTask:
     def save_extras(self, directory: Path) -> None:
         self.tokenizer.save(directory)
 
+    def state_dict(self):
+        return self.stream.state_dict()
+
+    def load_state_dict(self, tensors, extra) -> None:
+        self.stream.load_state_dict(tensors, extra)
+
 
 def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "translation"."""

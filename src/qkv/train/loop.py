@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from qkv.checkpoint import save
+from qkv.checkpoint import CheckpointError, replace_directory, save
 from qkv.config import Config, require
 from qkv.train.optim import OptimConfig
+from qkv.train.state import load_state, save_state
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class LoopConfig(Config):
     # evaluation stays fp32. Matrix products are faster on bf16 hardware (AMX: 3x here), but for small
     # models the casts can cost more than that saves: docs/PERFORMANCE.md has the measurement.
     precision: Literal["fp32", "bf16"] = "fp32"
+    on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss: stop (last good checkpoint kept) or skip the batch
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every"):
@@ -58,6 +62,16 @@ class Task(Protocol):
         """Write what a checkpoint needs beside the model (tokenizer files)."""
         ...
 
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The data position (generator states, epoch order) as tensors and JSON values."""
+        ...
+
+    def load_state_dict(self, tensors: dict[str, Tensor], extra: dict[str, Any]) -> None: ...
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss with on_nan = "stop"); the message says where."""
+
 
 class MetricsLog:
     """JSON lines, one object per record, flushed as written."""
@@ -70,59 +84,129 @@ class MetricsLog:
         self.file.flush()
 
 
-def _checkpoint(model: nn.Module, task: Task, directory: Path, meta: dict) -> None:
-    save(model, directory)
-    task.save_extras(directory)
-    (directory / "trainer_state.json").write_text(json.dumps(meta, indent=2) + "\n")
+class StopSignals:
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second signal acts at
+    once (the default handlers are back in place after the first)."""
+
+    def __enter__(self) -> "StopSignals":
+        self.received: int | None = None
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
-def fit(model: nn.Module, task: Task, loop: LoopConfig, optim: OptimConfig, out: Path, progress: bool = True) -> dict:
-    """Train `model` on `task`; writes out/last, out/best and out/metrics.jsonl. Returns final metrics."""
+def _checkpoint(model, task, directory: Path, meta: dict, optimizer=None) -> None:
+    """A complete checkpoint directory, swapped in atomically; resumable when given the optimiser."""
+
+    def fill(tmp: Path) -> None:
+        save(model, tmp)
+        task.save_extras(tmp)
+        if optimizer is not None:
+            save_state(tmp, optimizer, task, meta)
+        else:
+            (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    replace_directory(directory, fill)
+
+
+def resumable_checkpoint(path: Path) -> Path:
+    """The checkpoint to resume from: `path` itself, or a run directory's `last` (or its `.last.old`,
+    if a crash came in the middle of swapping in a new one)."""
+    for candidate in (path, path / "last", path / ".last.old"):
+        if (candidate / "training_state.safetensors").is_file():
+            return candidate
+    raise CheckpointError(f"{path}: no resumable checkpoint (expected {path}/last/training_state.safetensors)")
+
+
+def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, step: int, device) -> tuple[float, int]:
+    """One optimiser step over grad_accum micro-batches; returns (summed loss, items)."""
+    total, items = 0.0, 0
+    for micro in range(loop.grad_accum):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.precision == "bf16"):
+            loss, n = task.loss(model, task.train_batch())
+        if not torch.isfinite(loss):
+            where = f"step {step}, micro-batch {micro + 1} of {loop.grad_accum}: loss is {loss.item()}"
+            optimizer.zero_grad(set_to_none=True)
+            if loop.on_nan == "stop":
+                raise TrainingError(
+                    f"{where}; stopped (the last good checkpoint is kept; train.on_nan = 'skip' skips such batches)"
+                )
+            print(f"warning: {where}; batch skipped", file=sys.stderr, flush=True)
+            return math.nan, 0
+        (loss / max(n, 1) / loop.grad_accum).backward()
+        total, items = total + loss.item(), items + n
+    if optim.clip_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), optim.clip_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, items
+
+
+def _evaluate_and_save(model, task, optimizer, loop, out: Path, step: int, best: float, log) -> tuple[float, dict]:
+    metrics = task.evaluate(model)
+    log.write(step=step, **metrics)
+    tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), file=sys.stderr)
+    if metrics["val_loss"] < best:
+        best = metrics["val_loss"]
+        _checkpoint(model, task, out / "best", {"step": step, **metrics})
+    _checkpoint(model, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer)
+    if loop.keep_checkpoints:
+        _checkpoint(model, task, out / "checkpoints" / f"step-{step:07d}", {"step": step, **metrics})
+        for old in sorted((out / "checkpoints").glob("step-*"))[: -loop.keep_checkpoints]:
+            shutil.rmtree(old)
+    return best, metrics
+
+
+def fit(model, task: Task, loop: LoopConfig, optim: OptimConfig, out: Path, progress: bool = True,
+        resume: Path | None = None) -> dict:  # fmt: skip
+    """Train `model` on `task`; writes out/last (resumable), out/best and out/metrics.jsonl.
+    With `resume` (a checkpoint from `resumable_checkpoint`), continue that run exactly."""
     optimizer = optim.build(model)
-    d_model = model.config.d_model
     device = next(model.parameters()).device
+    first, best, metrics = 1, math.inf, {}
+    if resume is not None:
+        from safetensors.torch import load_model
+
+        load_model(model, str(resume / "model.safetensors"), device=str(device))
+        record = load_state(resume, optimizer, task)
+        first, best = record["step"] + 1, record.get("best_val_loss", math.inf)
     log = MetricsLog(out / "metrics.jsonl")
-    best = math.inf
-    metrics: dict[str, float] = {}
-    bar = tqdm(range(1, loop.steps + 1), desc="training", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(first, loop.steps + 1), desc="training", unit="step", disable=not progress, dynamic_ncols=True)
     window_items, window_start = 0, time.perf_counter()
-    started = time.perf_counter()
-    for step in bar:
-        out_of_time = loop.max_minutes > 0 and time.perf_counter() - started >= 60 * loop.max_minutes
-        model.train()
-        lr = optim.lr_at(step, d_model)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        total, items = 0.0, 0
-        for _ in range(loop.grad_accum):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.precision == "bf16"):
-                loss, n = task.loss(model, task.train_batch())
-            (loss / max(n, 1) / loop.grad_accum).backward()
-            total, items = total + loss.item(), items + n
-        if optim.clip_norm > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), optim.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        window_items += items
-        if step % loop.log_every == 0 or step == loop.steps:
-            rate = window_items / (time.perf_counter() - window_start)
-            bar.set_postfix(loss=f"{total / max(items, 1):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
-            log.write(step=step, loss=total / max(items, 1), lr=lr, tokens_per_s=rate)
-            window_items, window_start = 0, time.perf_counter()
-        if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
-            metrics = task.evaluate(model)
-            log.write(step=step, **metrics)
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            meta = {"step": step, **metrics}
-            _checkpoint(model, task, out / "last", meta)
-            if loop.keep_checkpoints:
-                _checkpoint(model, task, out / "checkpoints" / f"step-{step:07d}", meta)
-                for old in sorted((out / "checkpoints").iterdir())[: -loop.keep_checkpoints]:
-                    shutil.rmtree(old)
-            if metrics["val_loss"] < best:
-                best = metrics["val_loss"]
-                _checkpoint(model, task, out / "best", meta)
-        if out_of_time:
-            bar.write(f"stopping at step {step}: train.max_minutes={loop.max_minutes} reached")
-            break
-    return {"best_val_loss": best, "steps": step, "train_minutes": (time.perf_counter() - started) / 60, **metrics}
+    started, step, interrupted = time.perf_counter(), first - 1, None
+    with StopSignals() as signals:
+        for step in bar:
+            out_of_time = loop.max_minutes > 0 and time.perf_counter() - started >= 60 * loop.max_minutes
+            model.train()
+            lr = optim.lr_at(step, model.config.d_model)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            total, items = _train_step(model, task, optimizer, loop, optim, step, device)
+            window_items += items
+            if step % loop.log_every == 0 or step == loop.steps:
+                rate = window_items / (time.perf_counter() - window_start)
+                bar.set_postfix(loss=f"{total / max(items, 1):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+                log.write(step=step, loss=total / max(items, 1), lr=lr, tokens_per_s=rate)
+                window_items, window_start = 0, time.perf_counter()
+            if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
+                best, metrics = _evaluate_and_save(model, task, optimizer, loop, out, step, best, log)
+            if signals.received is not None:
+                interrupted = signal.Signals(signals.received).name
+                _checkpoint(model, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer)
+                tqdm.write(
+                    f"{interrupted} at step {step}: saved {out / 'last'}; continue with --resume {out}", file=sys.stderr
+                )
+                break
+            if out_of_time:
+                tqdm.write(f"stopping at step {step}: train.max_minutes={loop.max_minutes} reached", file=sys.stderr)
+                break
+    minutes = (time.perf_counter() - started) / 60
+    return {"best_val_loss": best, "steps": step, "train_minutes": minutes, "interrupted": interrupted, **metrics}

@@ -1,0 +1,66 @@
+"""Everything a run needs to continue exactly where it stopped: optimiser moments, step, the data
+position and every random number generator. Tensors go to `training_state.safetensors`, the rest to
+`trainer_state.json`; together with the model checkpoint beside them they make a run resumable with
+the same losses, bit for bit, as if it had never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from qkv.checkpoint import CheckpointError, atomic_write
+
+STATE_JSON = "trainer_state.json"
+STATE_TENSORS = "training_state.safetensors"
+
+
+def save_state(directory: Path, optimizer: torch.optim.Optimizer, task, meta: dict[str, Any]) -> None:
+    """Write the optimiser, the task's data position and the RNG states into `directory`."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {"rng.torch": torch.get_rng_state()}
+    scalars: dict[str, Any] = {}
+    for index, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    task_tensors, task_extra = task.state_dict()
+    tensors.update({f"task.{k}": v for k, v in task_tensors.items()})
+    clean = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    atomic_write(directory / STATE_TENSORS, lambda p: save_file(clean, str(p)))
+    record = {**meta, "optimizer": {"param_groups": sd["param_groups"], "scalars": scalars}, "task": task_extra}
+    atomic_write(directory / STATE_JSON, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+
+
+def load_state(directory: Path, optimizer: torch.optim.Optimizer, task) -> dict[str, Any]:
+    """Restore what `save_state` wrote; returns its JSON record (step, best_val_loss, ...)."""
+    json_file, tensor_file = directory / STATE_JSON, directory / STATE_TENSORS
+    if not tensor_file.is_file():
+        raise CheckpointError(f"{tensor_file}: no such file (is {directory} a resumable checkpoint?)")
+    try:
+        record = json.loads(json_file.read_text(encoding="utf-8"))
+        tensors = load_file(str(tensor_file))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{directory}: training state cannot be read ({err})") from None
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in record["optimizer"]["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": record["optimizer"]["param_groups"]})
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{tensor_file}: optimiser state does not match the model ({err})") from None
+    task.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("task.")}, record["task"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return record

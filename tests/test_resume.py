@@ -1,0 +1,180 @@
+"""Exact resume, signals and numerical faults in the shared training loop."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qkv.cli import main
+
+TEXT = "to be, or not to be, that is the question.\n" * 60
+
+
+def lm_config(tmp: Path, out: str, steps: int = 40, eval_every: int = 10) -> Path:
+    (tmp / "t.txt").write_text(TEXT)
+    cfg = tmp / f"{out}.toml"
+    cfg.write_text(f"""
+task = "lm"
+out = "{tmp / out}"
+[data]
+files = ["{tmp / "t.txt"}"]
+eval_batches = 2
+[model]
+preset = "char-tiny"
+block_size = 32
+d_model = 32
+n_heads = 2
+n_layers = 2
+d_ff = 64
+dropout = 0.1
+[train]
+steps = {steps}
+batch_size = 8
+eval_every = {eval_every}
+log_every = 1
+seed = 3
+[optim]
+schedule = "cosine"
+lr = 3e-3
+warmup_steps = 5
+total_steps = {steps}
+label_smoothing = 0.0
+""")
+    return cfg
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in lines if "loss" in r]
+
+
+def test_resume_in_process_is_bitwise_equal(tmp_path, capsys):
+    full = lm_config(tmp_path, "full")
+    assert main(["train", str(full), "--no-progress"]) == 0
+    part = lm_config(tmp_path, "part", steps=40)
+    assert main(["train", str(part), "--no-progress", "--set", "train.steps=20"]) == 0
+    assert main(["train", str(part), "--no-progress", "--resume", str(tmp_path / "part")]) == 0
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")  # every step, bit for bit
+
+
+def test_resume_translation_is_bitwise_equal(tmp_path):
+    from test_translation import write_corpus
+
+    write_corpus(tmp_path, n=200)
+
+    def config(out: str) -> Path:
+        p = tmp_path / f"{out}.toml"
+        p.write_text(f"""task = "translation"
+out = "{tmp_path / out}"
+[data]
+train_src = "{tmp_path / "train.en"}"
+train_tgt = "{tmp_path / "train.de"}"
+valid_src = "{tmp_path / "train.en"}"
+valid_tgt = "{tmp_path / "train.de"}"
+vocab_size = 60
+max_tokens = 256
+bleu_sentences = 0
+[model]
+preset = "small"
+d_model = 32
+n_heads = 2
+n_encoder_layers = 1
+n_decoder_layers = 1
+d_ff = 64
+[train]
+steps = 24
+eval_every = 8
+log_every = 1
+""")
+        return p
+
+    assert main(["train", str(config("full")), "--no-progress"]) == 0
+    assert main(["train", str(config("part")), "--no-progress", "--set", "train.steps=16"]) == 0
+    assert main(["train", str(config("part")), "--no-progress", "--resume", str(tmp_path / "part" / "last")]) == 0
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")
+
+
+def _spawn(cfg: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "qkv", "train", str(cfg), "--no-progress", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_step(run: Path, step: int, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").exists() and any(s >= step for s, _ in losses(run)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"training did not reach step {step}")
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_resume_matches(tmp_path):
+    full = lm_config(tmp_path, "full", steps=60, eval_every=7)
+    assert main(["train", str(full), "--no-progress"]) == 0
+    cfg = lm_config(tmp_path, "killed", steps=60, eval_every=7)
+    proc = _spawn(cfg)
+    _wait_for_step(tmp_path / "killed", random.Random().randint(10, 45), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = _spawn(cfg, "--resume", str(tmp_path / "killed"))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    expected = dict(losses(tmp_path / "full"))
+    got = losses(tmp_path / "killed")  # steps after the checkpoint appear twice: killed run, then resumed
+    assert {s for s, _ in got} == set(expected)
+    assert all(loss == expected[s] for s, loss in got)
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_cleanly(tmp_path):
+    cfg = lm_config(tmp_path, "run", steps=100_000, eval_every=1000)
+    proc = _spawn(cfg)
+    _wait_for_step(tmp_path / "run", 5, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "SIGINT at step" in err
+    state = json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())
+    assert state["step"] >= 5
+
+
+class NaNAt:
+    """Wraps a task so that the loss of the k-th micro-batch is NaN."""
+
+    def __init__(self, task, k):
+        self.task, self.k, self.count = task, k, 0
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def loss(self, model, batch):
+        self.count += 1
+        loss, n = self.task.loss(model, batch)
+        return (loss * float("nan"), n) if self.count == self.k else (loss, n)
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_nan_loss(tmp_path, policy):
+    from test_loop import _setup
+
+    from qkv.train.loop import LoopConfig, TrainingError, fit
+    from qkv.train.optim import OptimConfig
+
+    loop = LoopConfig(steps=12, batch_size=4, eval_every=5, on_nan=policy)
+    model, task = _setup(loop)
+    optim = OptimConfig(schedule="constant", lr=1e-3)
+    if policy == "stop":
+        with pytest.raises(TrainingError, match="step 8, micro-batch 1 of 1: loss is nan"):
+            fit(model, NaNAt(task, 8), loop, optim, tmp_path, progress=False)
+        assert json.loads((tmp_path / "last" / "trainer_state.json").read_text())["step"] == 5
+    else:
+        result = fit(model, NaNAt(task, 8), loop, optim, tmp_path, progress=False)
+        assert result["steps"] == 12 and all(torch.isfinite(p).all() for p in model.parameters())
