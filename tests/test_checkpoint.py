@@ -54,3 +54,27 @@ def test_unknown_config_key(tmp_path, tiny_model):
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(qkv.CheckpointError, match=r"config.json: unknown key\(s\) \['n_layer'\]"):
         qkv.load(tmp_path)
+
+
+def test_tampered_weights(tmp_path, tiny_model):
+    qkv.save(tiny_model, tmp_path)
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[8:40] = b"\x00" * 32  # inside the JSON header
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(qkv.CheckpointError, match="model.safetensors: cannot be read as safetensors"):
+        qkv.load(tmp_path)
+
+
+def test_swapped_tokenizer_is_refused(tmp_path, capsys):
+    from qkv.cli import main
+    from qkv.data.subword import PairTokenizer
+
+    lines = ["ein kleiner hund", "zwei katzen", "der hund sieht"] * 5
+    small = PairTokenizer.train(lines, lines, vocab_size=30, shared=True)
+    large = PairTokenizer.train(lines * 3 + ["viele andere wörter hier"], lines * 3 + ["x"], vocab_size=60, shared=True)
+    model = EncoderDecoder(tiny_config(src_vocab_size=small.vocab_sizes[0], tgt_vocab_size=small.vocab_sizes[1]))
+    qkv.save(model, tmp_path)
+    large.save(tmp_path)  # the wrong tokenizer beside these weights
+    assert main(["translate", "--model", str(tmp_path), "--input", __file__]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer vocabulary" in err and "does not match" in err and err.count("\n") == 1

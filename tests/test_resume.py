@@ -178,3 +178,33 @@ def test_nan_loss(tmp_path, policy):
     else:
         result = fit(model, NaNAt(task, 8), loop, optim, tmp_path, progress=False)
         assert result["steps"] == 12 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from test_loop import _setup
+
+    import qkv.checkpoint
+    from qkv.train.loop import LoopConfig, TrainingError, fit
+    from qkv.train.optim import OptimConfig
+
+    loop = LoopConfig(steps=10, batch_size=4, eval_every=5)
+    model, task = _setup(loop)
+    real, calls = qkv.checkpoint.save_model, []
+
+    def fail_later(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # step 5 writes best and last; at step 10 the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(qkv.checkpoint, "save_model", fail_later)
+    with pytest.raises(TrainingError, match="No space left on device; the previous checkpoint there"):
+        fit(model, task, loop, OptimConfig(schedule="constant", lr=1e-3), tmp_path, progress=False)
+    assert json.loads((tmp_path / "last" / "trainer_state.json").read_text())["step"] == 5
+    assert not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr(qkv.checkpoint, "save_model", real)
+    import qkv as lib
+
+    lib.load(tmp_path / "last")  # complete and loadable

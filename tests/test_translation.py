@@ -47,6 +47,13 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
         read_parallel(tmp_path / "a", tmp_path / "b")
 
 
+def test_over_long_line(tmp_path):
+    (tmp_path / "a").write_text("short\n" + "word " * 3000 + "\n")
+    (tmp_path / "b").write_text("kurz\nlang\n")
+    with pytest.raises(DataError, match=r"a:2: line of 15,001 bytes is longer than 10,000"):
+        read_parallel(tmp_path / "a", tmp_path / "b")
+
+
 def test_empty_lines_error_or_skip(tmp_path):
     (tmp_path / "a").write_text("one\n\nthree\n")
     (tmp_path / "b").write_text("eins\nzwei\ndrei\n")

@@ -13,6 +13,7 @@ from typing import Literal
 from qkv.data.text import DataError
 
 EmptyPolicy = Literal["error", "skip"]
+MAX_LINE_BYTES = 10_000  # a "sentence" longer than this is a wrong file (a document, binary data), not a sentence
 
 
 @dataclass
@@ -31,6 +32,9 @@ def read_lines(path: str | Path) -> list[str]:
     lines = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataError(f"{path}:{number}: line of {len(raw):,} bytes is longer than {MAX_LINE_BYTES:,}; "
+                                "is this a file with one sentence a line?")  # fmt: skip
             try:
                 lines.append(raw.decode("utf-8").rstrip("\r\n").strip())
             except UnicodeDecodeError as err:

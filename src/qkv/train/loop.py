@@ -114,7 +114,12 @@ def _checkpoint(model, task, directory: Path, meta: dict, optimizer=None) -> Non
         else:
             (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-    replace_directory(directory, fill)
+    try:
+        replace_directory(directory, fill)
+    except OSError as err:  # a full disk, most often: the swap never happened, the old checkpoint stands
+        raise TrainingError(
+            f"writing {directory}: {err.strerror or err}; the previous checkpoint there (if any) is intact"
+        ) from None
 
 
 def resumable_checkpoint(path: Path) -> Path:
