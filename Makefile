@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test bench setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The speed suite: each benchmark runs qkv and the reference implementation in one process and prints
+# one JSON line per figure (docs/PERFORMANCE.md has the latest table).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/seq2seq_train.py
+	$(BIN)/python benchmarks/gpt.py
+	$(BIN)/python benchmarks/attention_scaling.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

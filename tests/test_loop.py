@@ -18,8 +18,18 @@ def _setup(loop: LoopConfig):
     tok = CharTokenizer.train(TEXT)
     data = LMData(tok.encode(TEXT), 0.1, block_size=16)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=32, n_heads=2, n_layers=1, d_ff=64,
-                          dropout=0.0, attention_dropout=0.0))  # fmt: skip
+    model = GPT(
+        GPTConfig(
+            vocab_size=tok.vocab_size,
+            block_size=16,
+            d_model=32,
+            n_heads=2,
+            n_layers=1,
+            d_ff=64,
+            dropout=0.0,
+            attention_dropout=0.0,
+        )
+    )
     return model, LMTask(LMDataConfig(files=("unused",), eval_batches=2), loop, tok, data)
 
 

@@ -39,8 +39,25 @@ def test_plot_attention_translation(translator, tmp_path, capsys):
     )
     names = ["encoder_self_attention.png", "decoder_self_attention.png", "cross_attention.png"]
     assert all(_is_png(tmp_path / "p" / n) for n in names)
-    assert main(["plot", "attention", "--model", str(translator), "--text", "hund", "--layer", "2", "--head", "1",
-                 "--out", str(tmp_path / "one")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "plot",
+                "attention",
+                "--model",
+                str(translator),
+                "--text",
+                "hund",
+                "--layer",
+                "2",
+                "--head",
+                "1",
+                "--out",
+                str(tmp_path / "one"),
+            ]
+        )
+        == 0
+    )
     assert _is_png(tmp_path / "one" / "cross_attention.png")
     assert main(["plot", "attention", "--model", str(translator), "--text", "x", "--layer", "9"]) == 2
     assert "the model has layers 1 to 2" in capsys.readouterr().err
@@ -72,6 +89,18 @@ def test_plot_attention_gpt(tmp_path):
 def test_plot_positions_and_schedule(tmp_path):
     assert main(["plot", "positions", "--out", str(tmp_path / "pos.png")]) == 0
     assert _is_png(tmp_path / "pos.png")
-    assert main(["plot", "schedule", "configs/multi30k_de_en.toml", "--set", "train.steps=3000",
-                 "--out", str(tmp_path / "s.png")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "plot",
+                "schedule",
+                "configs/multi30k_de_en.toml",
+                "--set",
+                "train.steps=3000",
+                "--out",
+                str(tmp_path / "s.png"),
+            ]
+        )
+        == 0
+    )
     assert _is_png(tmp_path / "s.png")

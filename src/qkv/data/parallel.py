@@ -33,8 +33,10 @@ def read_lines(path: str | Path) -> list[str]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             if len(raw) > MAX_LINE_BYTES:
-                raise DataError(f"{path}:{number}: line of {len(raw):,} bytes is longer than {MAX_LINE_BYTES:,}; "
-                                "is this a file with one sentence a line?")  # fmt: skip
+                raise DataError(
+                    f"{path}:{number}: line of {len(raw):,} bytes is longer than {MAX_LINE_BYTES:,}; "
+                    "is this a file with one sentence a line?"
+                )
             try:
                 lines.append(raw.decode("utf-8").rstrip("\r\n").strip())
             except UnicodeDecodeError as err:

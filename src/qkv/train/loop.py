@@ -170,8 +170,15 @@ def _evaluate_and_save(model, task, optimizer, loop, out: Path, step: int, best:
     return best, metrics
 
 
-def fit(model, task: Task, loop: LoopConfig, optim: OptimConfig, out: Path, progress: bool = True,
-        resume: Path | None = None) -> dict:  # fmt: skip
+def fit(
+    model,
+    task: Task,
+    loop: LoopConfig,
+    optim: OptimConfig,
+    out: Path,
+    progress: bool = True,
+    resume: Path | None = None,
+) -> dict:
     """Train `model` on `task`; writes out/last (resumable), out/best and out/metrics.jsonl.
     With `resume` (a checkpoint from `resumable_checkpoint`), continue that run exactly."""
     optimizer = optim.build(model)

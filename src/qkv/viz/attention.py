@@ -42,13 +42,37 @@ def plot_seq2seq(model, src_ids: list[int], src_labels, tgt_label, out: Path, la
     out_tokens = [tgt_label(t) for t in produced] + ["</s>"]  # row t is the step that produced token t
     in_tokens = ["<s>"] + out_tokens[:-1]
     return [
-        _grid(enc.weights, "self", src_tokens, src_tokens, out / "encoder_self_attention.png",
-              "Encoder self-attention (rows attend to columns)", layer, head),
-        _grid(dec.weights, "self", out_tokens, in_tokens, out / "decoder_self_attention.png",
-              "Decoder masked self-attention (rows produce, columns are the decoder's inputs)", layer, head),
-        _grid(dec.weights, "cross", out_tokens, src_tokens, out / "cross_attention.png",
-              "Encoder-decoder attention (rows produce, columns are source tokens)", layer, head),
-    ]  # fmt: skip
+        _grid(
+            enc.weights,
+            "self",
+            src_tokens,
+            src_tokens,
+            out / "encoder_self_attention.png",
+            "Encoder self-attention (rows attend to columns)",
+            layer,
+            head,
+        ),
+        _grid(
+            dec.weights,
+            "self",
+            out_tokens,
+            in_tokens,
+            out / "decoder_self_attention.png",
+            "Decoder masked self-attention (rows produce, columns are the decoder's inputs)",
+            layer,
+            head,
+        ),
+        _grid(
+            dec.weights,
+            "cross",
+            out_tokens,
+            src_tokens,
+            out / "cross_attention.png",
+            "Encoder-decoder attention (rows produce, columns are source tokens)",
+            layer,
+            head,
+        ),
+    ]
 
 
 @torch.inference_mode()

@@ -18,8 +18,7 @@ def plot_positions(path: Path, n_positions: int = 100, d_model: int = 128) -> Pa
     pe = sinusoid_table(n_positions, d_model)
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
     im = a.imshow(pe.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
-    a.set(title=f"PE, d_model={d_model}: sin on even, cos on odd dimensions",
-          xlabel="dimension", ylabel="position")  # fmt: skip
+    a.set(title=f"PE, d_model={d_model}: sin on even, cos on odd dimensions", xlabel="dimension", ylabel="position")
     fig.colorbar(im, ax=a)
     im = b.imshow((pe @ pe.T).numpy(), cmap="viridis")
     b.set(title="Dot products between positions", xlabel="position", ylabel="position")
