@@ -21,6 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from qkv.config import ConfigError
+from qkv.models.bert import Bert, BertConfig
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 
@@ -29,6 +30,7 @@ FORMAT_VERSION = 1
 FAMILIES: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "seq2seq": (Seq2SeqConfig, EncoderDecoder),
     "gpt": (GPTConfig, GPT),
+    "bert": (BertConfig, Bert),
 }
 
 

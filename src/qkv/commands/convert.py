@@ -10,22 +10,25 @@ from qkv.commands import UsageError, refuse_nonempty
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from qkv.checkpoint import load
-    from qkv.convert import gpt2
+    from qkv.convert import bert, gpt2
     from qkv.convert.common import read_json
 
+    by_model_type, by_family = {"gpt2": gpt2, "bert": bert}, {"gpt": gpt2, "bert": bert}
     out = Path(args.out)
     refuse_nonempty(out, args.overwrite)
     if args.from_hf:
         src = Path(args.from_hf)
         model_type = read_json(src / "config.json").get("model_type")
-        if model_type != "gpt2":
-            raise UsageError(f"{src / 'config.json'}: model_type {model_type!r} is not supported (supported: gpt2)")
-        model = gpt2.from_hf(src, out)
+        if model_type not in by_model_type:
+            raise UsageError(
+                f"{src / 'config.json'}: model_type {model_type!r} is not supported ({sorted(by_model_type)})"
+            )
+        model = by_model_type[model_type].from_hf(src, out)
     else:
         model = load(args.to_hf)
-        if model.family != "gpt":
-            raise UsageError(f"{args.to_hf}: a {model.family} model has no Hugging Face layout here (supported: gpt)")
-        gpt2.to_hf(model, out, tokenizer_dir=args.to_hf)
+        if model.family not in by_family:
+            raise UsageError(f"{args.to_hf}: a {model.family} model has no Hugging Face layout here")
+        by_family[model.family].to_hf(model, out, tokenizer_dir=args.to_hf)
     print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
     return 0
 
@@ -33,7 +36,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     conv = sub.add_parser(
         "convert",
-        help="convert checkpoints from/to the Hugging Face layout (GPT-2)",
+        help="convert checkpoints from/to the Hugging Face layout (GPT-2, BERT)",
         description="--from-hf reads a Hugging Face directory (config.json, model.safetensors, tokenizer "
         "files) into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout. "
         "Only safetensors weights are read, never pickled ones.",

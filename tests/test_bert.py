@@ -1,0 +1,117 @@
+"""BERT: parity with Hugging Face (pre-training and classification), padding, shared blocks."""
+
+import pytest
+import torch
+
+from qkv.checkpoint import load
+from qkv.cli import main
+from qkv.models.bert import Bert, BertConfig
+from qkv.nn.block import TransformerBlock
+
+transformers = pytest.importorskip("transformers")
+
+
+def hf_config(**extra):
+    return transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=40, **extra)  # fmt: skip
+
+
+def inputs():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(5, 99, (3, 12), generator=g)
+    segments = torch.zeros_like(tokens)
+    segments[:, 6:] = 1  # two segments
+    mask = torch.ones_like(tokens)
+    tokens[1, 9:], mask[1, 9:] = 0, 0  # padding
+    tokens[2, 4:], mask[2, 4:] = 0, 0
+    return tokens, segments, mask
+
+
+@pytest.mark.parametrize("arch", ["BertForPreTraining", "BertForSequenceClassification"])
+def test_hf_bert_parity_and_round_trip(tmp_path, arch):
+    torch.manual_seed(0)
+    hf = getattr(transformers, arch)(hf_config(num_labels=3)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "qkv")]) == 0
+    ours = load(tmp_path / "qkv")
+    assert all(type(layer) is TransformerBlock for layer in ours.encoder.layers)
+    tokens, segments, mask = inputs()
+    with torch.no_grad():
+        ref = hf(input_ids=tokens, token_type_ids=segments, attention_mask=mask)
+        got = ours(tokens, segments)
+    if arch == "BertForPreTraining":
+        assert (got.logits - ref.prediction_logits).abs().max() <= 1e-4
+        assert (got.nsp_logits - ref.seq_relationship_logits).abs().max() <= 1e-4
+    else:
+        assert got.logits.shape == (3, 3) and (got.logits - ref.logits).abs().max() <= 1e-4
+    assert main(["convert", "--to-hf", str(tmp_path / "qkv"), "--out", str(tmp_path / "back")]) == 0
+    back = getattr(transformers, arch).from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        again = back(input_ids=tokens, token_type_ids=segments, attention_mask=mask)
+    first = again.prediction_logits if arch == "BertForPreTraining" else again.logits
+    assert (first - got.logits).abs().max() <= 1e-4
+
+
+def test_padding_does_not_change_real_positions():
+    torch.manual_seed(0)
+    model = Bert(BertConfig(vocab_size=50, max_len=32, d_model=32, n_heads=4, n_layers=2, d_ff=64)).eval()
+    tokens = torch.randint(5, 50, (1, 7))
+    padded = torch.cat([tokens, torch.zeros(1, 5, dtype=torch.long)], 1)
+    with torch.no_grad():
+        a, b = model(tokens), model(padded)
+    assert (a.logits - b.logits[:, :7]).abs().max() <= 1e-5
+    assert (a.nsp_logits - b.nsp_logits).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("head, shape", [("token_classification", (2, 6, 5)), ("question_answering", (2, 6, 2))])
+def test_fine_tuning_heads(head, shape):
+    model = Bert(
+        BertConfig(vocab_size=50, max_len=32, d_model=32, n_heads=4, n_layers=1, d_ff=64, head=head, n_labels=5)
+    )
+    assert model(torch.randint(5, 50, (2, 6))).logits.shape == shape
+
+
+def test_masking_fractions_and_labels():
+    from qkv.data.bert_pretraining import IGNORE, mask_tokens
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (400, 128), generator=g)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, 0] = maskable[:, -1] = False  # [CLS] / [SEP]
+    maskable[:, 100:] = False  # padding
+    inputs, labels = mask_tokens(ids, maskable, mask_id=4, random_ids=(10, 1000), generator=g)
+    selected = labels != IGNORE
+    n = int(maskable.sum())
+    frac = selected.sum().item() / n
+    assert abs(frac - 0.15) < 3 * (0.15 * 0.85 / n) ** 0.5 + 1e-9  # within 3 standard deviations
+    assert not selected[~maskable].any() and torch.equal(labels[selected], ids[selected])
+    assert torch.equal(inputs[~selected], ids[~selected])
+    k = int(selected.sum())
+    as_mask = (inputs[selected] == 4).float().mean().item()
+    changed = ((inputs[selected] != 4) & (inputs[selected] != ids[selected])).float().mean().item()
+    sd = (0.1 * 0.9 / k) ** 0.5
+    assert abs(as_mask - 0.8) < 4 * (0.16 / k) ** 0.5
+    assert abs(changed - 0.1 * (1 - 1 / 990)) < 4 * sd  # a random token can equal the original (1 in 990)
+
+
+def test_nsp_pairs_are_half_real_and_real_ones_follow():
+    import random
+
+    from qkv.data.bert_pretraining import nsp_pairs, pack
+
+    rng = random.Random(0)
+    docs = [
+        [[10 + d * 1000 + s * 10 + t for t in range(rng.randint(3, 9))] for s in range(rng.randint(2, 30))]
+        for d in range(200)
+    ]
+    pairs = nsp_pairs(docs, max_len=64, rng=random.Random(1))
+    real = [p for p in pairs if p.is_next]
+    assert len(pairs) > 250 and abs(len(real) / len(pairs) - 0.5) < 0.08  # 3 standard deviations
+    for p in real:
+        assert p.b_doc == p.doc and p.b_first == p.a_last + 1
+    for p in pairs:
+        ids, segments = pack(p, cls_id=2, sep_id=3)
+        assert len(ids) <= 64 and ids[0] == 2 and ids.count(3) == 2 and len(segments) == len(ids)
+        assert segments[: len(p.a) + 2] == [0] * (len(p.a) + 2) and set(segments[len(p.a) + 2 :]) == {1}
+    again = nsp_pairs(docs, max_len=64, rng=random.Random(1))
+    assert [(p.a, p.b) for p in again] == [(p.a, p.b) for p in pairs]  # seeded: reproducible
