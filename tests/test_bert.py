@@ -12,8 +12,15 @@ transformers = pytest.importorskip("transformers")
 
 
 def hf_config(**extra):
-    return transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=64, max_position_embeddings=40, **extra)  # fmt: skip
+    return transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        **extra,
+    )
 
 
 def inputs():

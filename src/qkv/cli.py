@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from qkv.checkpoint import CheckpointError
-from qkv.commands import UsageError, convert, demo, generate, plot, train, translation
+from qkv.commands import UsageError, classify, convert, demo, generate, plot, train, translation
 from qkv.config import ConfigError
 from qkv.data.text import DataError
 from qkv.data.tokenizers import TokenizerError
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qkv", description="The Transformer family (encoder-decoder, BERT, GPT) in one small PyTorch codebase."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, train, translation, generate, convert, plot):
+    for module in (demo, train, translation, generate, classify, convert, plot):
         module.add_parsers(sub)
     return parser
 

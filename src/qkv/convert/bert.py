@@ -57,12 +57,20 @@ def config_from_hf(hf: dict, source: Path) -> BertConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute" or hf.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"{source}: only absolute positions and the exact GELU are supported")
     return BertConfig(
-        vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"], n_segments=hf.get("type_vocab_size", 2),
-        d_model=hf["hidden_size"], n_heads=hf["num_attention_heads"], n_layers=hf["num_hidden_layers"],
-        d_ff=hf["intermediate_size"], dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1), norm_eps=hf.get("layer_norm_eps", 1e-12),
-        head=_HEADS[arch], n_labels=len(hf.get("id2label") or {0: 0, 1: 1}), pad_id=hf.get("pad_token_id") or 0,
-    )  # fmt: skip
+        vocab_size=hf["vocab_size"],
+        max_len=hf["max_position_embeddings"],
+        n_segments=hf.get("type_vocab_size", 2),
+        d_model=hf["hidden_size"],
+        n_heads=hf["num_attention_heads"],
+        n_layers=hf["num_hidden_layers"],
+        d_ff=hf["intermediate_size"],
+        dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        head=_HEADS[arch],
+        n_labels=len(hf.get("id2label") or {0: 0, 1: 1}),
+        pad_id=hf.get("pad_token_id") or 0,
+    )
 
 
 def from_hf(hf_dir: str | Path, out_dir: str | Path) -> Bert:
@@ -110,14 +118,25 @@ def to_hf(model: Bert, out_dir: str | Path, tokenizer_dir: str | Path | None = N
                 tensors[f"{hf}{h_name}.{kind}"] = sd[f"{ours}{o_name}.{kind}"]
     write_tensors(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
     hf_cfg = {
-        "architectures": [arch], "model_type": "bert", "vocab_size": c.vocab_size, "hidden_size": c.d_model,
-        "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "intermediate_size": c.d_ff,
-        "hidden_act": "gelu", "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
-        "max_position_embeddings": c.max_len, "type_vocab_size": c.n_segments, "layer_norm_eps": c.norm_eps,
-        "pad_token_id": c.pad_id, "initializer_range": 0.02, "tie_word_embeddings": True,
+        "architectures": [arch],
+        "model_type": "bert",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.d_model,
+        "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads,
+        "intermediate_size": c.d_ff,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": c.dropout,
+        "attention_probs_dropout_prob": c.attention_dropout,
+        "max_position_embeddings": c.max_len,
+        "type_vocab_size": c.n_segments,
+        "layer_norm_eps": c.norm_eps,
+        "pad_token_id": c.pad_id,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": True,
         "id2label": {str(i): f"LABEL_{i}" for i in range(c.n_labels)},
         "label2id": {f"LABEL_{i}": i for i in range(c.n_labels)},
-    }  # fmt: skip
+    }
     (out_dir / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
     if tokenizer_dir is not None:
         copy_files(Path(tokenizer_dir), out_dir, TOKENIZER_FILES)

@@ -1,5 +1,10 @@
 """Task name -> builder, listed explicitly (no registration by import side effect)."""
 
-from qkv.tasks import lm, translation
+from qkv.tasks import bert, lm, translation
 
-TASKS = {"lm": lm.build, "translation": translation.build}
+TASKS = {
+    "translation": translation.build,
+    "lm": lm.build,
+    "bert_pretrain": bert.build_pretrain,
+    "classify": bert.build_classify,
+}

@@ -2,6 +2,7 @@
 
     task = "lm"                 # which family/task trains (see qkv.tasks.TASKS)
     out = "runs/shakespeare"    # where checkpoints and logs go
+    init = "runs/bert/best"     # optional: a checkpoint to start from (fine-tuning)
     [data]  ...                 # the task's data settings
     [model] preset = "char-tiny", and any model config field to override
     [train] ...                 # qkv.train.loop.LoopConfig
@@ -19,7 +20,7 @@ from typing import Any
 from qkv.config import ConfigError
 
 SECTIONS = ("data", "model", "train", "optim")
-TOP_LEVEL = ("task", "out", *SECTIONS)
+TOP_LEVEL = ("task", "out", "init", *SECTIONS)  # init: a checkpoint to start from (fine-tuning)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -60,6 +61,8 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> dict[str, An
     for name in ("task", "out"):
         if not isinstance(data.get(name), str):
             raise ConfigError(f"{p}: `{name}` must be given as a string")
+    if not isinstance(data.get("init", ""), str):
+        raise ConfigError(f"{p}: `init` must be a checkpoint directory (a string)")
     for section in SECTIONS:
         if not isinstance(data.setdefault(section, {}), dict):
             raise ConfigError(f"{p}: [{section}] must be a table")

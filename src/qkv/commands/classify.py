@@ -1,0 +1,49 @@
+"""qkv classify: label sentences with a BERT sequence-classification checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from qkv.commands import UsageError
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import torch
+
+    from qkv.checkpoint import load
+    from qkv.data.padding import pad_sequences
+    from qkv.data.parallel import read_lines
+    from qkv.data.wordpiece import WordPieceTokenizer
+
+    model = load(args.model)
+    if model.family != "bert" or model.config.head != "sequence_classification":
+        raise UsageError(f"{args.model}: is not a BERT sequence classifier")
+    tok = WordPieceTokenizer.load(args.model)
+    if args.input:
+        lines = read_lines(args.input)
+    else:
+        try:
+            lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None
+    limit = model.config.max_len - 2
+    with torch.inference_mode():
+        for i in range(0, len(lines), 64):
+            ids = [[tok.cls_id, *x[:limit], tok.sep_id] for x in tok.encode_batch(lines[i : i + 64])]
+            probs = model(pad_sequences(ids, tok.pad_id)).logits.softmax(-1)  # (B, n_labels)
+            for p, label in zip(*probs.max(-1)):
+                print(f"{int(label)}\t{float(p):.4f}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    cls = sub.add_parser(
+        "classify",
+        help="label sentences with a BERT classifier",
+        description="Read sentences (one a line) from standard input or --input; write the predicted label "
+        "and its probability, tab-separated, one line each, in the same order.",
+    )
+    cls.add_argument("--model", required=True, help="checkpoint directory of a fine-tuned classifier")
+    cls.add_argument("--input", help="file of sentences (default: standard input)")
+    cls.set_defaults(handler=cmd_classify)

@@ -1,0 +1,73 @@
+"""WordPiece tokenizers for BERT, trained with Hugging Face `tokenizers` or read from a BERT vocab.txt.
+
+Text is lower-cased and accents stripped (as the uncased BERT models), split on whitespace and
+punctuation, then into word pieces ("##" marks a piece that continues a word).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qkv.data.tokenizers import TokenizerError
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class WordPieceTokenizer:
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        ids = {s: tokenizer.token_to_id(s) for s in SPECIALS}
+        missing = [s for s, i in ids.items() if i is None]
+        if missing:
+            raise TokenizerError(f"WordPiece vocabulary lacks {missing}")
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (ids[s] for s in SPECIALS)
+        self.special_ids = set(ids.values())
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts, vocab_size: int) -> "WordPieceTokenizer":
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+        tok.train_from_iterator(texts, trainer)
+        return cls(tok)
+
+    @classmethod
+    def from_vocab_txt(cls, path: Path, lowercase: bool = True) -> "WordPieceTokenizer":
+        from tokenizers import BertWordPieceTokenizer
+
+        return cls(BertWordPieceTokenizer(str(path), lowercase=lowercase)._tokenizer)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Ids without [CLS]/[SEP] (the callers pack them)."""
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+    def save(self, directory: Path) -> None:
+        """tokenizer.json (the whole pipeline) and vocab.txt (what BERT tools read)."""
+        directory = Path(directory)
+        self.tok.save(str(directory / "tokenizer.json"))
+        vocab = sorted(self.tok.get_vocab().items(), key=lambda kv: kv[1])
+        (directory / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "WordPieceTokenizer":
+        from tokenizers import Tokenizer
+
+        d = Path(directory)
+        try:
+            if (d / "tokenizer.json").is_file():
+                return cls(Tokenizer.from_file(str(d / "tokenizer.json")))
+            if (d / "vocab.txt").is_file():
+                return cls.from_vocab_txt(d / "vocab.txt")
+        except TokenizerError:
+            raise
+        except Exception as err:  # the tokenizers library raises its own exception types
+            raise TokenizerError(f"{d}: tokenizer cannot be read ({str(err).splitlines()[0]})") from None
+        raise TokenizerError(f"{d}: no WordPiece tokenizer (tokenizer.json or vocab.txt)")

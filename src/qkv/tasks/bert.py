@@ -1,0 +1,245 @@
+"""BERT training tasks: pre-training (masked LM + next sentence) on documents, and sentence
+classification (SST-2 style TSV) from scratch or from a pre-trained checkpoint (`init = DIR`)."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from qkv.config import Config, require
+from qkv.data.bert_pretraining import IGNORE, mask_tokens, nsp_pairs, pack
+from qkv.data.padding import pad_sequences
+from qkv.data.text import DataError, read_text
+from qkv.data.wordpiece import WordPieceTokenizer
+from qkv.models.bert import PRESETS, Bert
+from qkv.train.loop import LoopConfig
+from qkv.train.runconfig import model_config
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class PretrainDataConfig(Config):
+    # a directory of .txt files (one document each), or one file whose documents are separated by two blank lines
+    docs: str = "../shared/data/books"
+    max_docs: int = 0  # read only the first N documents (0 = all)
+    vocab_size: int = 8000
+    max_len: int = 128
+    mask_prob: float = 0.15
+    val_pairs: int = 1000  # held out for validation loss and MLM/NSP accuracy
+
+    def validate(self) -> None:
+        require(self.max_len >= 8 and 0 < self.mask_prob < 1 and self.val_pairs >= 1, "bad data settings")
+
+
+def read_documents(cfg: PretrainDataConfig) -> list[list[str]]:
+    """Documents as lists of sentences (paragraphs split after . ! ?)."""
+    root = Path(cfg.docs)
+    if root.is_dir():
+        files = sorted(root.glob("*.txt"))
+        if not files:
+            raise DataError(f"{root}: no .txt documents")
+        texts = [read_text(f) for f in files[: cfg.max_docs or None]]
+    else:
+        texts = re.split(r"\n\s*\n\s*\n", read_text(root))[: cfg.max_docs or None]
+    docs = []
+    for text in texts:
+        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+        docs.append([s for p in paragraphs if p for s in _SENTENCE_END.split(p) if s])
+    return docs
+
+
+class PretrainTask:
+    def __init__(self, cfg: PretrainDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, pairs, seed: int) -> None:
+        self.cfg, self.loop, self.tok = cfg, loop, tok
+        self.val, self.train = pairs[: cfg.val_pairs], pairs[cfg.val_pairs :]
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _batch(self, pairs, generator):
+        tokens = pad_sequences([p[0] for p in pairs], self.tok.pad_id)
+        segments = pad_sequences([p[1] for p in pairs], 0)
+        maskable = torch.ones_like(tokens, dtype=torch.bool)
+        for special in self.tok.special_ids:
+            maskable &= tokens != special
+        inputs, labels = mask_tokens(
+            tokens, maskable, self.tok.mask_id, (5, self.tok.vocab_size), generator, self.cfg.mask_prob
+        )
+        return inputs, segments, labels, torch.tensor([p[2] for p in pairs])
+
+    def train_batch(self):
+        index = torch.randint(len(self.train), (self.loop.batch_size,), generator=self.generator).tolist()
+        return self._batch([self.train[i] for i in index], self.generator)
+
+    def _losses(self, model, batch):
+        inputs, segments, labels, nsp = batch
+        out = model(inputs, segments)
+        mlm = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+        return out, mlm, F.cross_entropy(out.nsp_logits, nsp)
+
+    def loss(self, model, batch):
+        _, mlm, nsp = self._losses(model, batch)
+        n = int((batch[0] != self.tok.pad_id).sum())  # real tokens, so the progress bar shows tokens/s
+        return (mlm + nsp) * n, n
+
+    @torch.inference_mode()
+    def evaluate(self, model) -> dict[str, float]:
+        model.eval()
+        g = torch.Generator().manual_seed(1234)  # the same masked positions at every evaluation
+        totals = {"loss": 0.0, "mlm_hit": 0, "mlm_n": 0, "nsp_hit": 0, "batches": 0}
+        for i in range(0, len(self.val), 64):
+            batch = self._batch(self.val[i : i + 64], g)
+            out, mlm, nsp = self._losses(model, batch)
+            sel = batch[2] != IGNORE
+            totals["loss"] += (mlm + nsp).item()
+            totals["mlm_hit"] += int((out.logits.argmax(-1)[sel] == batch[2][sel]).sum())
+            totals["mlm_n"] += int(sel.sum())
+            totals["nsp_hit"] += int((out.nsp_logits.argmax(-1) == batch[3]).sum())
+            totals["batches"] += 1
+        return {
+            "val_loss": totals["loss"] / totals["batches"],
+            "mlm_accuracy": totals["mlm_hit"] / totals["mlm_n"],
+            "nsp_accuracy": totals["nsp_hit"] / len(self.val),
+        }
+
+    def save_extras(self, directory: Path) -> None:
+        self.tok.save(directory)
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}, {}
+
+    def load_state_dict(self, tensors, extra) -> None:
+        self.generator.set_state(tensors["generator"])
+
+
+def build_pretrain(run: dict, loop: LoopConfig):
+    source = run["_source"]
+    cfg = PretrainDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    docs = read_documents(cfg)
+    tok = WordPieceTokenizer.train((s for d in docs for s in d), cfg.vocab_size)
+    sentences = tok.encode_batch([s for d in docs for s in d])
+    it = iter(sentences)
+    encoded = [[next(it) for _ in d] for d in docs]
+    rng = random.Random(loop.seed)
+    pairs = [(*pack(p, tok.cls_id, tok.sep_id), 0 if p.is_next else 1) for p in nsp_pairs(encoded, cfg.max_len, rng)]
+    rng.shuffle(pairs)
+    print(f"pre-training pairs: {len(pairs):,} from {len(docs)} documents ({cfg.val_pairs} held out)", flush=True)
+    model_cfg = model_config(
+        PRESETS,
+        run["model"],
+        source,
+        vocab_size=tok.vocab_size,
+        max_len=cfg.max_len,
+        head="pretraining",
+        pad_id=tok.pad_id,
+    )
+    torch.manual_seed(loop.seed)
+    return Bert(model_cfg), PretrainTask(cfg, loop, tok, pairs, loop.seed)
+
+
+@dataclass(frozen=True)
+class ClassifyDataConfig(Config):
+    train: str = "../shared/data/sst2/train.tsv"  # TSV with a header; columns `sentence` and `label`
+    valid: str = "../shared/data/sst2/dev.tsv"
+    vocab_size: int = 8000  # for a tokenizer trained here (from scratch); with `init` the checkpoint's is used
+    max_len: int = 66
+
+
+def read_tsv(path: str) -> tuple[list[str], list[int]]:
+    """(sentences, integer labels) from a TSV whose header names `sentence` and `label`."""
+    lines = read_text(path).splitlines()
+    header = lines[0].split("\t")
+    if "sentence" not in header or "label" not in header:
+        raise DataError(f"{path}:1: header must name the columns `sentence` and `label`, got {header}")
+    si, li = header.index("sentence"), header.index("label")
+    sentences, labels = [], []
+    for number, line in enumerate(lines[1:], 2):
+        fields = line.split("\t")
+        if len(fields) != len(header) or not fields[li].strip().lstrip("-").isdigit():
+            raise DataError(f"{path}:{number}: expected {len(header)} tab-separated fields with an integer label")
+        sentences.append(fields[si])
+        labels.append(int(fields[li]))
+    if min(labels) < 0:
+        raise DataError(f"{path}: labels must be 0, 1, ...")
+    return sentences, labels
+
+
+class ClassifyTask:
+    def __init__(self, cfg: ClassifyDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, train, valid, seed):
+        self.cfg, self.loop, self.tok = cfg, loop, tok
+        self.train, self.valid = self._encode(*train), self._encode(*valid)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _encode(self, sentences, labels):
+        ids = self.tok.encode_batch(sentences)
+        return [([self.tok.cls_id, *x[: self.cfg.max_len - 2], self.tok.sep_id], y) for x, y in zip(ids, labels)]
+
+    def _batch(self, items):
+        return pad_sequences([x for x, _ in items], self.tok.pad_id), torch.tensor([y for _, y in items])
+
+    def train_batch(self):
+        index = torch.randint(len(self.train), (self.loop.batch_size,), generator=self.generator).tolist()
+        return self._batch([self.train[i] for i in index])
+
+    def loss(self, model, batch):
+        tokens, labels = batch
+        return F.cross_entropy(model(tokens).logits, labels, reduction="sum"), labels.numel()
+
+    @torch.inference_mode()
+    def evaluate(self, model) -> dict[str, float]:
+        model.eval()
+        loss = hits = 0.0
+        for i in range(0, len(self.valid), 128):
+            tokens, labels = self._batch(self.valid[i : i + 128])
+            logits = model(tokens).logits
+            loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            hits += int((logits.argmax(-1) == labels).sum())
+        return {"val_loss": loss / len(self.valid), "accuracy": hits / len(self.valid)}
+
+    def save_extras(self, directory: Path) -> None:
+        self.tok.save(directory)
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}, {}
+
+    def load_state_dict(self, tensors, extra) -> None:
+        self.generator.set_state(tensors["generator"])
+
+
+def build_classify(run: dict, loop: LoopConfig):
+    """From scratch, or with `init = DIR` from a BERT checkpoint (its encoder, embeddings and pooler)."""
+    from qkv.checkpoint import CheckpointError, load
+
+    source = run["_source"]
+    cfg = ClassifyDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    train, valid = read_tsv(cfg.train), read_tsv(cfg.valid)
+    n_labels = max(train[1] + valid[1]) + 1
+    torch.manual_seed(loop.seed)
+    if run.get("init"):
+        pretrained = load(run["init"])
+        if pretrained.family != "bert":
+            raise CheckpointError(f"{run['init']}: is a {pretrained.family} model, not a BERT")
+        tok = WordPieceTokenizer.load(run["init"])
+        overrides = {k: v for k, v in run["model"].items() if k in ("dropout", "attention_dropout")}
+        model_cfg = pretrained.config.replace(head="sequence_classification", n_labels=n_labels, **overrides)
+        model = Bert(model_cfg)
+        body = {k: v for k, v in pretrained.state_dict().items() if k.startswith(("embed.", "encoder.", "pooler."))}
+        model.load_state_dict(body, strict=False)
+    else:
+        tok = WordPieceTokenizer.train(train[0], cfg.vocab_size)
+        model_cfg = model_config(
+            PRESETS,
+            run["model"],
+            source,
+            vocab_size=tok.vocab_size,
+            head="sequence_classification",
+            n_labels=n_labels,
+            pad_id=tok.pad_id,
+            max_len=max(cfg.max_len, 8),
+        )
+        model = Bert(model_cfg)
+    return model, ClassifyTask(cfg, loop, tok, train, valid, loop.seed)

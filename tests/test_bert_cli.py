@@ -1,0 +1,107 @@
+"""BERT end to end from the CLI: pre-train, fine-tune from it, classify."""
+
+import json
+import random
+
+from qkv.cli import main
+
+WORDS = "the cat dog sat ran on mat big small red house tree river walked slept quickly".split()
+
+
+def write_docs(d):
+    rng = random.Random(0)
+    d.mkdir()
+    for i in range(8):
+        sentences = [
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))).capitalize() + "." for _ in range(40)
+        ]
+        (d / f"doc{i}.txt").write_text("\n\n".join(" ".join(sentences[j : j + 4]) for j in range(0, 40, 4)))
+
+
+def write_tsv(path, n=40):
+    rng = random.Random(1)
+    rows = ["sentence\tlabel"]
+    for i in range(n):
+        label = i % 2
+        word = "great" if label else "awful"
+        rows.append(f"{' '.join(rng.choice(WORDS) for _ in range(5))} {word}\t{label}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+MODEL = """[model]
+preset = "bert-mini"
+d_model = 32
+n_heads = 2
+n_layers = 2
+d_ff = 64
+"""
+
+
+def test_pretrain_finetune_classify(tmp_path, capsys):
+    write_docs(tmp_path / "docs")
+    (tmp_path / "pre.toml").write_text(f"""task = "bert_pretrain"
+out = "{tmp_path / "pre"}"
+[data]
+docs = "{tmp_path / "docs"}"
+vocab_size = 100
+max_len = 32
+val_pairs = 20
+{MODEL}
+[train]
+steps = 60
+batch_size = 16
+eval_every = 30
+[optim]
+schedule = "constant"
+lr = 1e-3
+label_smoothing = 0.0
+""")
+    assert main(["train", str(tmp_path / "pre.toml"), "--no-progress"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "mlm_accuracy" in r]
+    assert len(evals) == 2 and 0 <= evals[-1]["nsp_accuracy"] <= 1
+    # chance level is ln(100) + ln(2) = 5.3 nats; the loss must fall and end well below it
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] and evals[-1]["val_loss"] < 4.3
+    assert (tmp_path / "pre" / "best" / "vocab.txt").is_file()
+
+    write_tsv(tmp_path / "train.tsv")
+    (tmp_path / "cls.toml").write_text(f"""task = "classify"
+out = "{tmp_path / "cls"}"
+init = "{tmp_path / "pre" / "best"}"
+[data]
+train = "{tmp_path / "train.tsv"}"
+valid = "{tmp_path / "train.tsv"}"
+max_len = 16
+{MODEL}
+[train]
+steps = 80
+batch_size = 16
+eval_every = 80
+[optim]
+schedule = "constant"
+lr = 3e-3
+label_smoothing = 0.0
+""")
+    assert main(["train", str(tmp_path / "cls.toml"), "--no-progress"]) == 0
+    last = [json.loads(x) for x in (tmp_path / "cls" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["accuracy"] == 1.0  # the label is in the last word: fitted exactly
+    assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", "--set", "init=",
+                 "--set", f"out={tmp_path / 'scratch'}"]) == 0  # fmt: skip
+    capsys.readouterr()
+    (tmp_path / "in.txt").write_text("the dog sat great\nthe cat ran awful\nred tree great\n")
+    assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--input", str(tmp_path / "in.txt")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in out] == ["1", "0", "1"]
+    assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in out)
+
+
+def test_bad_tsv_names_the_line(tmp_path, capsys):
+    (tmp_path / "t.tsv").write_text("sentence\tlabel\ngood film\t1\nno label here\n")
+    (tmp_path / "c.toml").write_text(f"""task = "classify"
+out = "{tmp_path / "o"}"
+[data]
+train = "{tmp_path / "t.tsv"}"
+valid = "{tmp_path / "t.tsv"}"
+{MODEL}""")
+    assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 2
+    assert "t.tsv:3: expected 2 tab-separated fields with an integer label" in capsys.readouterr().err
