@@ -85,8 +85,20 @@ label_smoothing = 0.0
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress"]) == 0
     last = [json.loads(x) for x in (tmp_path / "cls" / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["accuracy"] == 1.0  # the label is in the last word: fitted exactly
-    assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", "--set", "init=",
-                 "--set", f"out={tmp_path / 'scratch'}"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "cls.toml"),
+                "--no-progress",
+                "--set",
+                "init=",
+                "--set",
+                f"out={tmp_path / 'scratch'}",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     (tmp_path / "in.txt").write_text("the dog sat great\nthe cat ran awful\nred tree great\n")
     assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--input", str(tmp_path / "in.txt")]) == 0
