@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/seq2seq_train.py
 	$(BIN)/python benchmarks/gpt.py
 	$(BIN)/python benchmarks/attention_scaling.py
+	$(BIN)/python benchmarks/decoding.py --model runs/multi30k_de_en/best
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

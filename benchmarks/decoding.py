@@ -1,0 +1,90 @@
+"""Translation decoding speed: qkv against `transformers` `generate` on the same weights.
+
+    python benchmarks/decoding.py --model runs/multi30k_de_en/best
+
+The trained qkv model is exported to the Marian layout (`qkv.convert.marian`, an exact conversion)
+and both decode the same batches of 64 Multi30k test2016 sources (sorted by length), greedy and beam 4
+(early stop once 4 hypotheses have ended, at most source length + 50 tokens). Sentences/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import alternate, report, timed  # noqa: E402
+
+from qkv.checkpoint import load  # noqa: E402
+from qkv.convert.marian import to_marian  # noqa: E402
+from qkv.data.padding import pad_sequences  # noqa: E402
+from qkv.data.parallel import read_lines  # noqa: E402
+from qkv.data.subword import PairTokenizer  # noqa: E402
+from qkv.decoding.translate import translate_ids  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="runs/multi30k_de_en/best")
+    parser.add_argument("--src", default="../shared/data/multi30k/test2016.de")
+    parser.add_argument("--sentences", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    import transformers
+
+    if not (Path(args.model) / "model.safetensors").is_file():
+        print(
+            f'{{"benchmark": "translation_decoding", "skipped": "no trained model at {args.model}; '
+            f'make one with: qkv train configs/multi30k_de_en.toml"}}'
+        )
+        return
+    model = load(args.model)
+    tok = PairTokenizer.load(args.model)
+    ids = tok.encode_src(read_lines(args.src)[: args.sentences])
+    ids.sort(key=len)
+    batches = [ids[i : i + 64] for i in range(0, len(ids), 64)]
+    c = model.config
+    with tempfile.TemporaryDirectory() as d:
+        to_marian(model, d)
+        hf = transformers.MarianMTModel.from_pretrained(d).eval()
+
+    def ours(beam):
+        return lambda: len(ids) / timed(lambda: [translate_ids(model, b, beam) for b in batches])
+
+    def theirs(beam):
+        def run():
+            with torch.inference_mode():
+                for b in batches:
+                    src = pad_sequences([x + [c.eos_id] for x in b], c.pad_id)
+                    hf.generate(
+                        src,
+                        attention_mask=(src != c.pad_id).long(),
+                        num_beams=beam,
+                        do_sample=False,
+                        max_new_tokens=src.size(1) + 50,
+                        early_stopping=True,
+                        length_penalty=0.6 if beam > 1 else 1.0,
+                    )
+
+        return lambda: len(ids) / timed(run)
+
+    for beam in (1, 4):
+        rates = alternate({"qkv": ours(beam), "hf_generate": theirs(beam)}, args.rounds)
+        report(
+            f"translation_decoding_sentences_per_s[beam {beam}]",
+            "sentences/s",
+            rates,
+            "hf_generate",
+            dtype="float32",
+            batch=64,
+            sentences=len(ids),
+            model=args.model,
+        )
+
+
+if __name__ == "__main__":
+    main()
