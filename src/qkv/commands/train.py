@@ -16,10 +16,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from qkv.checkpoint import read_config
     from qkv.tasks.registry import TASKS
+    from qkv.train import distributed
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import OptimConfig
     from qkv.train.runconfig import load_run_config
 
+    ranks = distributed.init()  # several processes when started by torchrun
     run = load_run_config(args.config, args.set)
     source = run["_source"]
     if run["task"] not in TASKS:
@@ -35,15 +37,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, task = TASKS[run["task"]](run, loop)  # reads and checks the data before anything is written
     if resume is not None and read_config(resume)[1] != model.config:
         raise UsageError(f"{resume}/config.json: the model there differs from the one {source} describes")
-    out.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    resolved = {k: v for k, v in run.items() if k != "_source"} | {"model": model.config.to_dict()}
-    (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"{run['task']}: {model.family} model with {n_params:,} parameters; writing to {out}", file=sys.stderr)
-    result = fit(model, task, loop, optim, out, progress=not args.no_progress, resume=resume)
-    print(json.dumps(result))
+    if ranks.world > 1:
+        torch.distributed.barrier()  # every rank has checked the output directory before rank 0 writes to it
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        resolved = {k: v for k, v in run.items() if k != "_source"} | {"model": model.config.to_dict()}
+        (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        n_params = sum(p.numel() for p in model.parameters())
+        where = f"; {ranks.world} processes" if ranks.world > 1 else ""
+        print(
+            f"{run['task']}: {model.family} model with {n_params:,} parameters; writing to {out}{where}",
+            file=sys.stderr,
+        )
+    result = fit(model, task, loop, optim, out, progress=not args.no_progress, resume=resume, ranks=ranks)
+    if ranks.main:
+        print(json.dumps(result))
     return {"SIGINT": 130, "SIGTERM": 143}.get(result["interrupted"], 0)
 
 

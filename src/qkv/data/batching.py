@@ -31,14 +31,19 @@ class EpochBatches:
         self.batches = batches
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch, self._order, self._pos = 0, [], 0
+        self.rank, self.world = 0, 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Multi-process training: every rank draws the same epoch order and takes every world-th batch."""
+        self.rank, self.world = rank, world
 
     def next(self) -> list[int]:
-        if self._pos >= len(self._order):
+        if self._pos >= len(self._order) - self.world + 1:
             self._order = torch.randperm(len(self.batches), generator=self.generator).tolist()
             self._pos = 0
             self.epoch += 1
-        batch = self.batches[self._order[self._pos]]
-        self._pos += 1
+        batch = self.batches[self._order[self._pos + self.rank]]
+        self._pos += self.world
         return batch
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:

@@ -109,6 +109,10 @@ class PretrainTask:
     def save_extras(self, directory: Path) -> None:
         self.tok.save(directory)
 
+    def shard(self, rank: int, world: int) -> None:
+        """Each rank draws its own batches (rank 0 keeps the single-process stream)."""
+        self.generator = torch.Generator().manual_seed(self.loop.seed + rank)
+
     def state_dict(self):
         return {"generator": self.generator.get_state()}, {}
 
@@ -202,6 +206,10 @@ class ClassifyTask:
 
     def save_extras(self, directory: Path) -> None:
         self.tok.save(directory)
+
+    def shard(self, rank: int, world: int) -> None:
+        """Each rank draws its own batches (rank 0 keeps the single-process stream)."""
+        self.generator = torch.Generator().manual_seed(self.loop.seed + rank)
 
     def state_dict(self):
         return {"generator": self.generator.get_state()}, {}

@@ -91,6 +91,9 @@ class TranslationTask:
     def save_extras(self, directory: Path) -> None:
         self.tokenizer.save(directory)
 
+    def shard(self, rank: int, world: int) -> None:
+        self.stream.shard(rank, world)
+
     def state_dict(self):
         return self.stream.state_dict()
 

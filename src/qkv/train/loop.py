@@ -4,6 +4,7 @@ this loop owns the optimiser, schedule, clipping, accumulation, checkpoints and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -20,6 +21,8 @@ from tqdm import tqdm
 
 from qkv.checkpoint import CheckpointError, replace_directory, save
 from qkv.config import Config, require
+from qkv.train import distributed
+from qkv.train.distributed import Ranks
 from qkv.train.optim import OptimConfig
 from qkv.train.state import load_state, save_state
 
@@ -67,6 +70,10 @@ class Task(Protocol):
         ...
 
     def load_state_dict(self, tensors: dict[str, Tensor], extra: dict[str, Any]) -> None: ...
+
+    def shard(self, rank: int, world: int) -> None:
+        """With several processes: draw this rank's own share of the training batches."""
+        ...
 
 
 class TrainingError(RuntimeError):
@@ -131,22 +138,30 @@ def resumable_checkpoint(path: Path) -> Path:
     raise CheckpointError(f"{path}: no resumable checkpoint (expected {path}/last/training_state.safetensors)")
 
 
-def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, step: int, device) -> tuple[float, int]:
-    """One optimiser step over grad_accum micro-batches; returns (summed loss, items)."""
+def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, step: int, device, ranks: Ranks):
+    """One optimiser step over grad_accum micro-batches; returns (summed loss, items) of this rank.
+
+    Each micro-batch's loss is divided by the items of that micro-batch on all ranks together, times
+    the number of ranks, so that DDP's averaging of gradients gives exactly the gradient of the mean
+    loss over the union of the ranks' batches. Gradients are synchronised only on the last micro-batch.
+    """
     total, items = 0.0, 0
     for micro in range(loop.grad_accum):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.precision == "bf16"):
-            loss, n = task.loss(model, task.train_batch())
-        if not torch.isfinite(loss):
-            where = f"step {step}, micro-batch {micro + 1} of {loop.grad_accum}: loss is {loss.item()}"
-            optimizer.zero_grad(set_to_none=True)
-            if loop.on_nan == "stop":
-                raise TrainingError(
-                    f"{where}; stopped (the last good checkpoint is kept; train.on_nan = 'skip' skips such batches)"
-                )
-            print(f"warning: {where}; batch skipped", file=sys.stderr, flush=True)
-            return math.nan, 0
-        (loss / max(n, 1) / loop.grad_accum).backward()
+        sync = ranks.world == 1 or micro == loop.grad_accum - 1
+        with contextlib.nullcontext() if sync else model.no_sync():  # forward and backward both inside
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.precision == "bf16"):
+                loss, n = task.loss(model, task.train_batch())
+            if not torch.isfinite(loss):
+                where = f"step {step}, micro-batch {micro + 1} of {loop.grad_accum}: loss is {loss.item()}"
+                optimizer.zero_grad(set_to_none=True)
+                if loop.on_nan == "stop":
+                    raise TrainingError(
+                        f"{where}; stopped (the last good checkpoint is kept; train.on_nan = 'skip' skips such batches)"
+                    )
+                print(f"warning: {where}; batch skipped", file=sys.stderr, flush=True)
+                return math.nan, 0
+            n_all = distributed.total(n, ranks)
+            (loss * ranks.world / max(n_all, 1) / loop.grad_accum).backward()
         total, items = total + loss.item(), items + n
     if optim.clip_norm > 0:
         nn.utils.clip_grad_norm_(model.parameters(), optim.clip_norm)
@@ -156,7 +171,10 @@ def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, st
 
 
 def _evaluate_and_save(model, task, optimizer, loop, out: Path, step: int, best: float, log) -> tuple[float, dict]:
+    """Every rank evaluates (the same data, so the same figures); only rank 0 (log is not None) writes."""
     metrics = task.evaluate(model)
+    if log is None:
+        return min(best, metrics["val_loss"]), metrics
     log.write(step=step, **metrics)
     tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), file=sys.stderr)
     if metrics["val_loss"] < best:
@@ -178,6 +196,7 @@ def fit(
     out: Path,
     progress: bool = True,
     resume: Path | None = None,
+    ranks: Ranks = Ranks(),
 ) -> dict:
     """Train `model` on `task`; writes out/last (resumable), out/best and out/metrics.jsonl.
     With `resume` (a checkpoint from `resumable_checkpoint`), continue that run exactly."""
@@ -190,29 +209,44 @@ def fit(
         load_model(model, str(resume / "model.safetensors"), device=str(device))
         record = load_state(resume, optimizer, task)
         first, best = record["step"] + 1, record.get("best_val_loss", math.inf)
-    log = MetricsLog(out / "metrics.jsonl")
-    bar = tqdm(range(first, loop.steps + 1), desc="training", unit="step", disable=not progress, dynamic_ncols=True)
+    core = model  # the model itself; `model` becomes its DDP wrapper with several processes
+    if ranks.world > 1:
+        task.shard(ranks.rank, ranks.world)
+        model = nn.parallel.DistributedDataParallel(core)
+    log = MetricsLog(out / "metrics.jsonl") if ranks.main else None
+    bar = tqdm(
+        range(first, loop.steps + 1),
+        desc="training",
+        unit="step",
+        disable=not (progress and ranks.main),
+        dynamic_ncols=True,
+    )
     window_items, window_start = 0, time.perf_counter()
     started, step, interrupted = time.perf_counter(), first - 1, None
     with StopSignals() as signals:
         for step in bar:
             out_of_time = loop.max_minutes > 0 and time.perf_counter() - started >= 60 * loop.max_minutes
             model.train()
-            lr = optim.lr_at(step, model.config.d_model)
+            lr = optim.lr_at(step, core.config.d_model)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            total, items = _train_step(model, task, optimizer, loop, optim, step, device)
+            total, items = _train_step(model, task, optimizer, loop, optim, step, device, ranks)
+            if ranks.world > 1:  # every rank must stop at the same step, or the others would wait forever
+                out_of_time = distributed.total(out_of_time, ranks) > 0
+                stop = distributed.total(signals.received is not None, ranks) > 0
+                signals.received = signals.received or (signal.SIGTERM if stop else None)
             window_items += items
-            if step % loop.log_every == 0 or step == loop.steps:
+            if log is not None and (step % loop.log_every == 0 or step == loop.steps):
                 rate = window_items / (time.perf_counter() - window_start)
                 bar.set_postfix(loss=f"{total / max(items, 1):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
                 log.write(step=step, loss=total / max(items, 1), lr=lr, tokens_per_s=rate)
                 window_items, window_start = 0, time.perf_counter()
             if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
-                best, metrics = _evaluate_and_save(model, task, optimizer, loop, out, step, best, log)
+                best, metrics = _evaluate_and_save(core, task, optimizer, loop, out, step, best, log)
             if signals.received is not None:
                 interrupted = signal.Signals(signals.received).name
-                _checkpoint(model, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer)
+                if ranks.main:
+                    _checkpoint(core, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer)
                 tqdm.write(
                     f"{interrupted} at step {step}: saved {out / 'last'}; continue with --resume {out}", file=sys.stderr
                 )

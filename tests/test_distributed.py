@@ -1,0 +1,77 @@
+"""Two processes under torchrun (gloo, CPU) train exactly as one process on the union of their batches."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_resume import lm_config
+
+from qkv.tasks.registry import TASKS
+from qkv.train.loop import LoopConfig, fit
+from qkv.train.optim import OptimConfig
+from qkv.train.runconfig import load_run_config
+
+
+class Union:
+    """One process seeing both ranks' batches: each micro-batch is rank 0's and rank 1's, concatenated."""
+
+    def __init__(self, t0, t1):
+        self.t0, self.t1 = t0, t1
+        t0.shard(0, 2)
+        t1.shard(1, 2)
+
+    def __getattr__(self, name):
+        return getattr(self.t0, name)
+
+    def train_batch(self):
+        (x0, y0), (x1, y1) = self.t0.train_batch(), self.t1.train_batch()
+        return torch.cat([x0, x1]), torch.cat([y0, y1])
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_on_the_union(tmp_path):
+    cfg = lm_config(tmp_path, "ddp", steps=6, eval_every=6)
+    # Adam's eps is 1e-6 here, not 1e-9: the key projection's bias has an exactly zero true gradient (a
+    # constant added to every key shifts all of a query's scores equally, which softmax ignores), so its
+    # computed gradient is rounding noise of ~1e-10, which Adam with eps 1e-9 would turn into lr-sized
+    # steps that differ between any two summation orders.
+    sets = ["--set", "model.dropout=0.0", "--set", "train.grad_accum=2", "--set", 'optim.schedule="constant"']
+    sets += ["--set", "optim.eps=1e-6"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "qkv",
+        "train",
+        str(cfg),
+        "--no-progress",
+        *sets,
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    run = load_run_config(cfg, [s for s in sets if s != "--set"])
+    loop = LoopConfig.from_dict(run["train"])
+    model, t0 = TASKS["lm"](run, loop)
+    _, t1 = TASKS["lm"](run, loop)
+    (tmp_path / "reference").mkdir()
+    torch.set_num_threads(1)  # as each rank (OMP_NUM_THREADS=1): the same summation order in every matmul
+    fit(model, Union(t0, t1), loop, OptimConfig.from_dict(run["optim"]), tmp_path / "reference", progress=False)
+    ddp = load_file(str(tmp_path / "ddp" / "last" / "model.safetensors"))
+    ref = model.state_dict()
+    assert max((ddp[k] - ref[k]).abs().max().item() for k in ddp) <= 1e-6
+
+    # only rank 0 wrote: every step is logged once, one run_config, no stray files
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x
+    ]
+    assert steps == list(range(1, 7))
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best", "last", "metrics.jsonl", "run_config.json"]
