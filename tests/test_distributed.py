@@ -75,3 +75,51 @@ def test_two_processes_equal_one_on_the_union(tmp_path):
     ]
     assert steps == list(range(1, 7))
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best", "last", "metrics.jsonl", "run_config.json"]
+
+
+def _torchrun(cfg, n, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n}",
+        "-m",
+        "qkv",
+        "train",
+        str(cfg),
+        "--no-progress",
+        *extra,
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def _losses(run):
+    return [
+        (r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r
+    ]
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_resumes_in_two_and_in_one(tmp_path):
+    full = lm_config(tmp_path, "full", steps=8, eval_every=4)
+    _torchrun(full, 2)
+    part = lm_config(tmp_path, "part", steps=8, eval_every=4)
+    _torchrun(part, 2, "--set", "train.steps=4")
+    _torchrun(part, 2, "--resume", str(tmp_path / "part"))
+    assert _losses(tmp_path / "part") == _losses(tmp_path / "full")  # every rank continued its own data stream
+
+    one = lm_config(tmp_path, "one", steps=8, eval_every=4)
+    _torchrun(one, 2, "--set", "train.steps=4")
+    done = subprocess.run(
+        [sys.executable, "-m", "qkv", "train", str(one), "--no-progress", "--resume", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "saved by 2 process(es), this run has 1" in done.stdout
+    assert [s for s, _ in _losses(tmp_path / "one")] == list(range(1, 9))

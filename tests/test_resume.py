@@ -208,3 +208,37 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import qkv as lib
 
     lib.load(tmp_path / "last")  # complete and loadable
+
+
+def test_every_crash_point_of_a_checkpoint_swap_leaves_a_resumable_copy(tmp_path):
+    """Simulate a kill between each step of replace_directory; a later save must still work."""
+    import os
+
+    from qkv.checkpoint import replace_directory
+    from qkv.train.loop import resumable_checkpoint
+
+    run, last = tmp_path, tmp_path / "last"
+
+    def fill(n):
+        def f(d):
+            (d / "training_state.safetensors").write_text(str(n))
+
+        return f
+
+    replace_directory(last, fill(1))
+    # killed after the old copy moved aside, before the new one moved in (tmp complete, old present, no last)
+    os.replace(last, run / ".last.old")
+    (run / ".last.tmp").mkdir()
+    fill(2)(run / ".last.tmp")
+    assert resumable_checkpoint(run) == run / ".last.old"
+    replace_directory(last, fill(3))
+    assert (last / "training_state.safetensors").read_text() == "3"
+    assert sorted(p.name for p in run.iterdir()) == ["last"]
+
+
+def test_half_written_metrics_line_is_dropped(tmp_path):
+    from qkv.train.loop import MetricsLog
+
+    (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    MetricsLog(tmp_path / "m.jsonl").write(step=2, loss=1.5)
+    assert [json.loads(x)["step"] for x in (tmp_path / "m.jsonl").read_text().splitlines()] == [1, 2]

@@ -58,9 +58,10 @@ def replace_directory(final: Path, fill: Callable[[Path], None]) -> None:
     also looks at), never a half-written one."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = final.with_name(f".{final.name}.tmp"), final.with_name(f".{final.name}.old")
-    for leftover in (tmp, old):
-        if leftover.exists() and final.exists():
-            shutil.rmtree(leftover)
+    if tmp.exists():  # an interrupted earlier save: never the only copy (final or old still stands)
+        shutil.rmtree(tmp)
+    if old.exists() and final.exists():  # old is only kept while it is the one complete copy
+        shutil.rmtree(old)
     tmp.mkdir()
     try:
         fill(tmp)

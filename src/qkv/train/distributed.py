@@ -44,3 +44,12 @@ def total(value: int | float, ranks: Ranks) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(t)
     return t.item()
+
+
+def gather(value, ranks: Ranks) -> list:
+    """[value of rank 0, value of rank 1, ...] on every rank (a one-element list in a single process)."""
+    if ranks.world == 1:
+        return [value]
+    out = [None] * ranks.world
+    dist.all_gather_object(out, value)
+    return out

@@ -24,7 +24,7 @@ from qkv.config import Config, require
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.optim import OptimConfig
-from qkv.train.state import load_state, save_state
+from qkv.train.state import load_state, rank_state, save_state
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ class MetricsLog:
     """JSON lines, one object per record, flushed as written."""
 
     def __init__(self, path: Path) -> None:
+        if path.exists():  # a run killed mid-write may have left half a line: drop it before appending
+            text = path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):
+                path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
         self.file = open(path, "a", encoding="utf-8")
 
     def write(self, **record: Any) -> None:
@@ -110,14 +114,15 @@ class StopSignals:
             signal.signal(s, handler)
 
 
-def _checkpoint(model, task, directory: Path, meta: dict, optimizer=None) -> None:
-    """A complete checkpoint directory, swapped in atomically; resumable when given the optimiser."""
+def _checkpoint(model, task, directory: Path, meta: dict, optimizer=None, rank_states=None) -> None:
+    """A complete checkpoint directory, swapped in atomically; resumable when given the optimiser and
+    every rank's data position and RNG (`rank_states`, from `distributed.gather`)."""
 
     def fill(tmp: Path) -> None:
         save(model, tmp)
         task.save_extras(tmp)
         if optimizer is not None:
-            save_state(tmp, optimizer, task, meta)
+            save_state(tmp, optimizer, rank_states, meta)
         else:
             (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -170,9 +175,10 @@ def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, st
     return total, items
 
 
-def _evaluate_and_save(model, task, optimizer, loop, out: Path, step: int, best: float, log) -> tuple[float, dict]:
+def _evaluate_and_save(model, task, optimizer, loop, out, step, best, log, ranks) -> tuple[float, dict]:
     """Every rank evaluates (the same data, so the same figures); only rank 0 (log is not None) writes."""
     metrics = task.evaluate(model)
+    rank_states = distributed.gather(rank_state(task), ranks)
     if log is None:
         return min(best, metrics["val_loss"]), metrics
     log.write(step=step, **metrics)
@@ -180,7 +186,7 @@ def _evaluate_and_save(model, task, optimizer, loop, out: Path, step: int, best:
     if metrics["val_loss"] < best:
         best = metrics["val_loss"]
         _checkpoint(model, task, out / "best", {"step": step, **metrics})
-    _checkpoint(model, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer)
+    _checkpoint(model, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer, rank_states)
     if loop.keep_checkpoints:
         _checkpoint(model, task, out / "checkpoints" / f"step-{step:07d}", {"step": step, **metrics})
         for old in sorted((out / "checkpoints").glob("step-*"))[: -loop.keep_checkpoints]:
@@ -203,15 +209,16 @@ def fit(
     optimizer = optim.build(model)
     device = next(model.parameters()).device
     first, best, metrics = 1, math.inf, {}
+    if ranks.world > 1:
+        task.shard(ranks.rank, ranks.world)  # before resuming, which restores this rank's own data position
     if resume is not None:
         from safetensors.torch import load_model
 
         load_model(model, str(resume / "model.safetensors"), device=str(device))
-        record = load_state(resume, optimizer, task)
+        record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
         first, best = record["step"] + 1, record.get("best_val_loss", math.inf)
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
     if ranks.world > 1:
-        task.shard(ranks.rank, ranks.world)
         model = nn.parallel.DistributedDataParallel(core)
     log = MetricsLog(out / "metrics.jsonl") if ranks.main else None
     bar = tqdm(
@@ -242,11 +249,13 @@ def fit(
                 log.write(step=step, loss=total / max(items, 1), lr=lr, tokens_per_s=rate)
                 window_items, window_start = 0, time.perf_counter()
             if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
-                best, metrics = _evaluate_and_save(core, task, optimizer, loop, out, step, best, log)
+                best, metrics = _evaluate_and_save(core, task, optimizer, loop, out, step, best, log, ranks)
             if signals.received is not None:
                 interrupted = signal.Signals(signals.received).name
+                states = distributed.gather(rank_state(task), ranks)
                 if ranks.main:
-                    _checkpoint(core, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer)
+                    meta = {"step": step, "best_val_loss": best, **metrics}
+                    _checkpoint(core, task, out / "last", meta, optimizer, states)
                 tqdm.write(
                     f"{interrupted} at step {step}: saved {out / 'last'}; continue with --resume {out}", file=sys.stderr
                 )

@@ -20,10 +20,16 @@ STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "training_state.safetensors"
 
 
-def save_state(directory: Path, optimizer: torch.optim.Optimizer, task, meta: dict[str, Any]) -> None:
-    """Write the optimiser, the task's data position and the RNG states into `directory`."""
+def rank_state(task) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """This process's data position and RNG: what differs between the ranks of a multi-process run."""
+    tensors, extra = task.state_dict()
+    return {"rng": torch.get_rng_state(), **{f"task.{k}": v for k, v in tensors.items()}}, extra
+
+
+def save_state(directory: Path, optimizer: torch.optim.Optimizer, ranks: list, meta: dict[str, Any]) -> None:
+    """Write the optimiser (the same on every rank) and each rank's `rank_state` into `directory`."""
     sd = optimizer.state_dict()
-    tensors: dict[str, Tensor] = {"rng.torch": torch.get_rng_state()}
+    tensors: dict[str, Tensor] = {}
     scalars: dict[str, Any] = {}
     for index, state in sd["state"].items():
         for key, value in state.items():
@@ -31,16 +37,20 @@ def save_state(directory: Path, optimizer: torch.optim.Optimizer, task, meta: di
                 tensors[f"optim.{index}.{key}"] = value
             else:
                 scalars[f"{index}.{key}"] = value
-    task_tensors, task_extra = task.state_dict()
-    tensors.update({f"task.{k}": v for k, v in task_tensors.items()})
-    clean = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    for r, (rank_tensors, _) in enumerate(ranks):
+        tensors.update({f"rank{r}.{k}": v for k, v in rank_tensors.items()})
+    clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     atomic_write(directory / STATE_TENSORS, lambda p: save_file(clean, str(p)))
-    record = {**meta, "optimizer": {"param_groups": sd["param_groups"], "scalars": scalars}, "task": task_extra}
+    optim_meta = {"param_groups": sd["param_groups"], "scalars": scalars}
+    record = {**meta, "optimizer": optim_meta, "world": len(ranks), "ranks": [extra for _, extra in ranks]}
     atomic_write(directory / STATE_JSON, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
 
 
-def load_state(directory: Path, optimizer: torch.optim.Optimizer, task) -> dict[str, Any]:
-    """Restore what `save_state` wrote; returns its JSON record (step, best_val_loss, ...)."""
+def load_state(
+    directory: Path, optimizer: torch.optim.Optimizer, task, rank: int = 0, world: int = 1
+) -> dict[str, Any]:
+    """Restore what `save_state` wrote; returns its JSON record (step, best_val_loss, ...). The data
+    position and RNG are restored only when the run had as many processes as this one."""
     json_file, tensor_file = directory / STATE_JSON, directory / STATE_TENSORS
     if not tensor_file.is_file():
         raise CheckpointError(f"{tensor_file}: no such file (is {directory} a resumable checkpoint?)")
@@ -61,6 +71,15 @@ def load_state(directory: Path, optimizer: torch.optim.Optimizer, task) -> dict[
         optimizer.load_state_dict({"state": state, "param_groups": record["optimizer"]["param_groups"]})
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"{tensor_file}: optimiser state does not match the model ({err})") from None
-    task.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("task.")}, record["task"])
-    torch.set_rng_state(tensors["rng.torch"])
+    if record["world"] == world:
+        mine = f"rank{rank}."
+        own = {k[len(mine) :]: v for k, v in tensors.items() if k.startswith(mine)}
+        task.load_state_dict({k[5:]: v for k, v in own.items() if k.startswith("task.")}, record["ranks"][rank])
+        torch.set_rng_state(own["rng"])
+    elif rank == 0:
+        print(
+            f"note: {directory} was saved by {record['world']} process(es), this run has {world}: model and "
+            "optimiser resume exactly, the data order starts afresh",
+            flush=True,
+        )
     return record
