@@ -21,7 +21,7 @@ class ScriptedCache:
     def __init__(self):
         self.rows = None
 
-    def reorder(self, index):
+    def reorder(self, index, cross_index=None):
         self.rows = [list(self.rows[i]) for i in index.tolist()]
 
 

@@ -82,8 +82,12 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
             break
         index = torch.tensor(rows, device=src.device)
         history = torch.cat([history.index_select(0, index), torch.tensor(words, device=src.device)[:, None]], 1)
-        cache.reorder(index)
-        memory, src_mask = memory.index_select(0, index), src_mask.index_select(0, index)
+        cross = None
+        if len(still) < n:  # a sentence left: keep only the remaining sentences' encoder rows
+            kept = [j for j, sent in enumerate(active) if sent in set(still)]
+            cross = (torch.tensor(kept, device=src.device)[:, None] * k + torch.arange(k, device=src.device)).view(-1)
+            memory, src_mask = memory.index_select(0, cross), src_mask.index_select(0, cross)
+        cache.reorder(index, cross)
         scores = torch.tensor(new_scores, device=src.device).view(len(still), k)
         active = still
     return [max(hyps, key=lambda h: h.score) for hyps in finished]

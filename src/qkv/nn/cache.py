@@ -47,12 +47,20 @@ class LayerCache:
             v[:, :, : self.length] = self.v[:, :, : self.length]
         self.k, self.v = k, v
 
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search keeps the surviving hypotheses' histories)."""
-        for name in ("k", "v", "cross_k", "cross_v"):
-            t = getattr(self, name)
-            if t is not None:
-                setattr(self, name, t.index_select(0, index))
+    def reorder(self, index: Tensor, cross_index: Tensor | None = None) -> None:
+        """Select batch rows: `index` for the self-attention history (beam search keeps the surviving
+        hypotheses'), `cross_index` for the encoder-side keys/values (None: they stay as they are,
+        which is right while no sentence has left the batch: all beams of a sentence share them)."""
+        if self.k is not None:
+            filled = slice(0, self.length)  # copy what is filled, not the spare capacity
+            k = self.k.new_empty(len(index), *self.k.shape[1:])
+            v = self.v.new_empty(len(index), *self.v.shape[1:])
+            k[:, :, filled] = self.k[:, :, filled].index_select(0, index)
+            v[:, :, filled] = self.v[:, :, filled].index_select(0, index)
+            self.k, self.v = k, v
+        if cross_index is not None and self.cross_k is not None:
+            self.cross_k = self.cross_k.index_select(0, cross_index)
+            self.cross_v = self.cross_v.index_select(0, cross_index)
 
 
 class KVCache:
@@ -65,7 +73,8 @@ class KVCache:
     def length(self) -> int:
         return self.layers[0].length
 
-    def reorder(self, index: Tensor) -> None:
-        """index: (B_new,) rows of the current batch to keep, in their new order."""
+    def reorder(self, index: Tensor, cross_index: Tensor | None = None) -> None:
+        """index: (B_new,) rows of the current batch to keep, in their new order; cross_index likewise
+        for the encoder-side keys/values, when they must change (see LayerCache.reorder)."""
         for layer in self.layers:
-            layer.reorder(index)
+            layer.reorder(index, cross_index)
