@@ -12,3 +12,17 @@ class UsageError(Exception):
 def refuse_nonempty(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out}: already exists and is not empty (use --overwrite, or another --out)")
+
+
+def input_lines(path: str | None) -> list[str]:
+    """The lines of --input, or of standard input when it is not given (UTF-8 checked either way)."""
+    import sys
+
+    from qkv.data.parallel import read_lines
+
+    if path:
+        return read_lines(path)
+    try:
+        return sys.stdin.buffer.read().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None

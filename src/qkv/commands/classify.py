@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from qkv.commands import UsageError
+from qkv.commands import UsageError, input_lines
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -13,20 +12,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     from qkv.checkpoint import load
     from qkv.data.padding import pad_sequences
-    from qkv.data.parallel import read_lines
     from qkv.data.wordpiece import WordPieceTokenizer
 
     model = load(args.model)
     if model.family != "bert" or model.config.head != "sequence_classification":
         raise UsageError(f"{args.model}: is not a BERT sequence classifier")
     tok = WordPieceTokenizer.load(args.model)
-    if args.input:
-        lines = read_lines(args.input)
-    else:
-        try:
-            lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None
+    lines = input_lines(args.input)
     limit = model.config.max_len - 2
     with torch.inference_mode():
         for i in range(0, len(lines), 64):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from qkv.commands import UsageError, refuse_nonempty
+from qkv.commands import UsageError, input_lines, refuse_nonempty
 from qkv.data.parallel import read_lines
 
 
@@ -30,13 +29,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from qkv.decoding.translate import translate_lines
 
     model, tokenizer = _load_translator(args.model)
-    if args.input:
-        lines = read_lines(args.input)
-    else:
-        try:
-            lines = [line.rstrip("\r\n") for line in sys.stdin.buffer.read().decode("utf-8").splitlines()]
-        except UnicodeDecodeError as err:
-            raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None
+    lines = input_lines(args.input)
     for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size):
         print(line)
     return 0

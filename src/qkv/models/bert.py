@@ -42,7 +42,7 @@ class BertConfig(Config):
     pad_id: int = 0
 
     def validate(self) -> None:
-        require(self.d_model % self.n_heads == 0, f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        BlockSpec.check(self)
         for name in ("vocab_size", "max_len", "n_segments", "d_model", "n_layers", "d_ff", "n_labels"):
             require(getattr(self, name) > 0, f"{name} must be positive")
 

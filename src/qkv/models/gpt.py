@@ -37,10 +37,9 @@ class GPTConfig(Config):
     tie_output: bool = True
 
     def validate(self) -> None:
-        require(self.d_model % self.n_heads == 0, f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        BlockSpec.check(self)
         for name in ("vocab_size", "block_size", "d_model", "n_heads", "n_layers", "d_ff"):
             require(getattr(self, name) > 0, f"{name} must be positive")
-        require(0.0 <= self.dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0, "dropout must be in [0, 1)")
 
 
 class LMOutput(NamedTuple):

@@ -44,11 +44,10 @@ class Seq2SeqConfig(Config):
     eos_id: int = 2
 
     def validate(self) -> None:
-        require(self.d_model % self.n_heads == 0, f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        BlockSpec.check(self)
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
             require(getattr(self, name) > 0, f"{name} must be positive")
         require(self.n_encoder_layers >= 0 and self.n_decoder_layers >= 1, "need >= 0 encoder and >= 1 decoder layers")
-        require(0.0 <= self.dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0, "dropout must be in [0, 1)")
         require(
             not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
             "share_embeddings needs src_vocab_size == tgt_vocab_size",

@@ -39,6 +39,19 @@ class BlockSpec:
     norm_placement: NormPlacement
     norm_eps: float
 
+    @staticmethod
+    def check(config) -> None:
+        """The validation every model config needs for its block fields (raises ConfigError)."""
+        from qkv.config import require
+
+        require(
+            config.d_model % config.n_heads == 0,
+            f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}",
+        )
+        for name in ("d_model", "n_heads", "d_ff"):
+            require(getattr(config, name) > 0, f"{name} must be positive")
+        require(0.0 <= config.dropout < 1.0 and 0.0 <= config.attention_dropout < 1.0, "dropout must be in [0, 1)")
+
     @classmethod
     def of(cls, config) -> "BlockSpec":
         """The block settings of any model config (every family uses these same field names)."""

@@ -17,6 +17,7 @@ from qkv.data.padding import pad_sequences
 from qkv.data.text import DataError, read_text
 from qkv.data.wordpiece import WordPieceTokenizer
 from qkv.models.bert import PRESETS, Bert
+from qkv.tasks.common import GeneratorPosition
 from qkv.train.loop import LoopConfig
 from qkv.train.runconfig import model_config
 
@@ -54,7 +55,7 @@ def read_documents(cfg: PretrainDataConfig) -> list[list[str]]:
     return docs
 
 
-class PretrainTask:
+class PretrainTask(GeneratorPosition):
     def __init__(self, cfg: PretrainDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, pairs, seed: int) -> None:
         self.cfg, self.loop, self.tok = cfg, loop, tok
         self.val, self.train = pairs[: cfg.val_pairs], pairs[cfg.val_pairs :]
@@ -109,16 +110,6 @@ class PretrainTask:
     def save_extras(self, directory: Path) -> None:
         self.tok.save(directory)
 
-    def shard(self, rank: int, world: int) -> None:
-        """Each rank draws its own batches (rank 0 keeps the single-process stream)."""
-        self.generator = torch.Generator().manual_seed(self.loop.seed + rank)
-
-    def state_dict(self):
-        return {"generator": self.generator.get_state()}, {}
-
-    def load_state_dict(self, tensors, extra) -> None:
-        self.generator.set_state(tensors["generator"])
-
 
 def build_pretrain(run: dict, loop: LoopConfig):
     source = run["_source"]
@@ -172,7 +163,7 @@ def read_tsv(path: str) -> tuple[list[str], list[int]]:
     return sentences, labels
 
 
-class ClassifyTask:
+class ClassifyTask(GeneratorPosition):
     def __init__(self, cfg: ClassifyDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, train, valid, seed):
         self.cfg, self.loop, self.tok = cfg, loop, tok
         self.train, self.valid = self._encode(*train), self._encode(*valid)
@@ -206,16 +197,6 @@ class ClassifyTask:
 
     def save_extras(self, directory: Path) -> None:
         self.tok.save(directory)
-
-    def shard(self, rank: int, world: int) -> None:
-        """Each rank draws its own batches (rank 0 keeps the single-process stream)."""
-        self.generator = torch.Generator().manual_seed(self.loop.seed + rank)
-
-    def state_dict(self):
-        return {"generator": self.generator.get_state()}, {}
-
-    def load_state_dict(self, tensors, extra) -> None:
-        self.generator.set_state(tensors["generator"])
 
 
 def build_classify(run: dict, loop: LoopConfig):

@@ -14,6 +14,7 @@ from qkv.data.lm import LMData
 from qkv.data.text import read_text
 from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer
 from qkv.models.gpt import GPT, PRESETS
+from qkv.tasks.common import GeneratorPosition
 from qkv.train.loop import LoopConfig
 from qkv.train.runconfig import model_config
 
@@ -41,7 +42,7 @@ def build_tokenizer(cfg: LMDataConfig, text: str) -> TextTokenizer:
     return BPETokenizer.from_gpt2_files(Path(cfg.gpt2_dir) / "vocab.json", Path(cfg.gpt2_dir) / "merges.txt")
 
 
-class LMTask:
+class LMTask(GeneratorPosition):
     def __init__(self, data_cfg: LMDataConfig, loop: LoopConfig, tokenizer: TextTokenizer, data: LMData) -> None:
         self.cfg, self.loop, self.tokenizer, self.data = data_cfg, loop, tokenizer, data
         self.generator = torch.Generator().manual_seed(loop.seed)
@@ -66,16 +67,6 @@ class LMTask:
 
     def save_extras(self, directory: Path) -> None:
         self.tokenizer.save(directory)
-
-    def shard(self, rank: int, world: int) -> None:
-        """Each rank draws its own batches (rank 0 keeps the single-process stream)."""
-        self.generator = torch.Generator().manual_seed(self.loop.seed + rank)
-
-    def state_dict(self):
-        return {"generator": self.generator.get_state()}, {}
-
-    def load_state_dict(self, tensors, extra) -> None:
-        self.generator.set_state(tensors["generator"])
 
 
 def build(run: dict, loop: LoopConfig):
