@@ -63,8 +63,12 @@ def test_two_processes_equal_one_on_the_union(tmp_path):
     model, t0 = TASKS["lm"](run, loop)
     _, t1 = TASKS["lm"](run, loop)
     (tmp_path / "reference").mkdir()
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank (OMP_NUM_THREADS=1): the same summation order in every matmul
-    fit(model, Union(t0, t1), loop, OptimConfig.from_dict(run["optim"]), tmp_path / "reference", progress=False)
+    try:
+        fit(model, Union(t0, t1), loop, OptimConfig.from_dict(run["optim"]), tmp_path / "reference", progress=False)
+    finally:
+        torch.set_num_threads(threads)  # do not leak into later tests
     ddp = load_file(str(tmp_path / "ddp" / "last" / "model.safetensors"))
     ref = model.state_dict()
     assert max((ddp[k] - ref[k]).abs().max().item() for k in ddp) <= 1e-6

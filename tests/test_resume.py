@@ -119,7 +119,8 @@ def _wait_for_step(run: Path, step: int, proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_matches(tmp_path):
     full = lm_config(tmp_path, "full", steps=60, eval_every=7)
-    assert main(["train", str(full), "--no-progress"]) == 0
+    reference = _spawn(full)  # a subprocess like the killed one: the same environment and thread count
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
     cfg = lm_config(tmp_path, "killed", steps=60, eval_every=7)
     proc = _spawn(cfg)
     _wait_for_step(tmp_path / "killed", random.Random().randint(10, 45), proc)

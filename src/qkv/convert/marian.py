@@ -74,7 +74,14 @@ def to_marian(model: EncoderDecoder, out_dir: str | Path) -> Path:
             t |= norm(f"{ours}.norm_ff", f"{hf}.final_layer_norm")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tensors(t, out_dir / "model.safetensors", metadata={"format": "pt"})
-    cfg = {
+    cfg = _marian_config(c)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return out_dir
+
+
+def _marian_config(c) -> dict:
+    """The MarianConfig (as JSON) of a qkv Seq2SeqConfig."""
+    return {
         "architectures": ["MarianMTModel"],
         "model_type": "marian",
         "vocab_size": c.tgt_vocab_size,
@@ -100,5 +107,3 @@ def to_marian(model: EncoderDecoder, out_dir: str | Path) -> Path:
         "decoder_start_token_id": c.bos_id,
         "forced_eos_token_id": c.eos_id,
     }
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    return out_dir

@@ -54,17 +54,7 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
         top_scores, top_index = candidates.topk(min(2 * k, k * v), dim=-1)  # (A, 2K): enough to survive K EOS
         rows, words, new_scores, still = [], [], [], []
         for j, (sent, s_row, i_row) in enumerate(zip(active, top_scores.tolist(), top_index.tolist())):
-            survivors = []
-            for rank, (s, index) in enumerate(zip(s_row, i_row)):
-                if s == float("-inf") or len(survivors) == k:
-                    break
-                beam, word = divmod(index, v)
-                if word == c.eos_id:
-                    if rank < k:  # an EOS counts only if it is among the K best candidates
-                        tokens = history[j * k + beam, 1:].tolist()
-                        finished[sent].append(Hypothesis(tokens, s / length_penalty(step, alpha), s))
-                else:
-                    survivors.append((s, beam, word))
+            survivors = _advance(j, finished[sent], s_row, i_row, history, k, v, c.eos_id, step, alpha)
             if step >= max_len[sent]:  # out of length: the surviving beams end here, unfinished
                 for s, beam, word in survivors:
                     tokens = history[j * k + beam, 1:].tolist() + [word]
@@ -91,3 +81,20 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
         scores = torch.tensor(new_scores, device=src.device).view(len(still), k)
         active = still
     return [max(hyps, key=lambda h: h.score) for hyps in finished]
+
+
+def _advance(j, finished, scores, indices, history, k, v, eos, step, alpha) -> list[tuple[float, int, int]]:
+    """Sentence j's 2K best candidates (flat beam*V indices, best first) -> its K surviving
+    (score, beam, word); an EOS among the K best ends a hypothesis into `finished`."""
+    survivors = []
+    for rank, (s, index) in enumerate(zip(scores, indices)):
+        if s == float("-inf") or len(survivors) == k:
+            break
+        beam, word = divmod(index, v)
+        if word == eos:
+            if rank < k:  # an EOS counts only if it is among the K best candidates
+                tokens = history[j * k + beam, 1:].tolist()
+                finished.append(Hypothesis(tokens, s / length_penalty(step, alpha), s))
+        else:
+            survivors.append((s, beam, word))
+    return survivors

@@ -194,6 +194,30 @@ def _evaluate_and_save(model, task, optimizer, loop, out, step, best, log, ranks
     return best, metrics
 
 
+def _start(model, task, optimizer, resume: Path | None, ranks: Ranks) -> tuple[int, float]:
+    """Shard the data (several processes) and restore a resumed run; returns (first step, best val loss)."""
+    if ranks.world > 1:
+        task.shard(ranks.rank, ranks.world)  # before resuming, which restores this rank's own data position
+    if resume is None:
+        return 1, math.inf
+    from safetensors.torch import load_model
+
+    load_model(model, str(resume / "model.safetensors"), device=str(next(model.parameters()).device))
+    record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
+    return record["step"] + 1, record.get("best_val_loss", math.inf)
+
+
+def _agree_to_stop(out_of_time: bool, signals: StopSignals, ranks: Ranks) -> bool:
+    """Every rank must stop at the same step, or the others would wait forever: a signal or the time
+    limit seen by any rank counts for all. Returns the agreed out-of-time flag."""
+    if ranks.world == 1:
+        return out_of_time
+    out_of_time = distributed.total(out_of_time, ranks) > 0
+    if distributed.total(signals.received is not None, ranks) > 0 and signals.received is None:
+        signals.received = signal.SIGTERM
+    return out_of_time
+
+
 def fit(
     model,
     task: Task,
@@ -208,15 +232,8 @@ def fit(
     With `resume` (a checkpoint from `resumable_checkpoint`), continue that run exactly."""
     optimizer = optim.build(model)
     device = next(model.parameters()).device
-    first, best, metrics = 1, math.inf, {}
-    if ranks.world > 1:
-        task.shard(ranks.rank, ranks.world)  # before resuming, which restores this rank's own data position
-    if resume is not None:
-        from safetensors.torch import load_model
-
-        load_model(model, str(resume / "model.safetensors"), device=str(device))
-        record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
-        first, best = record["step"] + 1, record.get("best_val_loss", math.inf)
+    first, best = _start(model, task, optimizer, resume, ranks)
+    metrics: dict = {}
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
     if ranks.world > 1:
         model = nn.parallel.DistributedDataParallel(core)
@@ -238,10 +255,7 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             total, items = _train_step(model, task, optimizer, loop, optim, step, device, ranks)
-            if ranks.world > 1:  # every rank must stop at the same step, or the others would wait forever
-                out_of_time = distributed.total(out_of_time, ranks) > 0
-                stop = distributed.total(signals.received is not None, ranks) > 0
-                signals.received = signals.received or (signal.SIGTERM if stop else None)
+            out_of_time = _agree_to_stop(out_of_time, signals, ranks)
             window_items += items
             if log is not None and (step % loop.log_every == 0 or step == loop.steps):
                 rate = window_items / (time.perf_counter() - window_start)
