@@ -243,3 +243,36 @@ def test_half_written_metrics_line_is_dropped(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     MetricsLog(tmp_path / "m.jsonl").write(step=2, loss=1.5)
     assert [json.loads(x)["step"] for x in (tmp_path / "m.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_bert_pretraining_is_bitwise_equal(tmp_path):
+    from test_bert_cli import MODEL, write_docs
+
+    write_docs(tmp_path / "docs")
+
+    def config(out: str) -> Path:
+        p = tmp_path / f"{out}.toml"
+        p.write_text(f"""task = "bert_pretrain"
+out = "{tmp_path / out}"
+[data]
+docs = "{tmp_path / "docs"}"
+vocab_size = 100
+max_len = 32
+val_pairs = 10
+{MODEL}
+[train]
+steps = 16
+batch_size = 8
+eval_every = 8
+log_every = 1
+[optim]
+schedule = "constant"
+lr = 1e-3
+label_smoothing = 0.0
+""")
+        return p
+
+    assert main(["train", str(config("full")), "--no-progress"]) == 0
+    assert main(["train", str(config("part")), "--no-progress", "--set", "train.steps=8"]) == 0
+    assert main(["train", str(config("part")), "--no-progress", "--resume", str(tmp_path / "part")]) == 0
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")  # masking, pairs and dropout all restored
