@@ -20,8 +20,7 @@ MAX_LINE_BYTES = 10_000  # a "sentence" longer than this is a wrong file (a docu
 class ParallelCorpus:
     src: list[str]
     tgt: list[str]
-    skipped_empty: int = 0
-    dropped_long: int = 0
+    skipped_empty: int = 0  # pairs dropped because one side was empty (empty="skip")
 
 
 def read_lines(path: str | Path) -> list[str]:

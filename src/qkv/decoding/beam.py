@@ -74,7 +74,8 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
         history = torch.cat([history.index_select(0, index), torch.tensor(words, device=src.device)[:, None]], 1)
         cross = None
         if len(still) < n:  # a sentence left: keep only the remaining sentences' encoder rows
-            kept = [j for j, sent in enumerate(active) if sent in set(still)]
+            remaining = set(still)
+            kept = [j for j, sent in enumerate(active) if sent in remaining]
             cross = (torch.tensor(kept, device=src.device)[:, None] * k + torch.arange(k, device=src.device)).view(-1)
             memory, src_mask = memory.index_select(0, cross), src_mask.index_select(0, cross)
         cache.reorder(index, cross)
