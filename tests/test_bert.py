@@ -70,6 +70,16 @@ def test_padding_does_not_change_real_positions():
     assert (a.nsp_logits - b.nsp_logits).abs().max() <= 1e-5
 
 
+def test_masked_lm_logits_at_selected_positions_only():
+    torch.manual_seed(0)
+    model = Bert(BertConfig(vocab_size=50, max_len=32, d_model=32, n_heads=4, n_layers=2, d_ff=64)).eval()
+    tokens = torch.randint(5, 50, (2, 9))
+    predict = torch.rand(2, 9) < 0.3
+    with torch.no_grad():
+        full, some = model(tokens).logits, model(tokens, predict=predict).logits
+    assert some.shape == (int(predict.sum()), 50) and (some - full[predict]).abs().max() <= 1e-6
+
+
 @pytest.mark.parametrize("head, shape", [("token_classification", (2, 6, 5)), ("question_answering", (2, 6, 2))])
 def test_fine_tuning_heads(head, shape):
     model = Bert(

@@ -106,6 +106,14 @@ label_smoothing = 0.0
     assert [line.split("\t")[0] for line in out] == ["1", "0", "1"]
     assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in out)
 
+    # the attention plot of a BERT: one grid, bidirectional, over [CLS] text [SEP]
+    plots = tmp_path / "plots"
+    assert (
+        main(["plot", "attention", "--model", str(tmp_path / "pre" / "best"), "--text", "the dog", "--out", str(plots)])
+        == 0
+    )
+    assert (plots / "self_attention.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
 
 def test_bad_tsv_names_the_line(tmp_path, capsys):
     (tmp_path / "t.tsv").write_text("sentence\tlabel\ngood film\t1\nno label here\n")

@@ -31,7 +31,7 @@ def _seq2seq_inputs(model_dir: Path, text: str):
 
 def cmd_attention(args: argparse.Namespace) -> list[Path]:
     from qkv.checkpoint import load
-    from qkv.viz.attention import plot_gpt, plot_seq2seq
+    from qkv.viz.attention import plot_bert, plot_gpt, plot_seq2seq
 
     model, model_dir, out = load(args.model), Path(args.model), Path(args.out)
     n_layers = model.config.n_decoder_layers if model.family == "seq2seq" else model.config.n_layers
@@ -42,6 +42,13 @@ def cmd_attention(args: argparse.Namespace) -> list[Path]:
     if model.family == "seq2seq":
         ids, labels, tgt_label = _seq2seq_inputs(model_dir, args.text)
         paths = plot_seq2seq(model, ids, labels, tgt_label, out, args.layer, args.head)
+    elif model.family == "bert":
+        from qkv.data.wordpiece import WordPieceTokenizer
+
+        tok = WordPieceTokenizer.load(model_dir)
+        ids = [tok.cls_id, *tok.encode_batch([args.text])[0][: model.config.max_len - 2], tok.sep_id]
+        labels = [tok.tok.id_to_token(i) for i in ids]
+        paths = plot_bert(model, ids, labels, out, args.layer, args.head)
     else:
         from qkv.data.tokenizers import load_tokenizer
 
@@ -90,7 +97,8 @@ def add_parsers(sub) -> None:
         "attention",
         help="heat maps of every layer and head on one input",
         description="For a translation model: encoder self-attention, decoder masked self-attention and "
-        "encoder-decoder attention while it translates --text. For a GPT: its causal self-attention.",
+        "encoder-decoder attention while it translates --text. For a GPT: its causal self-attention. "
+        "For a BERT: its bidirectional self-attention over [CLS] --text [SEP].",
     )
     att.add_argument("--model", required=True, help="checkpoint directory")
     att.add_argument("--text", required=True, help="the input sentence")

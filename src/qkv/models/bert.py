@@ -123,12 +123,21 @@ class Bert(nn.Module):
         )
         return self.encoder(self.embed(tokens, segments), mask, False, need_weights=need_weights)
 
-    def forward(self, tokens: Tensor, segments: Tensor | None = None, need_weights: bool = False) -> BertOutput:
+    def forward(
+        self,
+        tokens: Tensor,
+        segments: Tensor | None = None,
+        need_weights: bool = False,
+        predict: Tensor | None = None,
+    ) -> BertOutput:
+        """predict: optional (B, T) bool, the masked positions; the masked-LM logits are then (N, V) for
+        those N positions only. Pre-training needs no others, and the vocabulary projection is about 40% of
+        a small model's FLOPs, so this makes a pre-training step about 1.4x faster."""
         h, weights = self.encode(tokens, segments, need_weights)
         pooled = torch.tanh(self.pooler(h[:, 0]))  # (B, D) from the [CLS] position
         head = self.config.head
         if head == "pretraining":
-            return BertOutput(self.mlm(h), self.nsp(pooled), h, weights)
+            return BertOutput(self.mlm(h if predict is None else h[predict]), self.nsp(pooled), h, weights)
         if head == "sequence_classification":
             return BertOutput(self.classifier(self.head_dropout(pooled)), None, h, weights)
         if head == "token_classification":

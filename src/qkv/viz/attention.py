@@ -81,3 +81,11 @@ def plot_gpt(model, ids: list[int], labels, out: Path, layer=None, head=None) ->
     weights = model(torch.tensor([ids]), need_weights=True).weights
     title = "GPT causal self-attention (rows attend to columns)"
     return [_grid(weights, "self", labels, labels, out / "self_attention.png", title, layer, head)]
+
+
+@torch.inference_mode()
+def plot_bert(model, ids: list[int], labels, out: Path, layer=None, head=None) -> list[Path]:
+    """Bidirectional self-attention of a BERT over `ids` ([CLS] ... [SEP])."""
+    weights = model(torch.tensor([ids]), need_weights=True).weights
+    title = "BERT self-attention, bidirectional (rows attend to columns)"
+    return [_grid(weights, "self", labels, labels, out / "self_attention.png", title, layer, head)]
