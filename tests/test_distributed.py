@@ -73,6 +73,13 @@ def test_two_processes_equal_one_on_the_union(tmp_path):
     ref = model.state_dict()
     assert max((ddp[k] - ref[k]).abs().max().item() for k in ddp) <= 1e-6
 
+    # validation is split between the ranks and reduced: the same figure as one process on all of it
+    val = [
+        next(json.loads(x) for x in (tmp_path / p / "metrics.jsonl").read_text().splitlines() if "val_loss" in x)
+        for p in ("ddp", "reference")
+    ]
+    assert len(val) == 2 and val[0]["val_loss"] == pytest.approx(val[1]["val_loss"], rel=1e-5)
+
     # only rank 0 wrote: every step is logged once, one run_config, no stray files
     steps = [
         json.loads(x)["step"] for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x
@@ -127,3 +134,52 @@ def test_two_process_checkpoint_resumes_in_two_and_in_one(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "saved by 2 process(es), this run has 1" in done.stdout
     assert [s for s, _ in _losses(tmp_path / "one")] == list(range(1, 9))
+
+
+EXACT = ["--set", "model.dropout=0.0", "--set", 'optim.schedule="constant"', "--set", "optim.eps=1e-6"]
+FSDP = ["--set", 'train.parallel="fsdp"']
+
+
+@pytest.mark.slow
+def test_fsdp_trains_as_ddp_and_its_checkpoints_resume_anywhere(tmp_path):
+    # Sharding changes where parameters, gradients and Adam moments live, not what they are: two FSDP ranks
+    # reach the parameters two DDP ranks reach (up to the summation order of reduce-scatter vs all-reduce).
+    for name, extra in (("ddp", []), ("fsdp", FSDP)):
+        done = _torchrun(
+            lm_config(tmp_path, name, steps=6, eval_every=3), 2, *EXACT, *extra, "--set", "train.grad_accum=2"
+        )
+        assert f"2 processes ({name.upper()})" in done.stderr
+    ddp, sharded = (load_file(str(tmp_path / n / "last" / "model.safetensors")) for n in ("ddp", "fsdp"))
+    assert sharded.keys() == ddp.keys()  # the single-process layout, tied weights included once
+    assert max((ddp[k] - sharded[k]).abs().max().item() for k in ddp) <= 1e-5
+    assert [r["val_loss"] for r in _records(tmp_path / "fsdp") if "val_loss" in r] == pytest.approx(
+        [r["val_loss"] for r in _records(tmp_path / "ddp") if "val_loss" in r], rel=1e-4
+    )
+
+    # a checkpoint saved by two FSDP ranks resumes under FSDP (the same losses as without the stop) ...
+    part = lm_config(tmp_path, "part", steps=6, eval_every=3)
+    _torchrun(part, 2, *EXACT, *FSDP, "--set", "train.grad_accum=2", "--set", "train.steps=3")
+    _torchrun(part, 2, *EXACT, *FSDP, "--set", "train.grad_accum=2", "--resume", str(tmp_path / "part"))
+    assert _losses(tmp_path / "part") == _losses(tmp_path / "fsdp")
+    # ... and in one process; and one process's checkpoint resumes under FSDP
+    for n, first, then in (("a", 2, 1), ("b", 1, 2)):
+        cfg = lm_config(tmp_path, n, steps=6, eval_every=3)
+        _train(cfg, first, *EXACT, "--set", "train.steps=3")
+        _train(cfg, then, *EXACT, "--resume", str(tmp_path / n))
+        assert [s for s, _ in _losses(tmp_path / n)] == list(range(1, 7))
+
+
+def _train(cfg, n, *extra):
+    if n > 1:
+        return _torchrun(cfg, n, *FSDP, *extra)
+    done = subprocess.run(
+        [sys.executable, "-m", "qkv", "train", str(cfg), "--no-progress", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _records(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

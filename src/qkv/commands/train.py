@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resolved = {k: v for k, v in run.items() if k != "_source"} | {"model": model.config.to_dict()}
         (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
         n_params = sum(p.numel() for p in model.parameters())
-        where = f"; {ranks.world} processes" if ranks.world > 1 else ""
+        where = f"; {ranks.world} processes ({loop.parallel.upper()})" if ranks.world > 1 else ""
         print(
             f"{run['task']}: {model.family} model with {n_params:,} parameters; writing to {out}{where}",
             file=sys.stderr,

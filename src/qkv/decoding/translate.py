@@ -17,7 +17,7 @@ def translate_ids(
 ) -> list[list[int]]:
     """One batch of source id lists -> output id lists (no BOS/EOS). beam 1 is greedy decoding."""
     c = model.config
-    src = pad_sequences([ids + [c.eos_id] for ids in src_ids], c.pad_id)
+    src = pad_sequences([ids + [c.eos_id] for ids in src_ids], c.pad_id).to(next(model.parameters()).device)
     if beam > 1:
         return [h.tokens for h in beam_search(model, src, beam, alpha, max_extra)]
     limits = [len(ids) + 1 + max_extra for ids in src_ids]  # each row's own limit, as beam search has

@@ -17,7 +17,9 @@ from qkv.data.padding import pad_sequences
 from qkv.data.text import DataError, read_text
 from qkv.data.wordpiece import WordPieceTokenizer
 from qkv.models.bert import PRESETS, Bert
-from qkv.tasks.common import GeneratorPosition
+from qkv.tasks.common import GeneratorPosition, to_model
+from qkv.train import distributed
+from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
 from qkv.train.runconfig import model_config
 
@@ -77,9 +79,12 @@ class PretrainTask(GeneratorPosition):
         return self._batch([self.train[i] for i in index], self.generator)
 
     def _losses(self, model, batch):
-        inputs, segments, labels, nsp = batch
-        out = model(inputs, segments)
-        mlm = F.cross_entropy(out.logits.reshape(-1, out.logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+        inputs, segments, labels, nsp = to_model(batch, model)
+        predict = labels != IGNORE
+        out = model(inputs, segments, predict=predict)  # logits (N, V) at the N masked positions only
+        targets = labels[predict]
+        # a batch with nothing masked (possible only for tiny inputs) has no masked-LM term
+        mlm = F.cross_entropy(out.logits, targets) if targets.numel() else out.logits.sum() * 0
         return out, mlm, F.cross_entropy(out.nsp_logits, nsp)
 
     def loss(self, model, batch):
@@ -88,23 +93,29 @@ class PretrainTask(GeneratorPosition):
         return (mlm + nsp) * n, n
 
     @torch.inference_mode()
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, model, ranks: Ranks = Ranks()) -> dict[str, float]:
+        """Loss, masked-LM and next-sentence accuracy on the held-out pairs (each rank its share of the
+        batches, the sums reduced). Batch i's masks come from seed 1234 + i: the same at every evaluation."""
         model.eval()
-        g = torch.Generator().manual_seed(1234)  # the same masked positions at every evaluation
-        totals = {"loss": 0.0, "mlm_hit": 0, "mlm_n": 0, "nsp_hit": 0, "batches": 0}
-        for i in range(0, len(self.val), 64):
-            batch = self._batch(self.val[i : i + 64], g)
+        totals = {"loss": 0.0, "mlm_hit": 0, "mlm_n": 0, "nsp_hit": 0, "pairs": 0, "batches": 0}
+        starts = range(0, len(self.val), 64)
+        for i in distributed.share(len(starts), ranks):
+            batch = to_model(
+                self._batch(self.val[starts[i] : starts[i] + 64], torch.Generator().manual_seed(1234 + i)), model
+            )
             out, mlm, nsp = self._losses(model, batch)
-            sel = batch[2] != IGNORE
+            targets = batch[2][batch[2] != IGNORE]
             totals["loss"] += (mlm + nsp).item()
-            totals["mlm_hit"] += int((out.logits.argmax(-1)[sel] == batch[2][sel]).sum())
-            totals["mlm_n"] += int(sel.sum())
+            totals["mlm_hit"] += int((out.logits.argmax(-1) == targets).sum())
+            totals["mlm_n"] += targets.numel()
             totals["nsp_hit"] += int((out.nsp_logits.argmax(-1) == batch[3]).sum())
+            totals["pairs"] += batch[3].numel()
             totals["batches"] += 1
+        t = distributed.sums(totals, ranks)
         return {
-            "val_loss": totals["loss"] / totals["batches"],
-            "mlm_accuracy": totals["mlm_hit"] / totals["mlm_n"],
-            "nsp_accuracy": totals["nsp_hit"] / len(self.val),
+            "val_loss": t["loss"] / t["batches"],
+            "mlm_accuracy": t["mlm_hit"] / t["mlm_n"],
+            "nsp_accuracy": t["nsp_hit"] / t["pairs"],
         }
 
     def save_extras(self, directory: Path) -> None:
@@ -181,19 +192,21 @@ class ClassifyTask(GeneratorPosition):
         return self._batch([self.train[i] for i in index])
 
     def loss(self, model, batch):
-        tokens, labels = batch
+        tokens, labels = to_model(batch, model)
         return F.cross_entropy(model(tokens).logits, labels, reduction="sum"), labels.numel()
 
     @torch.inference_mode()
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, model, ranks: Ranks = Ranks()) -> dict[str, float]:
         model.eval()
         loss = hits = 0.0
-        for i in range(0, len(self.valid), 128):
-            tokens, labels = self._batch(self.valid[i : i + 128])
+        starts = range(0, len(self.valid), 128)
+        for i in distributed.share(len(starts), ranks):  # each rank its share; the sums are reduced
+            tokens, labels = to_model(self._batch(self.valid[starts[i] : starts[i] + 128]), model)
             logits = model(tokens).logits
             loss += F.cross_entropy(logits, labels, reduction="sum").item()
             hits += int((logits.argmax(-1) == labels).sum())
-        return {"val_loss": loss / len(self.valid), "accuracy": hits / len(self.valid)}
+        s = distributed.sums({"loss": loss, "hits": hits}, ranks)
+        return {"val_loss": s["loss"] / len(self.valid), "accuracy": s["hits"] / len(self.valid)}
 
     def save_extras(self, directory: Path) -> None:
         self.tok.save(directory)

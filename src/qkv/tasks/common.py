@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+
+def to_model(batch, model: nn.Module):
+    """A batch (a tensor, or a tuple/list of them) on the device of `model`'s parameters."""
+    device = next(model.parameters()).device
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return type(batch)(to_model(b, model) for b in batch)
 
 
 class GeneratorPosition:

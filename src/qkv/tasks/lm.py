@@ -14,7 +14,9 @@ from qkv.data.lm import LMData
 from qkv.data.text import read_text
 from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer
 from qkv.models.gpt import GPT, PRESETS
-from qkv.tasks.common import GeneratorPosition
+from qkv.tasks.common import GeneratorPosition, to_model
+from qkv.train import distributed
+from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
 from qkv.train.runconfig import model_config
 
@@ -51,19 +53,21 @@ class LMTask(GeneratorPosition):
         return self.data.batch("train", self.loop.batch_size, self.generator)
 
     def loss(self, model: GPT, batch) -> tuple[torch.Tensor, int]:
-        x, y = batch
+        x, y = to_model(batch, model)
         logits = model(x).logits
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"), y.numel()
 
     @torch.inference_mode()
-    def evaluate(self, model: GPT) -> dict[str, float]:
+    def evaluate(self, model: GPT, ranks: Ranks = Ranks()) -> dict[str, float]:
         model.eval()
         g = torch.Generator().manual_seed(1234)  # the same validation windows at every evaluation
+        batches = [self.data.batch("val", self.loop.batch_size, g) for _ in range(self.cfg.eval_batches)]
         total = count = 0
-        for _ in range(self.cfg.eval_batches):
-            loss, n = self.loss(model, self.data.batch("val", self.loop.batch_size, g))
+        for i in distributed.share(len(batches), ranks):  # each rank its share; the sums are reduced
+            loss, n = self.loss(model, batches[i])
             total, count = total + loss.item(), count + n
-        return {"val_loss": total / count}
+        s = distributed.sums({"loss": total, "n": count}, ranks)
+        return {"val_loss": s["loss"] / s["n"]}
 
     def save_extras(self, directory: Path) -> None:
         self.tokenizer.save(directory)

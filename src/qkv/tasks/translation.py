@@ -15,6 +15,9 @@ from qkv.data.parallel import EmptyPolicy, read_parallel
 from qkv.data.subword import SPECIALS, PairTokenizer
 from qkv.decoding.translate import translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
+from qkv.tasks.common import to_model
+from qkv.train import distributed
+from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
 from qkv.train.losses import label_smoothed_cross_entropy
 from qkv.train.runconfig import model_config
@@ -68,24 +71,32 @@ class TranslationTask:
         return self._tensors([self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx])
 
     def loss(self, model: EncoderDecoder, batch):
-        src, tgt_in, tgt_out = batch
+        src, tgt_in, tgt_out = to_model(batch, model)
         return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, self.eps, model.config.pad_id)
 
     @torch.inference_mode()
-    def evaluate(self, model: EncoderDecoder) -> dict[str, float]:
+    def evaluate(self, model: EncoderDecoder, ranks: Ranks = Ranks()) -> dict[str, float]:
+        """Validation loss and greedy BLEU; with several processes each rank takes its share of the
+        batches and sentences, and the sums (and the translations) are combined on every rank."""
         import sacrebleu
 
         model.eval()
         total = count = 0
         eps = self.eps if self.cfg.label_smoothing_eval else 0.0
-        for src, tgt_in, tgt_out in self.valid_batches:
+        for i in distributed.share(len(self.valid_batches), ranks):
+            src, tgt_in, tgt_out = to_model(self.valid_batches[i], model)
             loss, n = label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, eps, model.config.pad_id)
             total, count = total + loss.item(), count + n
-        metrics = {"val_loss": total / count}
-        n = self.cfg.bleu_sentences
-        if n > 0:
-            hyps = translate_lines(model, self.tokenizer, self.valid_text[0][:n], beam=1)
-            metrics["val_bleu"] = sacrebleu.corpus_bleu(hyps, [self.valid_text[1][:n]]).score
+        s = distributed.sums({"loss": total, "n": count}, ranks)
+        metrics = {"val_loss": s["loss"] / s["n"]}
+        sources, refs = self.valid_text[0][: self.cfg.bleu_sentences], self.valid_text[1][: self.cfg.bleu_sentences]
+        if sources:
+            mine = translate_lines(
+                model, self.tokenizer, [sources[i] for i in distributed.share(len(sources), ranks)], 1
+            )
+            parts = distributed.gather(mine, ranks)  # rank r translated sentences r, r + world, ...
+            hyps = [parts[i % ranks.world][i // ranks.world] for i in range(len(sources))]
+            metrics["val_bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
         return metrics
 
     def save_extras(self, directory: Path) -> None:

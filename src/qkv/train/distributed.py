@@ -37,6 +37,30 @@ def init() -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
+def device(choice: str) -> torch.device:
+    """The device this process trains on: "auto" is CUDA when there is one (under torchrun, the GPU of
+    LOCAL_RANK), else the CPU."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("train.device = 'cuda', but torch sees no CUDA device")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def share(n: int, ranks: Ranks) -> range:
+    """The indices (of n validation batches or sentences) this rank evaluates: every world-th one."""
+    return range(ranks.rank, n, ranks.world)
+
+
+def sums(values: dict[str, float], ranks: Ranks) -> dict[str, float]:
+    """Each value summed over all ranks, in one all-reduce (validation reduced across ranks)."""
+    if ranks.world == 1:
+        return dict(values)
+    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(values, t.tolist()))
+
+
 def total(value: int | float, ranks: Ranks) -> float:
     """Sum of `value` over all ranks (the value itself in a single process)."""
     if ranks.world == 1:

@@ -4,7 +4,6 @@ this loop owns the optimiser, schedule, clipping, accumulation, checkpoints and 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from qkv.checkpoint import CheckpointError, replace_directory, save
 from qkv.config import Config, require
-from qkv.train import distributed
+from qkv.train import distributed, fsdp
 from qkv.train.distributed import Ranks
 from qkv.train.optim import OptimConfig
 from qkv.train.state import load_state, rank_state, save_state
@@ -43,6 +42,11 @@ class LoopConfig(Config):
     # models the casts can cost more than that saves: docs/PERFORMANCE.md has the measurement.
     precision: Literal["fp32", "bf16"] = "fp32"
     on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss: stop (last good checkpoint kept) or skip the batch
+    # "auto": the GPU when there is one (each torchrun process its LOCAL_RANK's), else the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # with several processes: "ddp" replicates the model on every rank; "fsdp" shards parameters,
+    # gradients and optimiser state across them (for models that do not fit one device; train/fsdp.py)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every"):
@@ -57,8 +61,9 @@ class Task(Protocol):
         """(summed loss, number of items it sums over) for one micro-batch."""
         ...
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Validation metrics; must include "val_loss" (lower is better: it picks `best`)."""
+    def evaluate(self, model: nn.Module, ranks: Ranks) -> dict[str, float]:
+        """Validation metrics; must include "val_loss" (lower is better: it picks `best`). With several
+        processes each rank evaluates its share (`distributed.share`) and reduces the sums."""
         ...
 
     def save_extras(self, directory: Path) -> None:
@@ -153,7 +158,7 @@ def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, st
     total, items = 0.0, 0
     for micro in range(loop.grad_accum):
         sync = ranks.world == 1 or micro == loop.grad_accum - 1
-        with contextlib.nullcontext() if sync else model.no_sync():  # forward and backward both inside
+        with fsdp.gradient_sync(model, sync):  # forward and backward both inside
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.precision == "bf16"):
                 loss, n = task.loss(model, task.train_batch())
             if not torch.isfinite(loss):
@@ -175,10 +180,19 @@ def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, st
     return total, items
 
 
-def _evaluate_and_save(model, task, optimizer, loop, out, step, best, log, ranks) -> tuple[float, dict]:
-    """Every rank evaluates (the same data, so the same figures); only rank 0 (log is not None) writes."""
-    metrics = task.evaluate(model)
+def _savable(model, optimizer, optim: OptimConfig):
+    """What rank 0 writes: the model and optimiser themselves, or (FSDP) unsharded copies gathered
+    from every rank, so that checkpoints look the same however many processes wrote them."""
+    return fsdp.gathered(model, optimizer, optim.build) if fsdp.is_sharded(model) else (model, optimizer)
+
+
+def _evaluate_and_save(model, task, optimizer, loop, optim, out, step, best, log, ranks) -> tuple[float, dict]:
+    """Every rank evaluates its share and gets the reduced figures; only rank 0 (log is not None) writes.
+    A sharded model gathers its weights in every forward, so every rank must run the same forwards:
+    there each rank evaluates everything (in lockstep) instead of a share."""
+    metrics = task.evaluate(model, Ranks() if fsdp.is_sharded(model) else ranks)
     rank_states = distributed.gather(rank_state(task), ranks)
+    model, optimizer = _savable(model, optimizer, optim)
     if log is None:
         return min(best, metrics["val_loss"]), metrics
     log.write(step=step, **metrics)
@@ -194,7 +208,7 @@ def _evaluate_and_save(model, task, optimizer, loop, out, step, best, log, ranks
     return best, metrics
 
 
-def _start(model, task, optimizer, resume: Path | None, ranks: Ranks) -> tuple[int, float]:
+def _start(model, task, optimizer, optim: OptimConfig, resume: Path | None, ranks: Ranks) -> tuple[int, float]:
     """Shard the data (several processes) and restore a resumed run; returns (first step, best val loss)."""
     if ranks.world > 1:
         task.shard(ranks.rank, ranks.world)  # before resuming, which restores this rank's own data position
@@ -202,8 +216,15 @@ def _start(model, task, optimizer, resume: Path | None, ranks: Ranks) -> tuple[i
         return 1, math.inf
     from safetensors.torch import load_model
 
-    load_model(model, str(resume / "model.safetensors"), device=str(next(model.parameters()).device))
-    record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
+    if fsdp.is_sharded(model):  # read the single-process layout into plain copies, then shard them in
+        plain = fsdp.plain_copy(model)
+        plain_opt = optim.build(plain)
+        load_model(plain, str(resume / "model.safetensors"))
+        record = load_state(resume, plain_opt, task, ranks.rank, ranks.world)
+        fsdp.load_full(model, optimizer, plain, plain_opt)
+    else:
+        load_model(model, str(resume / "model.safetensors"), device=str(next(model.parameters()).device))
+        record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
     return record["step"] + 1, record.get("best_val_loss", math.inf)
 
 
@@ -230,13 +251,16 @@ def fit(
 ) -> dict:
     """Train `model` on `task`; writes out/last (resumable), out/best and out/metrics.jsonl.
     With `resume` (a checkpoint from `resumable_checkpoint`), continue that run exactly."""
+    device = distributed.device(loop.device)
+    model.to(device)
+    if ranks.world > 1 and loop.parallel == "fsdp":
+        fsdp.shard(model)  # before the optimiser is built: it must hold the sharded parameters
     optimizer = optim.build(model)
-    device = next(model.parameters()).device
-    first, best = _start(model, task, optimizer, resume, ranks)
+    first, best = _start(model, task, optimizer, optim, resume, ranks)
     metrics: dict = {}
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
-    if ranks.world > 1:
-        model = nn.parallel.DistributedDataParallel(core)
+    if ranks.world > 1 and loop.parallel == "ddp":
+        model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     log = MetricsLog(out / "metrics.jsonl") if ranks.main else None
     bar = tqdm(
         range(first, loop.steps + 1),
@@ -263,13 +287,14 @@ def fit(
                 log.write(step=step, loss=total / max(items, 1), lr=lr, tokens_per_s=rate)
                 window_items, window_start = 0, time.perf_counter()
             if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
-                best, metrics = _evaluate_and_save(core, task, optimizer, loop, out, step, best, log, ranks)
+                best, metrics = _evaluate_and_save(core, task, optimizer, loop, optim, out, step, best, log, ranks)
             if signals.received is not None:
                 interrupted = signal.Signals(signals.received).name
                 states = distributed.gather(rank_state(task), ranks)
+                whole, whole_opt = _savable(core, optimizer, optim)
                 if ranks.main:
                     meta = {"step": step, "best_val_loss": best, **metrics}
-                    _checkpoint(core, task, out / "last", meta, optimizer, states)
+                    _checkpoint(whole, task, out / "last", meta, whole_opt, states)
                 tqdm.write(
                     f"{interrupted} at step {step}: saved {out / 'last'}; continue with --resume {out}", file=sys.stderr
                 )
