@@ -51,6 +51,7 @@ def to_marian(model: EncoderDecoder, out_dir: str | Path) -> Path:
         and c.scale_embeddings
         and c.activation == "relu"
         and c.d_model % 2 == 0
+        and (c.attention_scale, c.decoder_mask, c.residual, c.norm) == ("sqrt_dk", "causal", "add", "layer")
     ):
         raise CheckpointError(
             "only the paper's configuration (shared vocabulary, sinusoids, post-LN, ReLU) maps to Marian"

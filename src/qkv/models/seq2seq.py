@@ -7,12 +7,13 @@ token at a time with a `KVCache`; `forward` is the teacher-forced pass used in t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from torch import Tensor, nn
 
 from qkv.config import Config, require
-from qkv.nn.block import Activation, BlockSpec, NormPlacement, Stack
+from qkv.nn.attention import AttentionScale
+from qkv.nn.block import Activation, BlockSpec, Norm, NormPlacement, Residual, Stack
 from qkv.nn.cache import KVCache
 from qkv.nn.embeddings import Embeddings, PositionScheme
 from qkv.nn.masks import attention_mask, padding_mask
@@ -42,6 +43,11 @@ class Seq2SeqConfig(Config):
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    # Ablations of the paper's choices, for the experiments (docs/EXPERIMENTS.md); keep the defaults.
+    attention_scale: AttentionScale = "sqrt_dk"  # experiment 1: "none" drops the 1/sqrt(d_k) of eq. (1)
+    decoder_mask: Literal["causal", "none"] = "causal"  # experiment 3: "none" lets training see the future
+    residual: Residual = "add"  # experiment 4
+    norm: Norm = "layer"  # experiment 8
 
     def validate(self) -> None:
         BlockSpec.check(self)
@@ -120,7 +126,9 @@ class EncoderDecoder(nn.Module):
         """
         offset = cache.length if cache is not None else 0
         t_q = tgt.size(1)
-        mask, is_causal = attention_mask(None, True, t_q, offset + t_q, tgt.device)
+        # sec 3.2.3: the mask stops leftward information flow; "none" exists only for experiment 3
+        causal = self.config.decoder_mask == "causal"
+        mask, is_causal = attention_mask(None, causal, t_q, offset + t_q, tgt.device)
         x = self.tgt_embed(tgt, offset)
         x, weights = self.decoder(x, mask, is_causal, memory, src_mask, cache, need_weights)
         return Decoded(self.output(x), cache, weights)

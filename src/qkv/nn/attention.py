@@ -8,6 +8,7 @@ writes equation (1) out in full, for tests and for returning the weights that pl
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +19,26 @@ from qkv.nn.masks import causal_mask, combine
 
 
 def eager_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False, dropout_p: float = 0.0
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """softmax(Q K^T / sqrt(d_k)) V, eq. (1), written out.
 
     q: (B, H, T_q, d_k); k: (B, H, T_k, d_k); v: (B, H, T_k, d_v); mask broadcastable to (B, H, T_q, T_k).
+    scale: the factor on Q K^T; None is the paper's 1/sqrt(d_k) (other values serve experiment 1).
     Returns the output (B, H, T_q, d_v) and the weights (B, H, T_q, T_k). A query with no visible key
     gets all-zero weights (and output), as SDPA gives, instead of the NaN of softmax over nothing.
     """
     if is_causal:
         mask = combine(mask, causal_mask(q.size(-2), k.size(-2), q.device))
     # The 1/sqrt(d_k) keeps the logits' variance near 1 as d_k grows (sec 3.2.1, footnote 4).
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T_q, T_k)
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T_q, T_k)
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = scores.softmax(dim=-1)
@@ -41,29 +50,40 @@ def eager_attention(
 
 
 def attend(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float, need_weights: bool
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    is_causal: bool,
+    dropout_p: float,
+    need_weights: bool,
+    scale: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The single attention call site: SDPA, or the eager reference when weights are wanted."""
     if need_weights:
-        return eager_attention(q, k, v, mask, is_causal, dropout_p)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        return eager_attention(q, k, v, mask, is_causal, dropout_p, scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
     return out, None
+
+
+AttentionScale = Literal["sqrt_dk", "none"]  # divide Q K^T by sqrt(d_k) (the paper), or not (experiment 1)
 
 
 class _HeadsOut(nn.Module):
     """Shared tail of both attentions: attend per head, concatenate, project with W^O (sec 3.2.2)."""
 
-    def __init__(self, d_model: int, n_heads: int, attention_dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float, scale: AttentionScale) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads, self.d_head = n_heads, d_model // n_heads
         self.attention_dropout = attention_dropout
+        self.scale = None if scale == "sqrt_dk" else 1.0  # None: SDPA's own 1/sqrt(d_k)
         self.out = nn.Linear(d_model, d_model)  # W^O
 
     def _attend(self, q, k, v, mask, is_causal, need_weights):
         p = self.attention_dropout if self.training else 0.0
-        y, w = attend(q, k, v, mask, is_causal, p, need_weights)  # (B, H, T_q, d_head)
+        y, w = attend(q, k, v, mask, is_causal, p, need_weights, self.scale)  # (B, H, T_q, d_head)
         b, _, t, _ = y.shape
         y = y.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # concat heads: (B, T_q, D)
         return self.out(y), w
@@ -72,8 +92,10 @@ class _HeadsOut(nn.Module):
 class SelfAttention(_HeadsOut):
     """Multi-head self-attention: Q, K and V come from one fused (D -> 3D) projection of x."""
 
-    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0) -> None:
-        super().__init__(d_model, n_heads, attention_dropout)
+    def __init__(
+        self, d_model: int, n_heads: int, attention_dropout: float = 0.0, scale: AttentionScale = "sqrt_dk"
+    ) -> None:
+        super().__init__(d_model, n_heads, attention_dropout, scale)
         self.qkv = nn.Linear(d_model, 3 * d_model)  # [W^Q; W^K; W^V] of all heads at once
 
     def forward(
@@ -97,8 +119,10 @@ class CrossAttention(_HeadsOut):
     """Encoder-decoder attention (sec 3.2.3): queries from the decoder, keys/values from the encoder
     output through one fused (D -> 2D) projection, computed once per sentence when cached."""
 
-    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0) -> None:
-        super().__init__(d_model, n_heads, attention_dropout)
+    def __init__(
+        self, d_model: int, n_heads: int, attention_dropout: float = 0.0, scale: AttentionScale = "sqrt_dk"
+    ) -> None:
+        super().__init__(d_model, n_heads, attention_dropout, scale)
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_model, 2 * d_model)
 

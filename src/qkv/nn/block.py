@@ -13,11 +13,13 @@ from typing import Callable, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qkv.nn.attention import CrossAttention, SelfAttention
+from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
 from qkv.nn.cache import KVCache
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 NormPlacement = Literal["post", "pre"]
+Residual = Literal["add", "none"]  # "none" only for experiment 4 (what residual connections are for)
+Norm = Literal["layer", "batch"]  # "batch" only for experiment 8 (why LayerNorm)
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,  # the paper's FFN, eq. (2)
@@ -38,6 +40,11 @@ class BlockSpec:
     activation: Activation
     norm_placement: NormPlacement
     norm_eps: float
+    # Ablations for the experiments (docs/EXPERIMENTS.md). The model configs do not carry these fields,
+    # so every qkv model gets the paper's choices; experiments build a BlockSpec themselves.
+    attention_scale: AttentionScale = "sqrt_dk"
+    residual: Residual = "add"
+    norm: Norm = "layer"
 
     @staticmethod
     def check(config) -> None:
@@ -55,7 +62,25 @@ class BlockSpec:
     @classmethod
     def of(cls, config) -> "BlockSpec":
         """The block settings of any model config (every family uses these same field names)."""
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+        fields = cls.__dataclass_fields__
+        return cls(**{name: getattr(config, name) for name in fields if hasattr(config, name)})
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over the features of (B, T, D), statistics across all B*T positions (experiment 8).
+    Unlike LayerNorm it mixes examples and positions: in training a position's output depends on
+    the rest of the batch, later positions included, which a causal model must not see."""
+
+    def __init__(self, d_model: int, eps: float) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(d_model, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(x.reshape(-1, x.size(-1))).view_as(x)  # (B*T, D) -> (B, T, D)
+
+
+def make_norm(spec: BlockSpec) -> nn.Module:
+    return nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm == "layer" else BatchNorm(spec.d_model, 1e-5)
 
 
 class FeedForward(nn.Module):
@@ -78,21 +103,25 @@ class TransformerBlock(nn.Module):
         super().__init__()
         d = spec.d_model
         self.pre_norm = spec.norm_placement == "pre"
-        self.self_attn = SelfAttention(d, spec.n_heads, spec.attention_dropout)
-        self.norm_self = nn.LayerNorm(d, eps=spec.norm_eps)
-        self.cross_attn = CrossAttention(d, spec.n_heads, spec.attention_dropout) if cross else None
-        self.norm_cross = nn.LayerNorm(d, eps=spec.norm_eps) if cross else None
+        self.residual = spec.residual == "add"
+        self.self_attn = SelfAttention(d, spec.n_heads, spec.attention_dropout, spec.attention_scale)
+        self.norm_self = make_norm(spec)
+        self.cross_attn = (
+            CrossAttention(d, spec.n_heads, spec.attention_dropout, spec.attention_scale) if cross else None
+        )
+        self.norm_cross = make_norm(spec) if cross else None
         self.ff = FeedForward(d, spec.d_ff, spec.activation)
-        self.norm_ff = nn.LayerNorm(d, eps=spec.norm_eps)
+        self.norm_ff = make_norm(spec)
         self.dropout = nn.Dropout(spec.dropout)
 
     def _sublayer(self, norm: nn.LayerNorm, x: Tensor, f: Callable[[Tensor], tuple[Tensor, Tensor | None]]):
-        """Residual connection around f with the configured LayerNorm placement."""
+        """Residual connection around f with the configured LayerNorm placement (sec 3.1: LN(x + f(x)))."""
+        skip = x if self.residual else 0.0
         if self.pre_norm:
             y, w = f(norm(x))
-            return x + self.dropout(y), w
+            return skip + self.dropout(y), w
         y, w = f(x)
-        return norm(x + self.dropout(y)), w
+        return norm(skip + self.dropout(y)), w
 
     def forward(self, x, self_mask, is_causal, memory=None, cross_mask=None, cache=None, need_weights=False):
         """x: (B, T, D) -> (B, T, D) and {"self": (B, H, T, T_k), "cross": (B, H, T, S)} when weights are asked."""
@@ -115,7 +144,7 @@ class Stack(nn.Module):
         super().__init__()
         self.n_layers = n_layers
         self.layers = nn.ModuleList(TransformerBlock(spec, cross) for _ in range(n_layers))
-        self.final_norm = nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm_placement == "pre" else None
+        self.final_norm = make_norm(spec) if spec.norm_placement == "pre" else None
 
     def forward(
         self,
