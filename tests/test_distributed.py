@@ -41,22 +41,7 @@ def test_two_processes_equal_one_on_the_union(tmp_path):
     # steps that differ between any two summation orders.
     sets = ["--set", "model.dropout=0.0", "--set", "train.grad_accum=2", "--set", 'optim.schedule="constant"']
     sets += ["--set", "optim.eps=1e-6"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "qkv",
-        "train",
-        str(cfg),
-        "--no-progress",
-        *sets,
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _torchrun(cfg, 2, *sets)
 
     run = load_run_config(cfg, [s for s in sets if s != "--set"])
     loop = LoopConfig.from_dict(run["train"])
