@@ -40,8 +40,8 @@ class BlockSpec:
     activation: Activation
     norm_placement: NormPlacement
     norm_eps: float
-    # Ablations for the experiments (docs/EXPERIMENTS.md). The model configs do not carry these fields,
-    # so every qkv model gets the paper's choices; experiments build a BlockSpec themselves.
+    # Ablations for the experiments (docs/EXPERIMENTS.md). Only Seq2SeqConfig carries these fields (so
+    # `of` takes them when present); GPT and BERT always get the paper's choices, the defaults here.
     attention_scale: AttentionScale = "sqrt_dk"
     residual: Residual = "add"
     norm: Norm = "layer"
