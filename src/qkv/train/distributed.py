@@ -56,18 +56,15 @@ def sums(values: dict[str, float], ranks: Ranks) -> dict[str, float]:
     """Each value summed over all ranks, in one all-reduce (validation reduced across ranks)."""
     if ranks.world == 1:
         return dict(values)
-    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64)
+    on = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces only GPU tensors
+    t = torch.tensor([float(v) for v in values.values()], dtype=torch.float64, device=on)
     dist.all_reduce(t)
     return dict(zip(values, t.tolist()))
 
 
 def total(value: int | float, ranks: Ranks) -> float:
     """Sum of `value` over all ranks (the value itself in a single process)."""
-    if ranks.world == 1:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.item()
+    return value if ranks.world == 1 else sums({"value": value}, ranks)["value"]
 
 
 def gather(value, ranks: Ranks) -> list:
