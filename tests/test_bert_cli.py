@@ -82,6 +82,10 @@ schedule = "constant"
 lr = 3e-3
 label_smoothing = 0.0
 """)
+    # a fine-tuning length beyond the checkpoint's 32 positions is refused before anything is written
+    too_long = ["--set", "data.max_len=40", "--set", f"out={tmp_path / 'long'}"]
+    assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", *too_long]) == 2
+    assert "max_len 40 is longer than" in capsys.readouterr().err and not (tmp_path / "long").exists()
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress"]) == 0
     last = [json.loads(x) for x in (tmp_path / "cls" / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["accuracy"] == 1.0  # the label is in the last word: fitted exactly

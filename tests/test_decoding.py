@@ -28,6 +28,20 @@ def test_cached_greedy_equals_uncached(tiny_model):
     assert torch.equal(greedy_decode(tiny_model, src, 15), expected)
 
 
+def test_finished_rows_leave_the_batch_without_changing_the_others(tiny_model):
+    # favour </s> (id 2, output tied to its embedding) so rows end at different steps
+    with torch.no_grad():
+        tiny_model.output.weight[2] *= 1.4
+    torch.manual_seed(3)
+    src = random_tokens(32, 6)
+    with torch.no_grad():
+        expected = _greedy_without_cache(tiny_model, src, 12)
+    ends = [row.index(2) if 2 in row else None for row in expected.tolist()]
+    # a quarter of the rows end at once (so they are dropped), one ends later, some never end
+    assert ends.count(0) >= 8 and any(e not in (0, None) for e in ends) and None in ends
+    assert torch.equal(greedy_decode(tiny_model, src, 12), expected)
+
+
 def test_greedy_stops_when_every_row_ended(tiny_model):
     with torch.no_grad():  # final hidden state = e_0, and only </s> (id 2) has weight on dimension 0
         last_norm = tiny_model.decoder.layers[-1].norm_ff

@@ -12,20 +12,31 @@ from qkv.models.seq2seq import EncoderDecoder
 def greedy_decode(model: EncoderDecoder, src: Tensor, max_len: int) -> Tensor:
     """src: (B, S) -> (B, <= max_len) generated ids after BOS; finished rows are padded after EOS.
 
-    Row i's output does not depend on the other rows: the loop only stops early once every row is done.
+    Row i's output does not depend on the other rows. Finished rows leave the batch once they are a
+    quarter of it (then their cache, memory and mask rows are dropped), so later steps compute only
+    the sentences still being written; the loop ends when every row is done.
     """
     c = model.config
     enc = model.encode(src)
-    cache = model.new_cache()
+    memory, src_mask, cache = enc.memory, enc.src_mask, model.new_cache()
     b = src.size(0)
     out = torch.full((b, max_len + 1), c.pad_id, dtype=torch.long, device=src.device)
     out[:, 0] = c.bos_id
-    done = torch.zeros(b, dtype=torch.bool, device=src.device)
+    rows = torch.arange(b, device=src.device)  # (B_live,) the row of `out` each live row writes
+    last = out[:, :1]  # (B_live, 1) the newest token of each live row
+    done = torch.zeros(b, dtype=torch.bool, device=src.device)  # (B_live,) ended, not yet dropped
     for t in range(max_len):
-        logits = model.decode(out[:, t : t + 1], enc.memory, enc.src_mask, cache).logits  # (B, 1, V)
+        logits = model.decode(last, memory, src_mask, cache).logits  # (B_live, 1, V)
         nxt = logits[:, -1].argmax(-1).masked_fill(done, c.pad_id)
-        out[:, t + 1] = nxt
+        out[rows, t + 1] = nxt
         done |= nxt == c.eos_id
-        if bool(done.all()):
+        finished = int(done.sum())
+        if finished == len(rows):
             return out[:, 1 : t + 2]
+        if 4 * finished >= len(rows):  # dropping rows copies their caches: worth it once enough ended
+            keep = (~done).nonzero().squeeze(1)
+            cache.reorder(keep, keep)
+            memory, src_mask, rows, nxt = memory[keep], src_mask[keep], rows[keep], nxt[keep]
+            done = done[keep]
+        last = nxt.unsqueeze(1)
     return out[:, 1:]

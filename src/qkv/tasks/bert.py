@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from qkv.config import Config, require
+from qkv.config import Config, ConfigError, require
 from qkv.data.bert_pretraining import IGNORE, mask_tokens, nsp_pairs, pack
 from qkv.data.padding import pad_sequences
 from qkv.data.text import DataError, read_text
@@ -152,7 +152,7 @@ class ClassifyDataConfig(Config):
     train: str = "../shared/data/sst2/train.tsv"  # TSV with a header; columns `sentence` and `label`
     valid: str = "../shared/data/sst2/dev.tsv"
     vocab_size: int = 8000  # for a tokenizer trained here (from scratch); with `init` the checkpoint's is used
-    max_len: int = 66
+    max_len: int = 64  # at most a pre-trained checkpoint's positions when fine-tuning one
 
 
 def read_tsv(path: str) -> tuple[list[str], list[int]]:
@@ -225,6 +225,11 @@ def build_classify(run: dict, loop: LoopConfig):
         pretrained = load(run["init"])
         if pretrained.family != "bert":
             raise CheckpointError(f"{run['init']}: is a {pretrained.family} model, not a BERT")
+        if cfg.max_len > pretrained.config.max_len:
+            raise ConfigError(
+                f"{source} [data]: max_len {cfg.max_len} is longer than {run['init']}'s "
+                f"{pretrained.config.max_len} positions; set data.max_len <= {pretrained.config.max_len}"
+            )
         tok = WordPieceTokenizer.load(run["init"])
         overrides = {k: v for k, v in run["model"].items() if k in ("dropout", "attention_dropout")}
         model_cfg = pretrained.config.replace(head="sequence_classification", n_labels=n_labels, **overrides)
