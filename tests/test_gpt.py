@@ -163,6 +163,7 @@ label_smoothing = 0.0
 
     last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["val_loss"] < 0.3  # memorised: a uniform guess over 16 characters is 2.8
+    threads = torch.get_num_threads()
     assert (
         main(
             [
@@ -175,11 +176,16 @@ label_smoothing = 0.0
                 "0",
                 "--max-new-tokens",
                 "30",
+                "--threads",
+                "1",
             ]
         )
         == 0
     )
+    torch.set_num_threads(threads)  # --threads is process-wide; give the other tests theirs back
     assert capsys.readouterr().out.startswith("to be, or not to be, that is the")
+    assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--threads", "-1"]) == 2
+    assert "--threads must be 0" in capsys.readouterr().err
     # a second run into the same directory is refused, and nothing there changes
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 2

@@ -15,6 +15,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from qkv.data.tokenizers import load_tokenizer
     from qkv.decoding.generate import generate
 
+    if args.threads < 0:
+        raise UsageError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load(args.model)
     if model.family != "gpt":
         raise UsageError(f"{args.model}: is a {model.family} model; generate needs a gpt model")
@@ -48,4 +52,10 @@ def add_parsers(sub) -> None:
     gen.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens (0 = off)")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
     gen.add_argument("--seed", type=int, help="random seed, for reproducible samples")
+    gen.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (0 = one per core); 1 is faster for small models, whose steps are too small to split",
+    )
     gen.set_defaults(handler=cmd_generate)
