@@ -59,6 +59,7 @@ label_smoothing = 0.0
     assert main(["train", str(tmp_path / "pre.toml"), "--no-progress"]) == 0
     records = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "mlm_accuracy" in r]
+    assert "tokens_per_s" in records[0]
     assert len(evals) == 2 and 0 <= evals[-1]["nsp_accuracy"] <= 1
     # chance level is ln(100) + ln(2) = 5.3 nats; the loss must fall and end well below it
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] and evals[-1]["val_loss"] < 4.3
@@ -87,8 +88,10 @@ label_smoothing = 0.0
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", *too_long]) == 2
     assert "max_len 40 is longer than" in capsys.readouterr().err and not (tmp_path / "long").exists()
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress"]) == 0
-    last = [json.loads(x) for x in (tmp_path / "cls" / "metrics.jsonl").read_text().splitlines()][-1]
-    assert last["accuracy"] == 1.0  # the label is in the last word: fitted exactly
+    records = [json.loads(x) for x in (tmp_path / "cls" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["accuracy"] == 1.0  # the label is in the last word: fitted exactly
+    # the throughput is named for what classification counts: sentences, not tokens
+    assert "sentences_per_s" in records[-2] and "tokens_per_s" not in records[-2]
     assert (
         main(
             [

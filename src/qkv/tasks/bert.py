@@ -58,6 +58,8 @@ def read_documents(cfg: PretrainDataConfig) -> list[list[str]]:
 
 
 class PretrainTask(GeneratorPosition):
+    unit = "tokens"  # what `loss` counts
+
     def __init__(self, cfg: PretrainDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, pairs, seed: int) -> None:
         self.cfg, self.loop, self.tok = cfg, loop, tok
         self.val, self.train = pairs[: cfg.val_pairs], pairs[cfg.val_pairs :]
@@ -175,6 +177,8 @@ def read_tsv(path: str) -> tuple[list[str], list[int]]:
 
 
 class ClassifyTask(GeneratorPosition):
+    unit = "sentences"  # what `loss` counts
+
     def __init__(self, cfg: ClassifyDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, train, valid, seed):
         self.cfg, self.loop, self.tok = cfg, loop, tok
         self.train, self.valid = self._encode(*train), self._encode(*valid)

@@ -45,6 +45,8 @@ def build_tokenizer(cfg: LMDataConfig, text: str) -> TextTokenizer:
 
 
 class LMTask(GeneratorPosition):
+    unit = "tokens"  # what `loss` counts
+
     def __init__(self, data_cfg: LMDataConfig, loop: LoopConfig, tokenizer: TextTokenizer, data: LMData) -> None:
         self.cfg, self.loop, self.tokenizer, self.data = data_cfg, loop, tokenizer, data
         self.generator = torch.Generator().manual_seed(loop.seed)

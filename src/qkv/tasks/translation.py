@@ -47,6 +47,8 @@ class TranslationDataConfig(Config):
 
 
 class TranslationTask:
+    unit = "tokens"  # what `loss` counts
+
     def __init__(self, cfg, optim_eps: float, tokenizer: PairTokenizer, train, valid, seed: int) -> None:
         self.cfg, self.eps, self.tokenizer = cfg, optim_eps, tokenizer
         self.train_src, self.train_tgt = train

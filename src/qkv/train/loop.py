@@ -56,6 +56,8 @@ class LoopConfig(Config):
 class Task(Protocol):
     """What a family's training needs to provide."""
 
+    unit: str  # what `loss` counts ("tokens", "sentences"): the progress bar and the log show <unit>/s
+
     def train_batch(self) -> Any: ...
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
         """(summed loss, number of items it sums over) for one micro-batch."""
@@ -283,8 +285,9 @@ def fit(
             window_items += items
             if log is not None and (step % loop.log_every == 0 or step == loop.steps):
                 rate = window_items / (time.perf_counter() - window_start)
-                bar.set_postfix(loss=f"{total / max(items, 1):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
-                log.write(step=step, loss=total / max(items, 1), lr=lr, tokens_per_s=rate)
+                loss = total / max(items, 1)
+                bar.set_postfix({"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", f"{task.unit}/s": f"{rate:,.0f}"})
+                log.write(step=step, loss=loss, lr=lr, **{f"{task.unit}_per_s": rate})
                 window_items, window_start = 0, time.perf_counter()
             if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
                 best, metrics = _evaluate_and_save(core, task, optimizer, loop, optim, out, step, best, log, ranks)
