@@ -3,7 +3,13 @@
 import json
 import random
 
+import torch
+
+from qkv.checkpoint import load
 from qkv.cli import main
+from qkv.tasks.bert import build_classify
+from qkv.train.loop import LoopConfig
+from qkv.train.runconfig import load_run_config
 
 WORDS = "the cat dog sat ran on mat big small red house tree river walked slept quickly".split()
 
@@ -106,7 +112,18 @@ label_smoothing = 0.0
         )
         == 0
     )
-    capsys.readouterr()
+    # init_weights = false: the checkpoint's shape and tokenizer with fresh weights (the baseline without
+    # pre-training); true (the default) copies the pre-trained encoder
+    pre = {k: v for k, v in load(tmp_path / "pre" / "best").state_dict().items() if k.startswith("encoder.")}
+    for flag in (True, False):
+        run = load_run_config(tmp_path / "cls.toml", [f"init_weights={str(flag).lower()}"])
+        model, task = build_classify(run, LoopConfig())
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in pre.items()) == flag
+        assert task.tok.vocab_size == load(tmp_path / "pre" / "best").config.vocab_size
+    no_init = ["--set", "init=", "--set", "init_weights=false", "--set", f"out={tmp_path / 'x'}"]
+    assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", *no_init]) == 2
+    assert "`init_weights` needs `init`" in capsys.readouterr().err and not (tmp_path / "x").exists()
     (tmp_path / "in.txt").write_text("the dog sat great\nthe cat ran awful\nred tree great\n")
     assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--input", str(tmp_path / "in.txt")]) == 0
     out = capsys.readouterr().out.splitlines()

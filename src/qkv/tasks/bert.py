@@ -217,7 +217,9 @@ class ClassifyTask(GeneratorPosition):
 
 
 def build_classify(run: dict, loop: LoopConfig):
-    """From scratch, or with `init = DIR` from a BERT checkpoint (its encoder, embeddings and pooler)."""
+    """From scratch, or with `init = DIR` from a BERT checkpoint (its encoder, embeddings and pooler).
+    `init_weights = false` keeps that checkpoint's shape and tokenizer but not its weights: the same
+    model without pre-training, the baseline that isolates what pre-training gave."""
     from qkv.checkpoint import CheckpointError, load
 
     source = run["_source"]
@@ -238,8 +240,10 @@ def build_classify(run: dict, loop: LoopConfig):
         overrides = {k: v for k, v in run["model"].items() if k in ("dropout", "attention_dropout")}
         model_cfg = pretrained.config.replace(head="sequence_classification", n_labels=n_labels, **overrides)
         model = Bert(model_cfg)
-        body = {k: v for k, v in pretrained.state_dict().items() if k.startswith(("embed.", "encoder.", "pooler."))}
-        model.load_state_dict(body, strict=False)
+        if run.get("init_weights", True):
+            state = pretrained.state_dict()
+            body = {k: v for k, v in state.items() if k.startswith(("embed.", "encoder.", "pooler."))}
+            model.load_state_dict(body, strict=False)
     else:
         tok = WordPieceTokenizer.train(train[0], cfg.vocab_size)
         model_cfg = model_config(

@@ -20,7 +20,8 @@ from typing import Any
 from qkv.config import ConfigError
 
 SECTIONS = ("data", "model", "train", "optim")
-TOP_LEVEL = ("task", "out", "init", *SECTIONS)  # init: a checkpoint to start from (fine-tuning)
+# init: a checkpoint to start from (fine-tuning); init_weights = false takes only its shape and tokenizer
+TOP_LEVEL = ("task", "out", "init", "init_weights", *SECTIONS)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -63,6 +64,10 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> dict[str, An
             raise ConfigError(f"{p}: `{name}` must be given as a string")
     if not isinstance(data.get("init", ""), str):
         raise ConfigError(f"{p}: `init` must be a checkpoint directory (a string)")
+    if not isinstance(data.get("init_weights", True), bool):
+        raise ConfigError(f"{p}: `init_weights` must be true or false")
+    if "init_weights" in data and not data.get("init"):
+        raise ConfigError(f"{p}: `init_weights` needs `init` (the checkpoint whose shape and tokenizer to take)")
     for section in SECTIONS:
         if not isinstance(data.setdefault(section, {}), dict):
             raise ConfigError(f"{p}: [{section}] must be a table")
