@@ -52,3 +52,22 @@ def test_greedy_stops_when_every_row_ended(tiny_model):
         tiny_model.output.weight[2, 0] = 100.0
     out = greedy_decode(tiny_model, random_tokens(3, 5), 10)
     assert out.shape == (3, 1) and (out == 2).all()
+
+
+def test_cache_reorders_in_a_row_keep_the_selected_history():
+    # beam search reorders at every step: rows may repeat (two beams from one parent), leave (a
+    # finished sentence) or grow, and the buffers may grow between reorders
+    from qkv.nn.cache import LayerCache
+
+    g = torch.Generator().manual_seed(0)
+    cache, k_ref, v_ref = LayerCache(), torch.empty(6, 2, 0, 4), torch.empty(6, 2, 0, 4)
+    steps = [(3, [0, 0, 2, 3, 5, 5]), (20, [5, 4, 3, 2, 1, 0]), (1, [1, 1, 2]), (1, [2, 0]), (2, [1, 0, 1, 1])]
+    for n_new, index in [*steps, (30, [3])]:  # (new positions, rows to keep)
+        b = k_ref.size(0)
+        k, v = torch.randn(b, 2, n_new, 4, generator=g), torch.randn(b, 2, n_new, 4, generator=g)
+        k_ref, v_ref = torch.cat([k_ref, k], 2), torch.cat([v_ref, v], 2)
+        got_k, got_v = cache.append(k, v)
+        assert torch.equal(got_k, k_ref) and torch.equal(got_v, v_ref)
+        cache.reorder(torch.tensor(index))
+        k_ref, v_ref = k_ref[index], v_ref[index]
+        assert torch.equal(cache.k[:, :, : cache.length], k_ref) and torch.equal(cache.v[:, :, : cache.length], v_ref)
