@@ -114,13 +114,14 @@ label_smoothing = 0.0
     )
     # init_weights = false: the checkpoint's shape and tokenizer with fresh weights (the baseline without
     # pre-training); true (the default) copies the pre-trained encoder
-    pre = {k: v for k, v in load(tmp_path / "pre" / "best").state_dict().items() if k.startswith("encoder.")}
+    pretrained = load(tmp_path / "pre" / "best")
+    pre = {k: v for k, v in pretrained.state_dict().items() if k.startswith("encoder.")}
     for flag in (True, False):
         run = load_run_config(tmp_path / "cls.toml", [f"init_weights={str(flag).lower()}"])
         model, task = build_classify(run, LoopConfig())
         state = model.state_dict()
         assert all(torch.equal(state[k], v) for k, v in pre.items()) == flag
-        assert task.tok.vocab_size == load(tmp_path / "pre" / "best").config.vocab_size
+        assert task.tok.vocab_size == pretrained.config.vocab_size
     no_init = ["--set", "init=", "--set", "init_weights=false", "--set", f"out={tmp_path / 'x'}"]
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", *no_init]) == 2
     assert "`init_weights` needs `init`" in capsys.readouterr().err and not (tmp_path / "x").exists()

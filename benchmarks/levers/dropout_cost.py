@@ -1,18 +1,8 @@
 """Dropout cost on the CPU: F.dropout, its mask, and SDPA with and without dropout_p (1M-element tensors)."""
 
-import time
-
 import torch
 import torch.nn.functional as F
-
-
-def bench(f, n=20):
-    f()
-    t = time.perf_counter()
-    for _ in range(n):
-        f()
-    return (time.perf_counter() - t) / n * 1000
-
+from timing import bench
 
 x = torch.randn(64, 64, 256, requires_grad=True)
 print("F.dropout fwd 1M", bench(lambda: F.dropout(x, 0.1, True)))

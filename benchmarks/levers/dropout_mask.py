@@ -1,18 +1,8 @@
 """A cheaper dropout mask from 16-bit random integers against F.dropout, forward + backward."""
 
-import time
-
 import torch
 import torch.nn.functional as F
-
-
-def bench(f, n=30):
-    f()
-    t = time.perf_counter()
-    for _ in range(n):
-        f()
-    return (time.perf_counter() - t) / n * 1000
-
+from timing import bench
 
 x = torch.randn(64, 64, 256, requires_grad=True)
 g = torch.randn(64, 64, 256)
