@@ -83,3 +83,26 @@ def test_multi_head_is_per_head_attention_then_output_projection():
     expected = torch.cat(heads, -1) @ attn.out.weight.T + attn.out.bias
     out, _ = attn(x)
     assert (out - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_on_the_cpu_takes_the_written_out_path_and_agrees(padded, causal):
+    """Under bf16 autocast, short keys go through eq. (1) written out (faster there); the result, and
+    the gradient of q, agree with fp32 SDPA to bf16 precision, with padding and causal masks."""
+    from qkv.nn.attention import attend, written_out_is_faster
+
+    q, k, v = _qkv()
+    mask, is_causal = attention_mask(_padding() if padded else None, causal, T, T, q.device)
+    assert written_out_is_faster(q.bfloat16(), k.bfloat16())
+    assert not written_out_is_faster(q, k)  # fp32 stays on SDPA
+    assert not written_out_is_faster(q.bfloat16(), torch.zeros(B, H, 65, D, dtype=torch.bfloat16))  # long keys too
+    q32 = q.clone().requires_grad_()
+    ref = F.scaled_dot_product_attention(q32, k, v, attn_mask=mask, is_causal=is_causal)
+    ref.sum().backward()
+    q16 = q.bfloat16().requires_grad_()
+    out, weights = attend(q16, k.bfloat16(), v.bfloat16(), mask, is_causal, 0.0, need_weights=False)
+    out.float().sum().backward()
+    assert weights is None and out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() <= 0.05
+    assert (q16.grad.float() - q32.grad).abs().max() <= 0.05 * q32.grad.abs().max()

@@ -41,12 +41,21 @@ def eager_attention(
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T_q, T_k)
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = scores.softmax(dim=-1)
+    weights = scores.softmax(dim=-1, dtype=torch.float32)  # summed in fp32 even for bf16 scores
     if mask is not None:
         weights = weights.masked_fill(~mask, 0.0)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
+    weights = weights.to(v.dtype)
     return weights @ v, weights
+
+
+def written_out_is_faster(q: Tensor, k: Tensor) -> bool:
+    """Short keys in bf16 on the CPU (bf16 autocast): there PyTorch 2.13's fused SDPA kernel is slower
+    than eq. (1) written out, whose two products run on the bf16 matrix units. Forward + backward with
+    4,096 query tokens: 64 keys 38-41 ms against 19-23 ms; even at 128; SDPA ahead from 256 keys, and
+    5x at 1,024 (benchmarks/levers/bf16_attention.py)."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) <= 64
 
 
 def attend(
@@ -59,9 +68,11 @@ def attend(
     need_weights: bool,
     scale: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """The single attention call site: SDPA, or the eager reference when weights are wanted."""
-    if need_weights:
-        return eager_attention(q, k, v, mask, is_causal, dropout_p, scale)
+    """The single attention call site: SDPA, or the eager reference when weights are wanted (or when
+    it is the faster of the two: `written_out_is_faster`)."""
+    if need_weights or written_out_is_faster(q, k):
+        out, weights = eager_attention(q, k, v, mask, is_causal, dropout_p, scale)
+        return out, weights if need_weights else None
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
     return out, None
 
