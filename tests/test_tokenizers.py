@@ -51,3 +51,31 @@ def test_lm_windows_are_shifted_by_one():
     assert (y - x == 1).all()
     with pytest.raises(ValueError, match="not more than block_size"):
         LMData(list(range(10)), 0.5, block_size=8)
+
+
+def test_wordpiece_training_gives_the_same_ids_in_every_process(tmp_path):
+    """Issue 5 asks for a reproducible pipeline: the same texts must give the same vocab.txt, also in a
+    new process (the `tokenizers` trainer alone numbers the same pieces differently from run to run).
+    Word frequencies fall off as in real text (1/rank); with many exact ties at the vocabulary's cutoff
+    the trainer can pick different pieces, which renumbering cannot repair (see wordpiece.py)."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(400)]
+    weights = [1 / (rank + 1) for rank in range(400)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choices(words, weights, k=12)) for _ in range(3000)))
+    script = (
+        "import sys; from pathlib import Path; from qkv.data.wordpiece import WordPieceTokenizer as W; "
+        "t = W.train(Path(sys.argv[1]).read_text().splitlines(), 200); t.save(Path(sys.argv[2]))"
+    )
+    vocabs = []
+    for run in range(3):
+        out = tmp_path / f"run{run}"
+        out.mkdir()
+        subprocess.run([sys.executable, "-c", script, str(corpus), str(out)], check=True)
+        vocabs.append((out / "vocab.txt").read_text())
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    assert vocabs[0].splitlines()[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
