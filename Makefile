@@ -25,6 +25,7 @@ test: $(STAMP)
 # one JSON line per figure (docs/PERFORMANCE.md has the latest table).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/seq2seq_train.py
+	$(BIN)/python benchmarks/seq2seq_train.py --dtype bfloat16
 	$(BIN)/python benchmarks/gpt.py
 	$(BIN)/python benchmarks/attention_scaling.py
 	$(BIN)/python benchmarks/decoding.py --model runs/multi30k_de_en/best

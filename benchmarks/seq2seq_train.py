@@ -6,6 +6,8 @@ utilisation against the matrix-multiply peak measured in the same run.
 Shape of the Multi30k CPU config: d_model 256, d_ff 1024, 3+3 layers, 8 heads, shared vocab 8,000,
 64 sentences of 24 source and 24 target tokens, dropout 0.1, label smoothing 0.1, Adam.
 One step = forward, loss, backward, optimiser step. Tokens/s counts source + target tokens.
+--dtype bfloat16 runs every contender's forward and loss under bf16 autocast (weights and optimiser
+fp32, as `train.precision = "bf16"`), and MFU is then against the bf16 matrix-multiply peak.
 """
 
 from __future__ import annotations
@@ -98,21 +100,24 @@ def step_flops() -> float:
     return 3 * 2 * B * (enc + dec)
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.matmul(a, b)
     return reps * 2 * n**3 / timed(lambda: [torch.matmul(a, b) for _ in range(reps)])
 
 
-def contender(model: nn.Module, logits_of, steps: int, batches):
+def contender(model: nn.Module, logits_of, steps: int, batches, dtype: torch.dtype):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
     model.train()
 
     def run() -> float:
         def loop():
             for src, tgt_in, tgt_out in batches[:steps]:
-                logits = logits_of(src, tgt_in)
-                loss = F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=0, label_smoothing=0.1)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                    logits = logits_of(src, tgt_in).float()
+                    loss = F.cross_entropy(
+                        logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=0, label_smoothing=0.1
+                    )
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -126,7 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="steps per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     batches = [
@@ -138,18 +145,18 @@ def main() -> None:
         for _ in range(args.steps)
     ]
     ours, marian, torch_tf = qkv_model(), marian_model(), TorchTransformer()
-    peak_before = matmul_peak()
+    peak_before = matmul_peak(dtype)
     rates = alternate(
         {
-            "qkv": contender(ours, lambda s, t: ours(s, t), args.steps, batches),
+            "qkv": contender(ours, lambda s, t: ours(s, t), args.steps, batches, dtype),
             "marian": contender(
-                marian, lambda s, t: marian(input_ids=s, decoder_input_ids=t).logits, args.steps, batches
+                marian, lambda s, t: marian(input_ids=s, decoder_input_ids=t).logits, args.steps, batches, dtype
             ),
-            "nn_transformer": contender(torch_tf, lambda s, t: torch_tf(s, t), args.steps, batches),
+            "nn_transformer": contender(torch_tf, lambda s, t: torch_tf(s, t), args.steps, batches, dtype),
         },
         args.rounds,
     )
-    peak = max(peak_before, matmul_peak())
+    peak = max(peak_before, matmul_peak(dtype))
     flops_per_token = step_flops() / (B * (S + T))
     mfu = {k: v * flops_per_token / peak for k, v in rates.items()}
     report(
@@ -157,7 +164,7 @@ def main() -> None:
         "tokens/s",
         rates,
         "marian",
-        dtype="float32",
+        dtype=args.dtype if args.dtype == "float32" else "bfloat16 autocast (fp32 weights)",
         ratio_vs_nn_transformer=round(rates["qkv"] / rates["nn_transformer"], 3),
         mfu={k: round(v, 3) for k, v in mfu.items()},
         matmul_peak_gflops=round(peak / 1e9, 1),
