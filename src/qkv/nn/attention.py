@@ -55,7 +55,7 @@ def written_out_is_faster(q: Tensor, k: Tensor) -> bool:
     than eq. (1) written out, whose two products run on the bf16 matrix units. Forward + backward with
     4,096 query tokens: 64 keys 38-41 ms against 19-23 ms; even at 128; SDPA ahead from 256 keys, and
     5x at 1,024 (benchmarks/levers/bf16_attention.py)."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) <= 64
+    return q.dtype == torch.bfloat16 and q.device.type == "cpu" and k.size(-2) <= 64  # fp32: one check
 
 
 def attend(
