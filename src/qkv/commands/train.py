@@ -34,6 +34,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"{out}: already holds a run (--resume {out} continues it, --overwrite replaces it)")
     if loop.threads:
         torch.set_num_threads(loop.threads)
+    # A resumed run reads the tokenizer its checkpoint saved instead of training one again: the WordPiece
+    # trainer breaks ties by hash order, so a second training need not give the same vocabulary.
+    run["_resume"] = str(resume) if resume is not None else None
     model, task = TASKS[run["task"]](run, loop)  # reads and checks the data before anything is written
     if resume is not None and read_config(resume)[1] != model.config:
         raise UsageError(f"{resume}/config.json: the model there differs from the one {source} describes")
@@ -43,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if resume is None:
             (out / "metrics.jsonl").unlink(missing_ok=True)
-        resolved = {k: v for k, v in run.items() if k != "_source"} | {"model": model.config.to_dict()}
+        resolved = {k: v for k, v in run.items() if not k.startswith("_")} | {"model": model.config.to_dict()}
         (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
         n_params = sum(p.numel() for p in model.parameters())
         where = f"; {ranks.world} processes ({loop.parallel.upper()})" if ranks.world > 1 else ""

@@ -128,7 +128,10 @@ def build_pretrain(run: dict, loop: LoopConfig):
     source = run["_source"]
     cfg = PretrainDataConfig.from_dict(run["data"], source=f"{source} [data]")
     docs = read_documents(cfg)
-    tok = WordPieceTokenizer.train((s for d in docs for s in d), cfg.vocab_size)
+    if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
+        tok = WordPieceTokenizer.load(run["_resume"])
+    else:
+        tok = WordPieceTokenizer.train((s for d in docs for s in d), cfg.vocab_size)
     sentences = tok.encode_batch([s for d in docs for s in d])
     it = iter(sentences)
     encoded = [[next(it) for _ in d] for d in docs]
@@ -245,7 +248,8 @@ def build_classify(run: dict, loop: LoopConfig):
             body = {k: v for k, v in state.items() if k.startswith(("embed.", "encoder.", "pooler."))}
             model.load_state_dict(body, strict=False)
     else:
-        tok = WordPieceTokenizer.train(train[0], cfg.vocab_size)
+        resumed = run.get("_resume")
+        tok = WordPieceTokenizer.load(resumed) if resumed else WordPieceTokenizer.train(train[0], cfg.vocab_size)
         model_cfg = model_config(
             PRESETS,
             run["model"],

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from qkv.config import Config, require
 from qkv.data.lm import LMData
 from qkv.data.text import read_text
-from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer
+from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer, load_tokenizer
 from qkv.models.gpt import GPT, PRESETS
 from qkv.tasks.common import GeneratorPosition, to_model
 from qkv.train import distributed
@@ -80,7 +80,8 @@ def build(run: dict, loop: LoopConfig):
     source = run["_source"]
     data_cfg = LMDataConfig.from_dict(run["data"], source=f"{source} [data]")
     text = "".join(read_text(f) for f in data_cfg.files)
-    tokenizer = build_tokenizer(data_cfg, text)
+    resumed = run.get("_resume")  # the tokenizer of the run being resumed (commands/train.py says why)
+    tokenizer = load_tokenizer(resumed) if resumed else build_tokenizer(data_cfg, text)
     cfg = model_config(PRESETS, run["model"], source, vocab_size=tokenizer.vocab_size)
     data = LMData(tokenizer.encode(text), data_cfg.val_fraction, cfg.block_size)
     torch.manual_seed(loop.seed)

@@ -122,7 +122,10 @@ def build(run: dict, loop: LoopConfig):
     cfg = TranslationDataConfig.from_dict(run["data"], source=f"{source} [data]")
     train = read_parallel(cfg.train_src, cfg.train_tgt, cfg.empty_lines)
     valid = read_parallel(cfg.valid_src, cfg.valid_tgt, cfg.empty_lines)
-    tokenizer = PairTokenizer.train(train.src, train.tgt, cfg.vocab_size, cfg.shared_vocab)
+    if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
+        tokenizer = PairTokenizer.load(run["_resume"])
+    else:
+        tokenizer = PairTokenizer.train(train.src, train.tgt, cfg.vocab_size, cfg.shared_vocab)
     src_ids, tgt_ids = tokenizer.encode_src(train.src), tokenizer.encode_tgt(train.tgt)
     keep = [i for i in range(len(src_ids)) if len(src_ids[i]) < cfg.max_len and len(tgt_ids[i]) < cfg.max_len]
     dropped = len(src_ids) - len(keep)
