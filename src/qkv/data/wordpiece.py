@@ -34,8 +34,8 @@ class WordPieceTokenizer:
         tok.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
         tok.train_from_iterator(texts, trainer)
-        # The trainer picks the same pieces in every run but numbers them differently from one process
-        # to the next (its alphabet comes out of a hash set). Renumber: the specials, then the pieces in
+        # The trainer numbers its pieces differently from one process to the next (its alphabet comes
+        # out of a hash set), even when it picks the same ones. Renumber: the specials, then the pieces in
         # sorted order, so that the same texts always give the same ids. WordPiece splits a word by
         # longest match against the pieces, so the ids' order does not change any tokenization.
         # (Exact ties in pair counts at the vocabulary's cutoff are broken by hash order too, and can
