@@ -51,7 +51,9 @@ label_smoothing = 0.0
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    text = (run / "metrics.jsonl").read_text()
+    text = text[: text.rfind("\n") + 1]  # a run still writing may have put down only part of its last line
+    lines = [json.loads(x) for x in text.splitlines()]
     return [(r["step"], r["loss"]) for r in lines if "loss" in r]
 
 
