@@ -132,3 +132,53 @@ def test_nsp_pairs_are_half_real_and_real_ones_follow():
         assert segments[: len(p.a) + 2] == [0] * (len(p.a) + 2) and set(segments[len(p.a) + 2 :]) == {1}
     again = nsp_pairs(docs, max_len=64, rng=random.Random(1))
     assert [(p.a, p.b) for p in again] == [(p.a, p.b) for p in pairs]  # seeded: reproducible
+
+
+def _numbered_docs(n_docs: int):
+    """Documents whose every token says where it is: 10 + doc * 1000 + sentence * 10 + position."""
+    import random
+
+    rng = random.Random(0)
+    return [
+        [[10 + d * 1000 + s * 10 + t for t in range(rng.randint(3, 9))] for s in range(rng.randint(8, 30))]
+        for d in range(n_docs)
+    ]
+
+
+def test_held_out_pairs_come_from_documents_never_trained_on():
+    import random
+
+    from qkv.data.bert_pretraining import hold_out_documents
+
+    docs = _numbered_docs(40)
+    train, val = hold_out_documents(docs, 30, max_len=64, rng=random.Random(1))
+    assert len(val) == 30 and 2 <= len(docs) - len(train) < 40
+    held = {p.doc for p in val} | {p.b_doc for p in val}
+    trained_tokens = {t for d in train for s in d for t in s}
+    for p in val:
+        assert not trained_tokens & set(p.a + p.b)  # no held-out text in any training document
+    assert len(held) >= 2
+    with pytest.raises(ValueError, match="held-out pairs"):
+        hold_out_documents(docs[:3], 10_000, max_len=64, rng=random.Random(1))
+
+
+def test_each_pass_draws_new_pairs_and_uses_each_once():
+    """BERT re-pairs its corpus for every copy of it; fixed pairs seen pass after pass get memorised."""
+    from types import SimpleNamespace
+
+    from qkv.tasks.bert import PretrainDataConfig, PretrainTask
+    from qkv.train.loop import LoopConfig
+
+    tok = SimpleNamespace(cls_id=2, sep_id=3, pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4), vocab_size=50_000)
+    task = PretrainTask(PretrainDataConfig(max_len=64), LoopConfig(batch_size=8), tok, _numbered_docs(30), [], 1)
+    task._batch = lambda pairs, generator: pairs  # the pairs themselves, before masking
+    first = list(task.pairs)
+    seen = [tuple(ids) for _ in range(len(first) // 8) for ids, _, _ in task.train_batch()]
+    assert task.pass_ == 0 and len(set(seen)) == len(seen) > len(first) - 8  # one pass: each pair once
+    task.train_batch()
+    second = task.pairs
+    assert task.pass_ == 1 and sorted(second) != sorted(first)
+    for pairs in (first, second):  # each pass about half real next segments (3 standard deviations)
+        assert abs(sum(label == 0 for _, _, label in pairs) / len(pairs) - 0.5) < 3 * (0.25 / len(pairs)) ** 0.5
+    task.shard(1, 2)  # another rank of a multi-process run draws its own pairs for the same pass
+    assert task.pass_ == 1 and sorted(task.pairs) != sorted(second)

@@ -2,7 +2,9 @@
 
 Next-sentence pairs: from a document, segment A is a run of sentences and segment B is the run that
 really follows it (label IsNext) half of the time, and a run from another document otherwise
-(NotNext). The pair is truncated to fit, then packed as [CLS] A [SEP] B [SEP].
+(NotNext). The pair is truncated to fit, then packed as [CLS] A [SEP] B [SEP]. Pairing is random, so
+each pass over the corpus draws new pairs (as BERT's released data pipeline does for each of the copies it
+makes); fixed pairs seen pass after pass get memorised instead of learnt.
 
 Masked LM: 15% of the non-special positions are selected; of those, 80% become [MASK], 10% a random
 token and 10% stay unchanged. Labels are the original ids at selected positions and -100 elsewhere.
@@ -65,6 +67,28 @@ def nsp_pairs(documents: list[list[list[int]]], max_len: int, rng: random.Random
                 pairs.append(SentencePair(a, b, b_doc == d and b_first == a_last + 1, d, a_last, b_doc, b_first))
             start = end if b_doc != d else i  # a real B is used up; after a random B, go on from `end`
     return pairs
+
+
+def hold_out_documents(
+    documents: list[list[list[int]]], n_pairs: int, max_len: int, rng: random.Random
+) -> tuple[list[list[list[int]]], list[SentencePair]]:
+    """Set whole documents aside (in a seeded random order) until their pairs number at least `n_pairs`,
+    and at least two of them (a NotNext B comes from another document). Returns the training documents
+    and `n_pairs` held-out pairs: held out by document, so re-pairing the training documents every pass
+    never puts held-out text into training."""
+    order = [i for i, d in enumerate(documents) if d]
+    rng.shuffle(order)
+    for k in range(2, len(order) - 1):
+        held = [documents[i] for i in order[:k]]
+        pairs = nsp_pairs(held, max_len, rng)
+        if len(pairs) >= n_pairs:
+            rng.shuffle(pairs)
+            kept = set(order[k:])
+            return [d for i, d in enumerate(documents) if i in kept], pairs[:n_pairs]
+    raise ValueError(
+        f"{len(order)} documents cannot give {n_pairs} held-out pairs and still leave two to train on"
+        " (lower data.val_pairs or add documents)"
+    )
 
 
 def pack(pair: SentencePair, cls_id: int, sep_id: int) -> tuple[list[int], list[int]]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from qkv.config import Config, ConfigError, require
-from qkv.data.bert_pretraining import IGNORE, mask_tokens, nsp_pairs, pack
+from qkv.data.bert_pretraining import IGNORE, SentencePair, hold_out_documents, mask_tokens, nsp_pairs, pack
 from qkv.data.padding import pad_sequences
 from qkv.data.text import DataError, read_text
 from qkv.data.wordpiece import WordPieceTokenizer
@@ -34,7 +34,7 @@ class PretrainDataConfig(Config):
     vocab_size: int = 8000
     max_len: int = 128
     mask_prob: float = 0.15
-    val_pairs: int = 1000  # held out for validation loss and MLM/NSP accuracy
+    val_pairs: int = 1000  # for validation loss and MLM/NSP accuracy, from documents set aside whole
 
     def validate(self) -> None:
         require(self.max_len >= 8 and 0 < self.mask_prob < 1 and self.val_pairs >= 1, "bad data settings")
@@ -57,13 +57,36 @@ def read_documents(cfg: PretrainDataConfig) -> list[list[str]]:
     return docs
 
 
+def packed(pair: SentencePair, tok: WordPieceTokenizer) -> tuple[list[int], list[int], int]:
+    """(ids, segment ids, NSP label: 0 IsNext, 1 NotNext) of one pair."""
+    return (*pack(pair, tok.cls_id, tok.sep_id), 0 if pair.is_next else 1)
+
+
 class PretrainTask(GeneratorPosition):
+    """Batches run through one pass of next-sentence pairs in a shuffled order; each pass draws new
+    pairs from the training documents, and each batch new masks (`self.generator`)."""
+
     unit = "tokens"  # what `loss` counts
 
-    def __init__(self, cfg: PretrainDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, pairs, seed: int) -> None:
-        self.cfg, self.loop, self.tok = cfg, loop, tok
-        self.val, self.train = pairs[: cfg.val_pairs], pairs[cfg.val_pairs :]
+    def __init__(
+        self, cfg: PretrainDataConfig, loop: LoopConfig, tok: WordPieceTokenizer, docs, val, seed: int
+    ) -> None:
+        """docs: the training documents as sentences of ids; val: held-out (ids, segments, label) triples."""
+        self.cfg, self.loop, self.tok, self.docs, self.val = cfg, loop, tok, docs, val
         self.generator = torch.Generator().manual_seed(seed)
+        self.seed, self.rank, self.pass_, self.next = seed, 0, 0, 0
+        self._pairs, self._pairs_of = [], None  # the pairs, and the (rank, pass) they were drawn for
+
+    @property
+    def pairs(self) -> list[tuple[list[int], list[int], int]]:
+        """This rank's pairs for pass `self.pass_`, packed and shuffled; drawn (about 3 s on the books)
+        only when the rank or pass changes, so sharding and resuming do not draw them again."""
+        if self._pairs_of != (self.rank, self.pass_):
+            rng = random.Random(f"pairs/{self.seed}/{self.rank}/{self.pass_}")  # str seeds hash alike everywhere
+            self._pairs = [packed(p, self.tok) for p in nsp_pairs(self.docs, self.cfg.max_len, rng)]
+            rng.shuffle(self._pairs)
+            self._pairs_of = (self.rank, self.pass_)
+        return self._pairs
 
     def _batch(self, pairs, generator):
         tokens = pad_sequences([p[0] for p in pairs], self.tok.pad_id)
@@ -77,8 +100,24 @@ class PretrainTask(GeneratorPosition):
         return inputs, segments, labels, torch.tensor([p[2] for p in pairs])
 
     def train_batch(self):
-        index = torch.randint(len(self.train), (self.loop.batch_size,), generator=self.generator).tolist()
-        return self._batch([self.train[i] for i in index], self.generator)
+        if self.next + self.loop.batch_size > len(self.pairs):  # this pass is used up: pair afresh
+            self.pass_, self.next = self.pass_ + 1, 0
+        batch = self.pairs[self.next : self.next + self.loop.batch_size]
+        self.next += self.loop.batch_size
+        return self._batch(batch, self.generator)
+
+    def shard(self, rank: int, world: int) -> None:
+        """Each rank pairs and masks with its own seeds (rank 0 keeps the single-process stream)."""
+        super().shard(rank, world)
+        self.rank = rank
+
+    def state_dict(self):
+        tensors, _ = super().state_dict()
+        return tensors, {"pass": self.pass_, "next": self.next}
+
+    def load_state_dict(self, tensors, extra) -> None:
+        super().load_state_dict(tensors, extra)
+        self.pass_, self.next = extra.get("pass", 0), extra.get("next", 0)
 
     def _losses(self, model, batch):
         inputs, segments, labels, nsp = to_model(batch, model)
@@ -135,10 +174,17 @@ def build_pretrain(run: dict, loop: LoopConfig):
     sentences = tok.encode_batch([s for d in docs for s in d])
     it = iter(sentences)
     encoded = [[next(it) for _ in d] for d in docs]
-    rng = random.Random(loop.seed)
-    pairs = [(*pack(p, tok.cls_id, tok.sep_id), 0 if p.is_next else 1) for p in nsp_pairs(encoded, cfg.max_len, rng)]
-    rng.shuffle(pairs)
-    print(f"pre-training pairs: {len(pairs):,} from {len(docs)} documents ({cfg.val_pairs} held out)", flush=True)
+    try:
+        train_docs, val = hold_out_documents(encoded, cfg.val_pairs, cfg.max_len, random.Random(loop.seed))
+    except ValueError as e:
+        raise DataError(f"{cfg.docs}: {e}") from None
+    task = PretrainTask(cfg, loop, tok, train_docs, [packed(p, tok) for p in val], loop.seed)
+    held = sum(map(bool, encoded)) - len(train_docs)  # non-empty documents set aside
+    print(
+        f"pre-training: {len(task.pairs):,} sentence pairs per pass from {len(train_docs)} documents, drawn"
+        f" afresh each pass; {len(val):,} held-out pairs from {held} other documents",
+        flush=True,
+    )
     model_cfg = model_config(
         PRESETS,
         run["model"],
@@ -149,7 +195,7 @@ def build_pretrain(run: dict, loop: LoopConfig):
         pad_id=tok.pad_id,
     )
     torch.manual_seed(loop.seed)
-    return Bert(model_cfg), PretrainTask(cfg, loop, tok, pairs, loop.seed)
+    return Bert(model_cfg), task
 
 
 @dataclass(frozen=True)
