@@ -114,3 +114,22 @@ def test_decoding_is_batch_invariant(model, beam):
 
 def test_pad_sequences():
     assert pad_sequences([[5, 6], [7]], 0).tolist() == [[5, 6], [7, 0]]
+
+
+@pytest.mark.parametrize("v", [3, 50])
+def test_best_candidates_equal_ranking_every_extension(v):
+    """The shortcut (rank only each beam's n best words) picks what ranking all K*V extensions picks."""
+    from qkv.decoding.beam import best_candidates
+
+    g = torch.Generator().manual_seed(v)
+    a, k, n = 5, 4, 8
+    scores = -torch.rand(a, k, generator=g) * 5
+    scores[0, 1:] = float("-inf")  # a first step: only beam 0 may expand
+    logits = torch.randn(a * k, v, generator=g) * 3
+    logits[3, : v // 2] = float("-inf")  # words a model gives probability 0
+    full = (scores[:, :, None] + logits.log_softmax(-1).view(a, k, v)).view(a, k * v)
+    want_scores, want_index = full.topk(min(n, k * v), dim=-1)
+    got_scores, got_index = best_candidates(scores, logits, n)
+    torch.testing.assert_close(got_scores, want_scores)
+    finite = want_scores > float("-inf")  # impossible extensions tie at -inf, in any order; none is used
+    assert finite.sum() > 0.8 * finite.numel() and torch.equal(got_index[finite], want_index[finite])

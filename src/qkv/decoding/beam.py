@@ -48,10 +48,8 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
     while active:
         step += 1
         logits = model.decode(history[:, -1:], memory, src_mask, cache).logits[:, -1]  # (A*K, V)
-        logp = logits.float().log_softmax(-1)
-        n, v = len(active), logp.size(-1)
-        candidates = (scores[:, :, None] + logp.view(n, k, v)).view(n, k * v)
-        top_scores, top_index = candidates.topk(min(2 * k, k * v), dim=-1)  # (A, 2K): enough to survive K EOS
+        n, v = len(active), logits.size(-1)
+        top_scores, top_index = best_candidates(scores, logits, 2 * k)  # (A, 2K): enough to survive K EOS
         rows, words, new_scores, still = [], [], [], []
         for j, (sent, s_row, i_row) in enumerate(zip(active, top_scores.tolist(), top_index.tolist())):
             survivors = _advance(j, finished[sent], s_row, i_row, history, k, v, c.eos_id, step, alpha)
@@ -82,6 +80,23 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
         scores = torch.tensor(new_scores, device=src.device).view(len(still), k)
         active = still
     return [max(hyps, key=lambda h: h.score) for hyps in finished]
+
+
+def best_candidates(scores: Tensor, logits: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The n best one-word extensions of each sentence's beams: scores (A, K) of the beams so far,
+    logits (A*K, V) of their next word -> (A, n) total scores, best first, and flat beam*V + word indices.
+
+    Score = beam score + log_softmax(logits). A sentence's n best among all K*V extensions are each
+    among their own beam's n best words, so only K*n sums are formed and ranked instead of K*V."""
+    a, k = scores.shape
+    v = logits.size(-1)
+    n_word = min(n, v)
+    logp, words = logits.float().log_softmax(-1).topk(n_word, dim=-1)  # (A*K, n): each beam's best words
+    totals = (scores.reshape(-1, 1) + logp).view(a, k * n_word)
+    best, pick = totals.topk(min(n, k * n_word), dim=-1)  # (A, n) positions in the K*n_word ranked
+    beam = pick // n_word
+    word = words.view(a, k * n_word).gather(1, pick)
+    return best, beam * v + word
 
 
 def _advance(j, finished, scores, indices, history, k, v, eos, step, alpha) -> list[tuple[float, int, int]]:

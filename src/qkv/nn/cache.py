@@ -10,6 +10,7 @@ writes into existing memory instead of concatenating (which would reallocate eve
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -55,8 +56,9 @@ class LayerCache:
             filled = slice(0, self.length)  # copy what is filled, not the spare capacity
             k = self.k.new_empty(len(index), *self.k.shape[1:])
             v = self.v.new_empty(len(index), *self.v.shape[1:])
-            k[:, :, filled] = self.k[:, :, filled].index_select(0, index)
-            v[:, :, filled] = self.v[:, :, filled].index_select(0, index)
+            # selected straight into the new buffers: one copy instead of index_select's and then ours
+            torch.index_select(self.k[:, :, filled], 0, index, out=k[:, :, filled])
+            torch.index_select(self.v[:, :, filled], 0, index, out=v[:, :, filled])
             self.k, self.v = k, v
         if cross_index is not None and self.cross_k is not None:
             self.cross_k = self.cross_k.index_select(0, cross_index)
