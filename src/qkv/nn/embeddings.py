@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from qkv.nn.block import dropout
+
 PositionScheme = Literal["sinusoidal", "learned", "none"]
 
 
@@ -76,7 +78,9 @@ class Embeddings(nn.Module):
 
     def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
         """offset: number of positions before `tokens` (the cached prefix when decoding step by step)."""
-        x = self.tokens(tokens) * self.scale
+        x = self.tokens(tokens)
+        if self.scale != 1.0:
+            x = x * self.scale
         if self.positions is not None:
             x = x + self.positions(offset, tokens.size(1))
-        return self.dropout(x)
+        return dropout(self.dropout, x)
