@@ -85,6 +85,21 @@ def test_fully_padded_row_has_no_nan_forward_or_backward():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
 
 
+def test_dropout_acts_in_training_only():
+    """Dropout (sec 5.4) changes each training forward, and is skipped in evaluation and at p = 0."""
+    torch.manual_seed(0)
+    model = EncoderDecoder(tiny_config(dropout=0.5))
+    src, tgt = random_tokens(2, 6), random_tokens(2, 5)
+    model.train()
+    assert not torch.equal(model(src, tgt), model(src, tgt))
+    model.eval()
+    reference = model(src, tgt)
+    assert torch.equal(reference, model(src, tgt))
+    no_dropout = EncoderDecoder(tiny_config(dropout=0.0)).train()
+    no_dropout.load_state_dict(model.state_dict())
+    torch.testing.assert_close(no_dropout(src, tgt), reference, rtol=0, atol=0)
+
+
 def _reference_block(block: TransformerBlock, x: torch.Tensor, pre: bool) -> torch.Tensor:
     """The sublayer formulas written out: post-LN LN(x + f(x)) (sec 3.1) or pre-LN x + f(LN(x))."""
     attn = lambda h: block.self_attn(h)[0]  # noqa: E731
