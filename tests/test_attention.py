@@ -106,3 +106,24 @@ def test_bf16_on_the_cpu_takes_the_written_out_path_and_agrees(padded, causal):
     assert weights is None and out.dtype == torch.bfloat16
     assert (out.float() - ref).abs().max() <= 0.05
     assert (q16.grad.float() - q32.grad).abs().max() <= 0.05 * q32.grad.abs().max()
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_cross_attention_shares_an_encoder_row_among_consecutive_rows(need_weights):
+    """Beam search passes each sentence's encoder output once for its K beams: the same result as K copies."""
+    from qkv.nn.attention import CrossAttention
+    from qkv.nn.cache import LayerCache
+
+    torch.manual_seed(0)
+    attn = CrossAttention(16, 4).eval()
+    sentences, beams = 3, 4
+    memory = torch.randn(sentences, 5, 16)
+    mask = padding_mask(torch.tensor([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9], [5, 0, 0, 0, 0]]), 0)
+    x = torch.randn(sentences * beams, 2, 16)
+    want, want_w = attn(x, memory.repeat_interleave(beams, 0), mask.repeat_interleave(beams, 0), None, need_weights)
+    got, got_w = attn(x, memory, mask, LayerCache(), need_weights)
+    torch.testing.assert_close(got, want)
+    if need_weights:
+        torch.testing.assert_close(got_w, want_w)
+    with pytest.raises(ValueError, match="cannot share"):
+        attn(torch.randn(7, 1, 16), memory, mask)

@@ -37,7 +37,9 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
     b = src.size(0)
     max_len = ((src != c.pad_id).sum(1) + max_extra).tolist()
     enc = model.encode(src)
-    memory, src_mask = enc.memory.repeat_interleave(k, 0), enc.src_mask.repeat_interleave(k, 0)  # (B*K, S, D)
+    # one encoder row per sentence, shared by its K beams (rows j*K .. j*K+K-1): cross-attention
+    # takes a sentence's K queries in one call, and the encoder keys are projected and kept once
+    memory, src_mask = enc.memory, enc.src_mask  # (B, S, D), (B, 1, 1, S)
     cache = model.new_cache()
     history = torch.full((b * k, 1), c.bos_id, dtype=torch.long, device=src.device)  # (rows, t)
     scores = torch.full((b, k), float("-inf"), device=src.device)
@@ -73,8 +75,7 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
         cross = None
         if len(still) < n:  # a sentence left: keep only the remaining sentences' encoder rows
             remaining = set(still)
-            kept = [j for j, sent in enumerate(active) if sent in remaining]
-            cross = (torch.tensor(kept, device=src.device)[:, None] * k + torch.arange(k, device=src.device)).view(-1)
+            cross = torch.tensor([j for j, sent in enumerate(active) if sent in remaining], device=src.device)
             memory, src_mask = memory.index_select(0, cross), src_mask.index_select(0, cross)
         cache.reorder(index, cross)
         scores = torch.tensor(new_scores, device=src.device).view(len(still), k)

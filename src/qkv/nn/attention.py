@@ -92,12 +92,18 @@ class _HeadsOut(nn.Module):
         self.scale = None if scale == "sqrt_dk" else 1.0  # None: SDPA's own 1/sqrt(d_k)
         self.out = nn.Linear(d_model, d_model)  # W^O
 
-    def _attend(self, q, k, v, mask, is_causal, need_weights):
+    def _attend(self, q, k, v, mask, is_causal, need_weights, groups: int = 1):
+        """q: (B, H, T_q, d_head); k, v: (B / groups, H, T_k, d_head), each key row serving `groups`
+        consecutive query rows (beam search: a sentence's K beams share its encoder output)."""
         p = self.attention_dropout if self.training else 0.0
-        y, w = attend(q, k, v, mask, is_causal, p, need_weights, self.scale)  # (B, H, T_q, d_head)
-        b, _, t, _ = y.shape
-        y = y.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # concat heads: (B, T_q, D)
-        return self.out(y), w
+        b, h, t, d = q.shape
+        if groups > 1:  # fold a group's rows into one row of groups * T_q queries: one attention call each
+            q = q.view(b // groups, groups, h, t, d).transpose(1, 2).reshape(b // groups, h, groups * t, d)
+        y, w = attend(q, k, v, mask, is_causal, p, need_weights, self.scale)  # (B / groups, H, groups * T_q, d_head)
+        y = y.view(b // groups, h, groups, t, d).permute(0, 2, 3, 1, 4)  # (B / groups, groups, T_q, H, d_head)
+        if w is not None:
+            w = w.view(b // groups, h, groups, t, -1).transpose(1, 2).reshape(b, h, t, -1)  # (B, H, T_q, T_k)
+        return self.out(y.reshape(b, t, h * d)), w  # heads concatenated: (B, T_q, D)
 
 
 class SelfAttention(_HeadsOut):
@@ -145,16 +151,20 @@ class CrossAttention(_HeadsOut):
         cache: LayerCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """x: (B, T, D) decoder states; memory: (B, S, D) encoder output; mask: (B, 1, 1, S)."""
+        """x: (B, T, D) decoder states; memory: (B_m, S, D) encoder output; mask: (B_m, 1, 1, S).
+        B_m is B, or B / G when each of its rows serves G consecutive rows of x (beam search passes a
+        sentence's encoder output once for its K beams instead of K copies)."""
         b, t, _ = x.shape
         q = self.q(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
         if cache is not None and cache.cross_k is not None:
             k, v = cache.cross_k, cache.cross_v
         else:
-            s = memory.size(1)
+            b_m, s, _ = memory.shape
             k, v = (
-                self.kv(memory).view(b, s, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-            )  # 2 x (B, H, S, d_head)
+                self.kv(memory).view(b_m, s, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+            )  # 2 x (B_m, H, S, d_head)
             if cache is not None:
                 cache.cross_k, cache.cross_v = k, v
-        return self._attend(q, k, v, mask, False, need_weights)
+        if b % k.size(0):
+            raise ValueError(f"{b} decoder rows cannot share {k.size(0)} encoder rows equally")
+        return self._attend(q, k, v, mask, False, need_weights, groups=b // k.size(0))

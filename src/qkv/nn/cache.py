@@ -18,7 +18,8 @@ class LayerCache:
     """Keys and values of one layer.
 
     k, v: (B, H, capacity, d_head) buffers whose first `length` positions are filled.
-    cross_k, cross_v: (B, H, S, d_head) encoder-side keys/values, or None before the first step.
+    cross_k, cross_v: (B_m, H, S, d_head) encoder-side keys/values, or None before the first step; B_m
+    is B, or B / K in beam search, where a sentence's K beams share one encoder row.
     """
 
     def __init__(self) -> None:
