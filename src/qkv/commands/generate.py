@@ -56,6 +56,6 @@ def add_parsers(sub) -> None:
         "--threads",
         type=int,
         default=0,
-        help="CPU threads (0 = one per core); 1 is faster for small models, whose steps are too small to split",
+        help="CPU threads (0 = one per core); a very small model's steps gain little from a second one",
     )
     gen.set_defaults(handler=cmd_generate)
