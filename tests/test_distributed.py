@@ -89,7 +89,8 @@ def _torchrun(cfg, n, *extra):
         *extra,
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # the head holds what the failing rank printed; the tail, torchrun's summary of which rank died how
+    assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-1500:]
     return done
 
 

@@ -5,23 +5,35 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qkv.commands import UsageError
 
+if TYPE_CHECKING:
+    from qkv.train.distributed import Ranks
+
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from qkv.train import distributed
+
+    ranks = distributed.init()  # several processes when started by torchrun
+    try:
+        return _train(args, ranks)
+    finally:
+        distributed.finish(ranks)
+
+
+def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     import json
 
     import torch
 
     from qkv.checkpoint import read_config
     from qkv.tasks.registry import TASKS
-    from qkv.train import distributed
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import OptimConfig
     from qkv.train.runconfig import load_run_config
 
-    ranks = distributed.init()  # several processes when started by torchrun
     run = load_run_config(args.config, args.set)
     source = run["_source"]
     if run["task"] not in TASKS:

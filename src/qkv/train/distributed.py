@@ -37,6 +37,14 @@ def init() -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
+def finish(ranks: Ranks) -> None:
+    """Leave the process group before the interpreter shuts down. Without this, gloo's worker threads can
+    still hold work (and tensors) when Python finalises, and a rank dies with SIGABRT after training has
+    finished (seen once in CI; pytorch/pytorch#179291 describes the race)."""
+    if ranks.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def device(choice: str) -> torch.device:
     """The device this process trains on: "auto" is CUDA when there is one (under torchrun, the GPU of
     LOCAL_RANK), else the CPU."""
