@@ -116,7 +116,7 @@ def test_pad_sequences():
     assert pad_sequences([[5, 6], [7]], 0).tolist() == [[5, 6], [7, 0]]
 
 
-@pytest.mark.parametrize("v", [3, 50])
+@pytest.mark.parametrize("v", [3, 50, 3000])
 def test_best_candidates_equal_ranking_every_extension(v):
     """The shortcut (rank only each beam's n best words) picks what ranking all K*V extensions picks."""
     from qkv.decoding.beam import best_candidates
@@ -133,3 +133,22 @@ def test_best_candidates_equal_ranking_every_extension(v):
     torch.testing.assert_close(got_scores, want_scores)
     finite = want_scores > float("-inf")  # impossible extensions tie at -inf, in any order; none is used
     assert finite.sum() > 0.8 * finite.numel() and torch.equal(got_index[finite], want_index[finite])
+
+
+@pytest.mark.parametrize("v", [4096, 8000, 5001])
+def test_row_topk_equals_topk(v):
+    """The two-pass top-k returns topk's values, and indices that hold them, for whole and ragged chunks."""
+    from qkv.decoding.beam import row_topk
+
+    g = torch.Generator().manual_seed(v)
+    x = torch.randn(37, v, generator=g)
+    x[:, -1] = 9.0  # a best entry in the last (padded, when ragged) chunk
+    x[1, :100] = 5.0  # ties, more than n of them
+    x[2, : v - 3] = float("-inf")  # fewer finite entries than n
+    want, _ = x.topk(8, dim=-1)
+    got, index = row_topk(x, 8)
+    assert torch.equal(got, want)
+    assert index.min() >= 0 and index.max() < v
+    finite = got > float("-inf")
+    assert torch.equal(x.gather(1, index)[finite], got[finite])
+    assert all(len(set(row)) == 8 for row in index[finite.all(1)].tolist())  # no entry twice

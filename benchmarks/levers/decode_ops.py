@@ -3,6 +3,7 @@
     python benchmarks/levers/decode_ops.py
 
 - argmax against max(-1).indices over (rows, 8,000) logits (greedy decoding);
+- topk(8) against the two-pass `row_topk` over (rows, 8,000) log-probabilities (beam search; session 8);
 - the cache reorder of one (256, 8, 32, 32) buffer with 20 positions filled: index_select into a
   temporary and then a copy, against index_select straight into the new buffer (`out=`);
 - at the small GPT's decoding shapes (one token, width 128): a bare `F.linear`, the same through
@@ -14,6 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from qkv.decoding.beam import row_topk
 
 
 def us(fn, n: int = 2000) -> float:
@@ -33,6 +36,12 @@ for threads in (1, 2):
         print(
             f"{threads} thread(s), ({rows}, 8000): argmax {us(lambda: x.argmax(-1), 300):.0f} us,"
             f" max(-1).indices {us(lambda: x.max(-1).indices, 300):.0f} us"
+        )
+        logp = x.log_softmax(-1)
+        assert torch.equal(logp.topk(8, dim=-1).values, row_topk(logp, 8)[0])
+        print(
+            f"{threads} thread(s), ({rows}, 8000): topk(8) {us(lambda: logp.topk(8, dim=-1), 300):.0f} us,"
+            f" row_topk {us(lambda: row_topk(logp, 8), 300):.0f} us"
         )
 
 torch.set_num_threads(1)

@@ -2,7 +2,9 @@
 batches: greedy's argmax read as max(-1).indices, the cache reorder selecting straight into its new
 buffers, and beam search ranking K*2K candidates instead of K*V.
 
-    python benchmarks/levers/decode_steps.py [--model runs/multi30k_de_en/best]   (needs git)
+    python benchmarks/levers/decode_steps.py [--model runs/multi30k_de_en/best] [--base b8c45af]   (needs git)
+
+--base compares against another commit's decoding code (session 8: 4c79775, before the two-pass top-k).
 
 Prints sentences/s (medians of alternating rounds) and whether the outputs are identical.
 """
@@ -40,11 +42,12 @@ def main() -> None:
     parser.add_argument("--model", default="runs/multi30k_de_en/best")
     parser.add_argument("--src", default="../shared/data/multi30k/test2016.de")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--base", default=BASE, help="the commit whose decoding code is 'before'")
     args = parser.parse_args()
     old = {
-        "greedy": module_at(BASE, "src/qkv/decoding/greedy.py", "greedy_old").greedy_decode,
-        "beam": module_at(BASE, "src/qkv/decoding/beam.py", "beam_old").beam_search,
-        "reorder": module_at(BASE, "src/qkv/nn/cache.py", "cache_old").LayerCache.reorder,
+        "greedy": module_at(args.base, "src/qkv/decoding/greedy.py", "greedy_old").greedy_decode,
+        "beam": module_at(args.base, "src/qkv/decoding/beam.py", "beam_old").beam_search,
+        "reorder": module_at(args.base, "src/qkv/nn/cache.py", "cache_old").LayerCache.reorder,
     }
     new = {"greedy": greedy_new.greedy_decode, "beam": beam_new.beam_search, "reorder": LayerCache.reorder}
 
