@@ -6,6 +6,10 @@
 - topk(8) against the two-pass `row_topk` over (rows, 8,000) log-probabilities (beam search; session 8);
 - the cache reorder of one (256, 8, 32, 32) buffer with 20 positions filled: index_select into a
   temporary and then a copy, against index_select straight into the new buffer (`out=`);
+- the same reorder into new buffers with room for 21 positions instead of the old 32;
+- one-query attention (beam search's self-attention, 256 rows x 8 heads, 20 keys of 32) over keys and
+  values in buffers with room for 21 positions (what a reorder leaves since session 8) against 32 (the
+  doubling capacity it kept before);
 - at the small GPT's decoding shapes (one token, width 128): a bare `F.linear`, the same through
   `nn.Linear`, and an `nn.Dropout` called in evaluation against not called.
 """
@@ -53,12 +57,24 @@ def two_copies():
     new[:, :, :20] = buf[:, :, :20].index_select(0, index)
 
 
-def one_copy():
-    new = buf.new_empty(buf.shape)
+def one_copy(room: int = 32):
+    new = buf.new_empty(256, 8, room, 32)
     torch.index_select(buf[:, :, :20], 0, index, out=new[:, :, :20])
 
 
-print(f"1 thread, reorder: temporary + copy {us(two_copies, 200):.0f} us, out= {us(one_copy, 200):.0f} us")
+print(
+    f"1 thread, reorder: temporary + copy {us(two_copies, 200):.0f} us, out= {us(one_copy, 200):.0f} us;"
+    f" out= into room for 21 positions {us(lambda: one_copy(21), 200):.0f} us"
+)
+
+q = torch.randn(256, 8, 1, 32)
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    took = {}
+    for room in (21, 32):
+        k, v = torch.randn(256, 8, room, 32)[:, :, :20], torch.randn(256, 8, room, 32)[:, :, :20]
+        took[room] = us(lambda: F.scaled_dot_product_attention(q, k, v), 300)
+    print(f"{threads} thread(s), one-query SDPA over 20 keys: room for 21 {took[21]:.0f} us, for 32 {took[32]:.0f} us")
 
 torch.set_num_threads(2)
 h = torch.randn(1, 1, 128)
