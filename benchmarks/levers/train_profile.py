@@ -1,0 +1,53 @@
+"""Where qkv's encoder-decoder training step (the shape of `benchmarks/seq2seq_train.py`) spends its time.
+
+    python benchmarks/levers/train_profile.py [--steps 5]
+
+Forward, label-smoothed loss, backward and Adam step, dropout 0.1, 2 threads, as the benchmark runs
+them. Prints the torch.profiler table (operators by their own time) and the share of the matrix
+products (`mm`, `addmm`, `bmm`): what is left is the most a faster non-matmul path could save.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from seq2seq_train import B, S, T, V, qkv_model  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--steps", type=int, default=5)
+args = parser.parse_args()
+torch.set_num_threads(2)
+torch.manual_seed(0)
+model = qkv_model().train()
+opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+g = torch.Generator().manual_seed(0)
+src, tgt_in, tgt_out = (torch.randint(3, V, (B, n), generator=g) for n in (S, T, T))
+
+
+def step() -> None:
+    logits = model(src, tgt_in)  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=0, label_smoothing=0.1)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+for _ in range(3):  # warm-up: allocator, Adam state
+    step()
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    for _ in range(args.steps):
+        step()
+events = prof.key_averages()
+print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+total = sum(e.self_cpu_time_total for e in events)
+share = {e.key: e.self_cpu_time_total / total for e in events}
+matmul = sum(share.get(k, 0.0) for k in ("aten::mm", "aten::addmm", "aten::bmm"))
+print(f"step {total / args.steps / 1e3:.0f} ms under the profiler; matrix products {matmul:.1%} of it")
+print(f"dropout masks (aten::bernoulli_) {share.get('aten::bernoulli_', 0.0):.1%}")
+softmax = share.get("aten::_log_softmax", 0.0) + share.get("aten::_log_softmax_backward_data", 0.0)
+print(f"log_softmax over the vocabulary, forward and backward {softmax:.1%}")
