@@ -68,8 +68,8 @@ def main() -> None:
                         num_beams=beam,
                         do_sample=False,
                         max_new_tokens=src.size(1) + 50,
-                        early_stopping=True,
-                        length_penalty=0.6 if beam > 1 else 1.0,
+                        # beam-only options only with beams (`transformers` warns that greedy ignores them)
+                        **({"early_stopping": True, "length_penalty": 0.6} if beam > 1 else {}),
                     )
 
         return lambda: len(ids) / timed(run)
