@@ -11,23 +11,16 @@ import cProfile
 import pstats
 
 import torch
+from test2016 import model_and_batches
 from torch.profiler import ProfilerActivity, profile
 
-from qkv.checkpoint import load
-from qkv.data.padding import pad_sequences
-from qkv.data.subword import PairTokenizer
 from qkv.decoding.beam import beam_search
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="runs/multi30k_de_en/best")
 parser.add_argument("--src", default="../shared/data/multi30k/test2016.de")
 args = parser.parse_args()
-model = load(args.model).eval()
-tok = PairTokenizer.load(args.model)
-ids = tok.encode_src(open(args.src, encoding="utf-8").read().splitlines()[:512])
-order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-c = model.config
-batches = [pad_sequences([ids[i] + [c.eos_id] for i in order[j : j + 64]], c.pad_id) for j in range(0, 512, 64)]
+model, batches = model_and_batches(args.model, args.src)
 
 
 def run() -> None:

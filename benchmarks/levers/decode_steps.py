@@ -17,12 +17,10 @@ import time
 import types
 
 import torch
+from test2016 import model_and_batches
 
 import qkv.decoding.beam as beam_new
 import qkv.decoding.greedy as greedy_new
-from qkv.checkpoint import load
-from qkv.data.padding import pad_sequences
-from qkv.data.subword import PairTokenizer
 from qkv.nn.cache import LayerCache
 
 BASE = "b8c45af"
@@ -51,12 +49,8 @@ def main() -> None:
     }
     new = {"greedy": greedy_new.greedy_decode, "beam": beam_new.beam_search, "reorder": LayerCache.reorder}
 
-    model = load(args.model).eval()
-    tok = PairTokenizer.load(args.model)
-    ids = tok.encode_src(open(args.src, encoding="utf-8").read().splitlines()[:512])
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    c = model.config
-    batches = [pad_sequences([ids[i] + [c.eos_id] for i in order[j : j + 64]], c.pad_id) for j in range(0, 512, 64)]
+    model, batches = model_and_batches(args.model, args.src)
+    n = sum(b.size(0) for b in batches)
 
     def run(version: dict, kind: str):
         LayerCache.reorder = version["reorder"]
@@ -65,7 +59,7 @@ def main() -> None:
             outs = [version["greedy"](model, b, b.size(1) + 50).tolist() for b in batches]
         else:
             outs = [[h.tokens for h in version["beam"](model, b, 4, 0.6, 50)] for b in batches]
-        return len(ids) / (time.perf_counter() - start), outs
+        return n / (time.perf_counter() - start), outs
 
     for kind in ("greedy", "beam"):
         rates, outs = {"before": [], "after": []}, {}
