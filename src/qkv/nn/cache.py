@@ -60,7 +60,7 @@ class LayerCache:
             # packed buffers made beam decoding 1.07-1.08x faster end to end (benchmarks/levers/
             # decode_steps.py --base 6fe217f); alone, the copy and one-query attention each gain a few
             # percent (benchmarks/levers/decode_ops.py), the rest is memory traffic
-            b, h, _, d = self.k.shape
+            _, h, _, d = self.k.shape
             k = self.k.new_empty(len(index), h, self.length + 1, d)
             v = self.v.new_empty(len(index), h, self.length + 1, d)
             # selected straight into the new buffers: one copy instead of index_select's and then ours
