@@ -74,7 +74,8 @@ class TranslationTask:
 
     def loss(self, model: EncoderDecoder, batch):
         src, tgt_in, tgt_out = to_model(batch, model)
-        return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, self.eps, model.config.pad_id)
+        # PAD is what _tensors padded with; `model` may be a DistributedDataParallel wrapper (no `config`)
+        return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, self.eps, PAD)
 
     @torch.inference_mode()
     def evaluate(self, model: EncoderDecoder, ranks: Ranks = Ranks()) -> dict[str, float]:
@@ -87,7 +88,7 @@ class TranslationTask:
         eps = self.eps if self.cfg.label_smoothing_eval else 0.0
         for i in distributed.share(len(self.valid_batches), ranks):
             src, tgt_in, tgt_out = to_model(self.valid_batches[i], model)
-            loss, n = label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, eps, model.config.pad_id)
+            loss, n = label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, eps, PAD)
             total, count = total + loss.item(), count + n
         s = distributed.sums({"loss": total, "n": count}, ranks)
         metrics = {"val_loss": s["loss"] / s["n"]}
