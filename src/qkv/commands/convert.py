@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from qkv.commands import UsageError, refuse_nonempty
@@ -10,10 +11,10 @@ from qkv.commands import UsageError, refuse_nonempty
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from qkv.checkpoint import load
-    from qkv.convert import bert, gpt2
+    from qkv.convert import bert, gpt2, marian
     from qkv.convert.common import read_json
 
-    by_model_type, by_family = {"gpt2": gpt2, "bert": bert}, {"gpt": gpt2, "bert": bert}
+    by_model_type, by_family = {"gpt2": gpt2, "bert": bert}, {"gpt": gpt2, "bert": bert, "seq2seq": marian}
     out = Path(args.out)
     refuse_nonempty(out, args.overwrite)
     if args.from_hf:
@@ -29,6 +30,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if model.family not in by_family:
             raise UsageError(f"{args.to_hf}: a {model.family} model has no Hugging Face layout here")
         by_family[model.family].to_hf(model, out, tokenizer_dir=args.to_hf)
+        if model.family == "seq2seq" and model.config.norm_eps != 1e-5:
+            print(
+                f"note: Marian's LayerNorm eps is fixed at 1e-5, this model's is {model.config.norm_eps:g}:"
+                " its logits there differ slightly",
+                file=sys.stderr,
+            )
     print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
     return 0
 
@@ -36,9 +43,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     conv = sub.add_parser(
         "convert",
-        help="convert checkpoints from/to the Hugging Face layout (GPT-2, BERT)",
-        description="--from-hf reads a Hugging Face directory (config.json, model.safetensors, tokenizer "
-        "files) into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout. "
+        help="convert checkpoints from/to the Hugging Face layout (GPT-2, BERT; encoder-decoder to Marian)",
+        description="--from-hf reads a Hugging Face GPT-2 or BERT directory (config.json, model.safetensors, "
+        "tokenizer files) into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout "
+        "(GPT2LMHeadModel, BERT, or MarianMTModel for an encoder-decoder with the paper's configuration). "
         "Only safetensors weights are read, never pickled ones.",
     )
     which = conv.add_mutually_exclusive_group(required=True)

@@ -7,6 +7,10 @@ Transformer does not care how its d_model axis is ordered as long as every weigh
 export permutes that axis everywhere (embeddings, every projection's input or output on the residual
 stream, every LayerNorm): the exported model computes the same function. Marian's LayerNorm has a
 fixed eps of 1e-5, so outputs match exactly only for models with norm_eps = 1e-5.
+
+`qkv convert --to-hf` uses `to_hf`: the model, plus qkv's tokenizer files as they are (Hugging Face
+`tokenizers` JSON, which `PreTrainedTokenizerFast` reads; Marian's own SentencePiece tokenizer is not
+written). Reading Marian checkpoints into qkv is not supported.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import torch
 
 from qkv.checkpoint import CheckpointError
-from qkv.convert.common import write_tensors
+from qkv.convert.common import copy_files, write_tensors
 from qkv.models.seq2seq import EncoderDecoder
 
 
@@ -78,6 +82,17 @@ def to_marian(model: EncoderDecoder, out_dir: str | Path) -> Path:
     cfg = _marian_config(c)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return out_dir
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.src.json", "tokenizer.tgt.json")  # PairTokenizer.save's
+
+
+def to_hf(model: EncoderDecoder, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """`qkv convert --to-hf` for an encoder-decoder: the MarianMTModel directory and the tokenizer file(s)."""
+    to_marian(model, out_dir)
+    if tokenizer_dir is not None:
+        copy_files(Path(tokenizer_dir), Path(out_dir), TOKENIZER_FILES)
+    return Path(out_dir)
 
 
 def _marian_config(c) -> dict:
