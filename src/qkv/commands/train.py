@@ -17,10 +17,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from qkv.train import distributed
 
     ranks = distributed.init()  # several processes when started by torchrun
+    ended = False
     try:
-        return _train(args, ranks)
+        code = _train(args, ranks)
+        ended = True
+        return code
     finally:
-        distributed.finish(ranks)
+        distributed.finish(ranks, together=ended)
 
 
 def _train(args: argparse.Namespace, ranks: Ranks) -> int:

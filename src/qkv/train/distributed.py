@@ -37,11 +37,15 @@ def init() -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
-def finish(ranks: Ranks) -> None:
+def finish(ranks: Ranks, together: bool) -> None:
     """Leave the process group before the interpreter shuts down. Without this, gloo's worker threads can
     still hold work (and tensors) when Python finalises, and a rank dies with SIGABRT after training has
-    finished (seen once in CI; pytorch/pytorch#179291 describes the race)."""
+    finished (seen once in CI; pytorch/pytorch#179291 describes the race). `together`: every rank ended
+    normally, so they first meet at a barrier and none closes its connections while rank 0 is still
+    writing its last checkpoint (after an error the others may never arrive: no barrier then)."""
     if ranks.world > 1 and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
