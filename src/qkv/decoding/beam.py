@@ -109,14 +109,16 @@ def row_topk(x: Tensor, n: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
     r, v = x.shape
     if v < 4 * n * chunk:  # too few chunks for the first pass to rule much out
         return x.topk(n, dim=-1)
-    if v % chunk:  # pad to whole chunks with entries that lose to every real one
-        x = torch.nn.functional.pad(x, (0, chunk - v % chunk), value=float("-inf"))
-    chunks = x.view(r, -1, chunk)  # (R, C, chunk)
+    whole = v - v % chunk  # entries past the last whole chunk are candidates anyway (no padded copy)
+    chunks = x[:, :whole].view(r, -1, chunk)  # (R, C, chunk)
     best_chunks = chunks.amax(-1).topk(n, dim=-1).indices  # (R, n)
     candidates = chunks.gather(1, best_chunks[:, :, None].expand(r, n, chunk)).view(r, n * chunk)
-    values, at = candidates.topk(n, dim=-1)  # (R, n), positions among the candidates
-    index = best_chunks.gather(1, at // chunk) * chunk + at % chunk
-    return values, index.clamp_(max=v - 1)  # a padding entry wins only in a row with < n finite ones
+    if whole == v:
+        values, at = candidates.topk(n, dim=-1)  # (R, n), positions among the candidates
+        return values, best_chunks.gather(1, at // chunk) * chunk + at % chunk
+    values, at = torch.cat([candidates, x[:, whole:]], 1).topk(n, dim=-1)  # the tail's entries after the chunks'
+    index = best_chunks.gather(1, (at // chunk).clamp(max=n - 1)) * chunk + at % chunk
+    return values, torch.where(at < n * chunk, index, at - n * chunk + whole)
 
 
 def _advance(j, finished, scores, indices, history, k, v, eos, step, alpha) -> list[tuple[float, int, int]]:
