@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench bench-gpu setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gpt.py
 	$(BIN)/python benchmarks/attention_scaling.py
 	$(BIN)/python benchmarks/decoding.py --model runs/multi30k_de_en/best
+
+bench-gpu:  # on a machine with a CUDA GPU; PYTHON= an interpreter whose torch has CUDA (see benchmarks/gpu.sh)
+	bash benchmarks/gpu.sh
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -9,6 +10,12 @@ import time
 from typing import Callable
 
 import torch
+
+
+def device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where both contenders run (default: cpu)"
+    )
 
 
 def environment() -> dict:
@@ -25,7 +32,8 @@ def environment() -> dict:
     except OSError:
         pass
     return {
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({cpu})",
+        # the GPU only when this process used it: a CPU run on a machine with a GPU is still a CPU run
+        "device": torch.cuda.get_device_name() if torch.cuda.is_initialized() else f"cpu ({cpu})",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -44,9 +52,17 @@ def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[s
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
+def sync() -> None:
+    """Wait for queued GPU work (CUDA runs asynchronously: a host clock read without this times the launches)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], None]) -> float:
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 

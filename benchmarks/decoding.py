@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import alternate, report, timed  # noqa: E402
+from common import alternate, device_argument, report, timed  # noqa: E402
 
 from qkv.checkpoint import load  # noqa: E402
 from qkv.convert.marian import to_marian  # noqa: E402
@@ -35,6 +35,7 @@ def main() -> None:
     # five alternating rounds, the median of each side: with two, single runs moved 10% (mostly the
     # reference's rate), about 30 s more per run
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median of each is reported")
+    device_argument(parser)
     args = parser.parse_args()
     import transformers
 
@@ -44,7 +45,7 @@ def main() -> None:
             f'make one with: qkv train configs/multi30k_de_en.toml"}}'
         )
         return
-    model = load(args.model)
+    model = load(args.model).to(args.device)
     tok = PairTokenizer.load(args.model)
     ids = tok.encode_src(read_lines(args.src)[: args.sentences])
     ids.sort(key=len)
@@ -52,7 +53,7 @@ def main() -> None:
     c = model.config
     with tempfile.TemporaryDirectory() as d:
         to_marian(model, d)
-        hf = transformers.MarianMTModel.from_pretrained(d).eval()
+        hf = transformers.MarianMTModel.from_pretrained(d).eval().to(args.device)
 
     def ours(beam):
         return lambda: len(ids) / timed(lambda: [translate_ids(model, b, beam) for b in batches])
@@ -61,7 +62,7 @@ def main() -> None:
         def run():
             with torch.inference_mode():
                 for b in batches:
-                    src = pad_sequences([x + [c.eos_id] for x in b], c.pad_id)
+                    src = pad_sequences([x + [c.eos_id] for x in b], c.pad_id).to(args.device)
                     hf.generate(
                         src,
                         attention_mask=(src != c.pad_id).long(),

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import alternate, report, timed  # noqa: E402
+from common import alternate, device_argument, report, timed  # noqa: E402
 
 from qkv.convert.gpt2 import from_hf  # noqa: E402
 from qkv.decoding.generate import generate  # noqa: E402
 
 
-def pair(n_layer: int, n_head: int, n_embd: int, vocab: int, n_positions: int):
+def pair(n_layer: int, n_head: int, n_embd: int, vocab: int, n_positions: int, device: str = "cpu"):
     """A random HF GPT-2 and the same weights as a qkv GPT (through the production converter)."""
     import transformers
 
@@ -46,13 +46,13 @@ def pair(n_layer: int, n_head: int, n_embd: int, vocab: int, n_positions: int):
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         ours = from_hf(d, Path(d) / "qkv")
-    return hf, ours
+    return hf.to(device), ours.to(device)
 
 
-def bench_training(steps: int, rounds: int) -> dict:
-    hf, ours = pair(4, 4, 128, 65, 64)
+def bench_training(steps: int, rounds: int, device: str) -> dict:
+    hf, ours = pair(4, 4, 128, 65, 64, device)
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, 65, (12, 65), generator=g) for _ in range(steps)]
+    batches = [torch.randint(0, 65, (12, 65), generator=g).to(device) for _ in range(steps)]
 
     def contender(model, logits_of):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
@@ -85,11 +85,11 @@ def bench_training(steps: int, rounds: int) -> dict:
     )
 
 
-def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, uncached: bool) -> dict:
-    hf, ours = pair(*shape)
+def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, uncached: bool, device: str) -> dict:
+    hf, ours = pair(*shape, device)
     hf.eval()
     hf.generation_config.eos_token_id = None
-    prompt = torch.randint(0, shape[3], (1, 16), generator=torch.Generator().manual_seed(1))
+    prompt = torch.randint(0, shape[3], (1, 16), generator=torch.Generator().manual_seed(1)).to(device)
 
     def run_qkv() -> float:
         return new_tokens / timed(lambda: list(generate(ours, prompt[0].tolist(), new_tokens, temperature=0.0)))
@@ -142,13 +142,19 @@ def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, unca
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    device_argument(parser)
     args = parser.parse_args()
     r = 1 if args.quick else 5
-    bench_training(steps=10 if args.quick else 50, rounds=r)
+    bench_training(steps=10 if args.quick else 50, rounds=r, device=args.device)
     # the small model's round takes about a second: 3x the rounds for a steadier median, at little cost
-    bench_generation("small", (4, 4, 128, 65, 512), 256, 3 * r, uncached=True)
+    bench_generation("small", (4, 4, 128, 65, 512), 256, 3 * r, uncached=True, device=args.device)
     bench_generation(
-        "gpt2-124M", (12, 12, 768, 50257, 1024), 64 if args.quick else 256, 1 if args.quick else 3, uncached=True
+        "gpt2-124M",
+        (12, 12, 768, 50257, 1024),
+        64 if args.quick else 256,
+        1 if args.quick else 3,
+        uncached=True,
+        device=args.device,
     )
 
 

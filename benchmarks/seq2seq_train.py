@@ -8,6 +8,8 @@ Shape of the Multi30k CPU config: d_model 256, d_ff 1024, 3+3 layers, 8 heads, s
 One step = forward, loss, backward, optimiser step. Tokens/s counts source + target tokens.
 --dtype bfloat16 runs every contender's forward and loss under bf16 autocast (weights and optimiser
 fp32, as `train.precision = "bf16"`), and MFU is then against the bf16 matrix-multiply peak.
+--device cuda runs the same on the GPU (there --batch 512 fills the chip better than the CPU's 64);
+--compile MODE runs all three through torch.compile; --shape base is the paper's base model instead.
 """
 
 from __future__ import annotations
@@ -16,41 +18,63 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import alternate, report, timed  # noqa: E402
+from common import alternate, device_argument, report, timed  # noqa: E402
 
 from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig  # noqa: E402
 from qkv.nn.embeddings import sinusoid_table  # noqa: E402
 
-D, FF, LAYERS, HEADS, V, B, S, T = 256, 1024, 3, 8, 8000, 64, 24, 24
+
+class Shape(NamedTuple):
+    d: int
+    ff: int
+    layers: int  # encoder layers = decoder layers
+    heads: int
+    vocab: int  # shared by source and target
+    src_len: int  # tokens per source sentence
+    tgt_len: int
 
 
-def qkv_model():
+SHAPES = {
+    "multi30k": Shape(256, 1024, 3, 8, 8000, 24, 24),  # the Multi30k CPU config (the issue's shape)
+    "base": Shape(512, 2048, 6, 8, 37000, 32, 32),  # the paper's base model (Table 3), for a GPU
+}
+
+
+def qkv_model(x: Shape):
     return EncoderDecoder(
         Seq2SeqConfig(
-            V, V, d_model=D, n_heads=HEADS, n_encoder_layers=LAYERS, n_decoder_layers=LAYERS, d_ff=FF, dropout=0.1
+            x.vocab,
+            x.vocab,
+            d_model=x.d,
+            n_heads=x.heads,
+            n_encoder_layers=x.layers,
+            n_decoder_layers=x.layers,
+            d_ff=x.ff,
+            dropout=0.1,
         )
     )
 
 
-def marian_model():
+def marian_model(x: Shape):
     import transformers
 
     cfg = transformers.MarianConfig(
-        vocab_size=V,
-        decoder_vocab_size=V,
-        d_model=D,
-        encoder_layers=LAYERS,
-        decoder_layers=LAYERS,
-        encoder_attention_heads=HEADS,
-        decoder_attention_heads=HEADS,
-        encoder_ffn_dim=FF,
-        decoder_ffn_dim=FF,
+        vocab_size=x.vocab,
+        decoder_vocab_size=x.vocab,
+        d_model=x.d,
+        encoder_layers=x.layers,
+        decoder_layers=x.layers,
+        encoder_attention_heads=x.heads,
+        decoder_attention_heads=x.heads,
+        encoder_ffn_dim=x.ff,
+        decoder_ffn_dim=x.ff,
         activation_function="relu",
         dropout=0.1,
         attention_dropout=0.0,
@@ -68,17 +92,17 @@ def marian_model():
 class TorchTransformer(nn.Module):
     """torch.nn.Transformer with the embeddings, sinusoidal positions and tied output layer it lacks."""
 
-    def __init__(self):
+    def __init__(self, x: Shape):
         super().__init__()
-        self.embed = nn.Embedding(V, D)
-        self.register_buffer("pe", sinusoid_table(64, D))
-        self.core = nn.Transformer(D, HEADS, LAYERS, LAYERS, FF, dropout=0.1, batch_first=True)
-        self.out = nn.Linear(D, V, bias=False)
+        self.embed = nn.Embedding(x.vocab, x.d)
+        self.register_buffer("pe", sinusoid_table(64, x.d))
+        self.core = nn.Transformer(x.d, x.heads, x.layers, x.layers, x.ff, dropout=0.1, batch_first=True)
+        self.out = nn.Linear(x.d, x.vocab, bias=False)
         self.out.weight = self.embed.weight
 
     def forward(self, src, tgt):
-        e = lambda x: self.embed(x) * math.sqrt(D) + self.pe[: x.size(1)]  # noqa: E731
-        mask = nn.Transformer.generate_square_subsequent_mask(tgt.size(1))
+        e = lambda x: self.embed(x) * math.sqrt(self.embed.embedding_dim) + self.pe[: x.size(1)]  # noqa: E731
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.size(1), device=tgt.device)
         h = self.core(
             e(src),
             e(tgt),
@@ -90,39 +114,42 @@ class TorchTransformer(nn.Module):
         return self.out(h)
 
 
-def step_flops() -> float:
-    """Matrix-multiply FLOPs of one training step (forward x 3 for forward + backward)."""
+def step_flops(x: Shape, b: int) -> float:
+    """Matrix-multiply FLOPs of one training step of b sentence pairs (forward x 3 for forward + backward)."""
+    D, FF, LAYERS, V, S, T = x.d, x.ff, x.layers, x.vocab, x.src_len, x.tgt_len
     enc = LAYERS * (4 * D * D + 2 * D * FF) * S + LAYERS * 2 * S * S * D  # projections + QK^T, AV
     dec = (
         LAYERS * (4 * D * D + 2 * D * FF + 2 * D * D) * T + LAYERS * 2 * D * D * S
     )  # self, ffn, cross q/out; cross k/v
     dec += LAYERS * (2 * T * T * D + 2 * T * S * D) + D * V * T  # self and cross attention scores/values; output layer
-    return 3 * 2 * B * (enc + dec)
+    return 3 * 2 * b * (enc + dec)
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, device: str, reps: int = 10) -> float:
+    n = 8192 if device == "cuda" else 2048  # a GPU needs the larger product to reach its peak
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     torch.matmul(a, b)
     return reps * 2 * n**3 / timed(lambda: [torch.matmul(a, b) for _ in range(reps)])
 
 
 def contender(model: nn.Module, logits_of, steps: int, batches, dtype: torch.dtype):
+    device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
     model.train()
 
     def run() -> float:
         def loop():
             for src, tgt_in, tgt_out in batches[:steps]:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                     logits = logits_of(src, tgt_in).float()
                     loss = F.cross_entropy(
-                        logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=0, label_smoothing=0.1
+                        logits.flatten(0, 1), tgt_out.reshape(-1), ignore_index=0, label_smoothing=0.1
                     )
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-        return steps * B * (S + T) / timed(loop)
+        return steps * (batches[0][0].numel() + batches[0][1].numel()) / timed(loop)
 
     return run
 
@@ -132,32 +159,46 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--batch", type=int, default=64, help="sentence pairs per step (default: 64)")
+    parser.add_argument("--shape", choices=list(SHAPES), default="multi30k", help="model shape (default: multi30k)")
+    parser.add_argument(
+        "--compile",
+        choices=["off", "default", "reduce-overhead"],
+        default="off",
+        help="run every contender through torch.compile in this mode (default: off)",
+    )
+    device_argument(parser)
     args = parser.parse_args()
+    b, x = args.batch, SHAPES[args.shape]
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     batches = [
         (
-            torch.randint(3, V, (B, S), generator=g),
-            torch.randint(3, V, (B, T), generator=g),
-            torch.randint(3, V, (B, T), generator=g),
+            torch.randint(3, x.vocab, (b, x.src_len), generator=g).to(args.device),
+            torch.randint(3, x.vocab, (b, x.tgt_len), generator=g).to(args.device),
+            torch.randint(3, x.vocab, (b, x.tgt_len), generator=g).to(args.device),
         )
         for _ in range(args.steps)
     ]
-    ours, marian, torch_tf = qkv_model(), marian_model(), TorchTransformer()
-    peak_before = matmul_peak(dtype)
-    rates = alternate(
-        {
-            "qkv": contender(ours, lambda s, t: ours(s, t), args.steps, batches, dtype),
-            "marian": contender(
-                marian, lambda s, t: marian(input_ids=s, decoder_input_ids=t).logits, args.steps, batches, dtype
-            ),
-            "nn_transformer": contender(torch_tf, lambda s, t: torch_tf(s, t), args.steps, batches, dtype),
-        },
-        args.rounds,
-    )
-    peak = max(peak_before, matmul_peak(dtype))
-    flops_per_token = step_flops() / (B * (S + T))
+    ours, marian, torch_tf = (m.to(args.device) for m in (qkv_model(x), marian_model(x), TorchTransformer(x)))
+    # with --compile every contender runs through torch.compile (the same mode), each warmed up once
+    # before the timed rounds so that no round pays for compiling
+    fwd = {m: m if args.compile == "off" else torch.compile(m, mode=args.compile) for m in (ours, marian, torch_tf)}
+    contenders = {
+        "qkv": contender(ours, lambda s, t: fwd[ours](s, t), args.steps, batches, dtype),
+        "marian": contender(
+            marian, lambda s, t: fwd[marian](input_ids=s, decoder_input_ids=t).logits, args.steps, batches, dtype
+        ),
+        "nn_transformer": contender(torch_tf, lambda s, t: fwd[torch_tf](s, t), args.steps, batches, dtype),
+    }
+    if args.compile != "off":
+        for run in contenders.values():
+            run()
+    peak_before = matmul_peak(dtype, args.device)
+    rates = alternate(contenders, args.rounds)
+    peak = max(peak_before, matmul_peak(dtype, args.device))
+    flops_per_token = step_flops(x, b) / (b * (x.src_len + x.tgt_len))
     mfu = {k: v * flops_per_token / peak for k, v in rates.items()}
     report(
         "seq2seq_train_tokens_per_s",
@@ -165,10 +206,12 @@ def main() -> None:
         rates,
         "marian",
         dtype=args.dtype if args.dtype == "float32" else "bfloat16 autocast (fp32 weights)",
+        compile=args.compile,
         ratio_vs_nn_transformer=round(rates["qkv"] / rates["nn_transformer"], 3),
         mfu={k: round(v, 3) for k, v in mfu.items()},
         matmul_peak_gflops=round(peak / 1e9, 1),
-        shape=f"d {D}, ff {FF}, {LAYERS}+{LAYERS} layers, {HEADS} heads, vocab {V}, {B} x ({S}+{T}) tokens",
+        shape=f"{args.shape}: d {x.d}, ff {x.ff}, {x.layers}+{x.layers} layers, {x.heads} heads, vocab {x.vocab}, "
+        f"{b} x ({x.src_len}+{x.tgt_len}) tokens",
     )
 
 

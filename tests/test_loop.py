@@ -2,8 +2,10 @@
 
 import json
 
+import pytest
 import torch
 
+from qkv.checkpoint import load
 from qkv.data.lm import LMData
 from qkv.data.tokenizers import CharTokenizer
 from qkv.models.gpt import GPT, GPTConfig
@@ -51,3 +53,20 @@ def test_max_minutes_stops_with_a_final_checkpoint(tmp_path):
     assert json.loads((tmp_path / "last" / "trainer_state.json").read_text())["step"] == 1
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in r for r in records)
+
+
+def test_compiled_training_follows_eager_training_and_saves_plain_weights(tmp_path):
+    from torch._dynamo.utils import counters
+
+    results = {}
+    counters.clear()
+    for mode in ("off", "default"):
+        loop = LoopConfig(steps=6, batch_size=8, eval_every=3, log_every=1, compile=mode)
+        model, task = _setup(loop)
+        (tmp_path / mode).mkdir()
+        fit(model, task, loop, OptimConfig(schedule="constant", lr=3e-3), tmp_path / mode, progress=False)
+        lines = [json.loads(x) for x in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
+        results[mode] = [r["loss"] for r in lines if "loss" in r] + [r["val_loss"] for r in lines if "val_loss" in r]
+        assert type(load(tmp_path / mode / "best")) is GPT  # the checkpoint names no compile wrapper
+    assert counters["stats"]["unique_graphs"] >= 1  # the "default" run did go through the compiler
+    assert len(results["off"]) == 8 and results["default"] == pytest.approx(results["off"], rel=1e-5)

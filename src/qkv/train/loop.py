@@ -4,6 +4,7 @@ this loop owns the optimiser, schedule, clipping, accumulation, checkpoints and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -47,6 +48,11 @@ class LoopConfig(Config):
     # with several processes: "ddp" replicates the model on every rank; "fsdp" shards parameters,
     # gradients and optimiser state across them (for models that do not fit one device; train/fsdp.py)
     parallel: Literal["ddp", "fsdp"] = "ddp"
+    # torch.compile the training forward (evaluation stays eager). "reduce-overhead" also replays CUDA
+    # graphs: on a GPU, where launching kernels sets the pace of a small model, it ran the benchmark's
+    # seq2seq step 3.9x faster. Off by default: on the 2-core CPU the compiled step ran 0.87x eager, every
+    # run pays the compile (20-60 s), and each new batch shape recompiles (docs/PERFORMANCE.md, levers).
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every"):
@@ -101,6 +107,9 @@ class MetricsLog:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
+    def close(self) -> None:
+        self.file.close()
+
 
 class StopSignals:
     """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second signal acts at
@@ -150,8 +159,12 @@ def resumable_checkpoint(path: Path) -> Path:
     raise CheckpointError(f"{path}: no resumable checkpoint (expected {path}/last/training_state.safetensors)")
 
 
-def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, step: int, device, ranks: Ranks):
+_COMPILE_MODES = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune"}
+
+
+def _train_step(model, forward, task, optimizer, loop: LoopConfig, optim: OptimConfig, step: int, device, ranks: Ranks):
     """One optimiser step over grad_accum micro-batches; returns (summed loss, items) of this rank.
+    `forward` is the model the loss calls: `model` itself, or its torch.compile wrapper.
 
     Each micro-batch's loss is divided by the items of that micro-batch on all ranks together, times
     the number of ranks, so that DDP's averaging of gradients gives exactly the gradient of the mean
@@ -162,7 +175,7 @@ def _train_step(model, task, optimizer, loop: LoopConfig, optim: OptimConfig, st
         sync = ranks.world == 1 or micro == loop.grad_accum - 1
         with fsdp.gradient_sync(model, sync):  # forward and backward both inside
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.precision == "bf16"):
-                loss, n = task.loss(model, task.train_batch())
+                loss, n = task.loss(forward, task.train_batch())
             if not torch.isfinite(loss):
                 where = f"step {step}, micro-batch {micro + 1} of {loop.grad_accum}: loss is {loss.item()}"
                 optimizer.zero_grad(set_to_none=True)
@@ -263,6 +276,7 @@ def fit(
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
     if ranks.world > 1 and loop.parallel == "ddp":
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = model if loop.compile == "off" else torch.compile(model, mode=_COMPILE_MODES[loop.compile])
     log = MetricsLog(out / "metrics.jsonl") if ranks.main else None
     bar = tqdm(
         range(first, loop.steps + 1),
@@ -273,14 +287,14 @@ def fit(
     )
     window_items, window_start = 0, time.perf_counter()
     started, step, interrupted = time.perf_counter(), first - 1, None
-    with StopSignals() as signals:
+    with StopSignals() as signals, contextlib.closing(log) if log is not None else contextlib.nullcontext():
         for step in bar:
             out_of_time = loop.max_minutes > 0 and time.perf_counter() - started >= 60 * loop.max_minutes
             model.train()
             lr = optim.lr_at(step, core.config.d_model)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            total, items = _train_step(model, task, optimizer, loop, optim, step, device, ranks)
+            total, items = _train_step(model, forward, task, optimizer, loop, optim, step, device, ranks)
             out_of_time = _agree_to_stop(out_of_time, signals, ranks)
             window_items += items
             if log is not None and (step % loop.log_every == 0 or step == loop.steps):
