@@ -1,12 +1,13 @@
-"""Lever: where the encoder-decoder training step spends its time on a GPU, and what torch.compile gives.
+"""Lever: what torch.compile gives the encoder-decoder training step, and (on a GPU) where its time goes.
 
-    python benchmarks/levers/gpu_step.py --batch 512          # on a machine with a CUDA GPU
+    python benchmarks/levers/compiled_step.py --device cuda --batch 512   # bf16 autocast on a CUDA GPU
+    python benchmarks/levers/compiled_step.py --device cpu --dtype float32 --batch 64 --modes default
 
-The benchmark's step (benchmarks/seq2seq_train.py, bf16 autocast) for qkv and MarianMTModel:
-1. eager tokens/s, and the share of the wall time the GPU spends in kernels (profiler), with the
-   number of kernels a step launches: a low share means the host (Python, dispatch) sets the pace;
-2. tokens/s of each model under torch.compile (default mode, then "reduce-overhead", which replays
-   CUDA graphs), compile time excluded, each against its own eager rate in the same process.
+The benchmark's step (benchmarks/seq2seq_train.py) for qkv and MarianMTModel:
+1. on a GPU: the share of the wall time the GPU spends in kernels (profiler), with the number of
+   kernels a step launches: a low share means the host (Python, dispatch) sets the pace;
+2. tokens/s of each model under torch.compile (default mode; on a GPU also "reduce-overhead", which
+   replays CUDA graphs), compile time excluded, each against its own eager rate in the same process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from common import alternate, environment, sync  # noqa: E402
+from common import alternate, device_argument, environment, sync  # noqa: E402
 from seq2seq_train import SHAPES, contender, marian_model, qkv_model  # noqa: E402
 
 
@@ -44,33 +45,39 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    parser.add_argument("--modes", nargs="+", default=["default", "reduce-overhead"], help="torch.compile modes")
+    device_argument(parser)
     args = parser.parse_args()
+    device, dtype = args.device, getattr(torch, args.dtype)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     x = SHAPES["multi30k"]
+    lengths = (x.src_len, x.tgt_len, x.tgt_len)
     batches = [
-        tuple(torch.randint(3, x.vocab, (args.batch, n), generator=g).cuda() for n in (x.src_len, x.tgt_len, x.tgt_len))
+        tuple(torch.randint(3, x.vocab, (args.batch, n), generator=g).to(device) for n in lengths)
         for _ in range(args.steps)
     ]
-    bf16 = torch.bfloat16
-    models = {"qkv": qkv_model(x).cuda(), "marian": marian_model(x).cuda()}
+    models = {"qkv": qkv_model(x).to(device), "marian": marian_model(x).to(device)}
     logits = {
         "qkv": lambda m: lambda s, t: m(s, t),
         "marian": lambda m: lambda s, t: m(input_ids=s, decoder_input_ids=t).logits,
     }
-    out = {"lever": "gpu_step", "batch": args.batch, "dtype": "bfloat16 autocast"}
+    out = {"lever": "compiled_step", "batch": args.batch, "dtype": args.dtype}
     for name, model in models.items():
-        run = contender(model, logits[name](model), args.steps, batches, bf16)
+        if device != "cuda":
+            break
+        run = contender(model, logits[name](model), args.steps, batches, dtype)
         try:
             out[f"{name}_eager_profile"] = kernel_share(run, args.steps)
         except Exception as err:  # the profiler's event fields move between torch versions
             out[f"{name}_eager_profile"] = f"{type(err).__name__}: {err}"
-    for mode in ("default", "reduce-overhead"):
+    for mode in args.modes:
         contenders = {}
         for name, model in models.items():
             compiled = torch.compile(model, mode=None if mode == "default" else mode)
-            contenders[f"{name}_eager"] = contender(model, logits[name](model), args.steps, batches, bf16)
-            fast = contender(model, logits[name](compiled), args.steps, batches, bf16)
+            contenders[f"{name}_eager"] = contender(model, logits[name](model), args.steps, batches, dtype)
+            fast = contender(model, logits[name](compiled), args.steps, batches, dtype)
             start = time.perf_counter()
             try:
                 fast(), fast()  # compile (forward and backward), then one warm run
