@@ -159,9 +159,6 @@ def resumable_checkpoint(path: Path) -> Path:
     raise CheckpointError(f"{path}: no resumable checkpoint (expected {path}/last/training_state.safetensors)")
 
 
-_COMPILE_MODES = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune"}
-
-
 def _train_step(model, forward, task, optimizer, loop: LoopConfig, optim: OptimConfig, step: int, device, ranks: Ranks):
     """One optimiser step over grad_accum micro-batches; returns (summed loss, items) of this rank.
     `forward` is the model the loss calls: `model` itself, or its torch.compile wrapper.
@@ -276,7 +273,10 @@ def fit(
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
     if ranks.world > 1 and loop.parallel == "ddp":
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = model if loop.compile == "off" else torch.compile(model, mode=_COMPILE_MODES[loop.compile])
+    if loop.compile == "off":
+        forward = model
+    else:  # torch names its default mode None
+        forward = torch.compile(model, mode=None if loop.compile == "default" else loop.compile)
     log = MetricsLog(out / "metrics.jsonl") if ranks.main else None
     bar = tqdm(
         range(first, loop.steps + 1),
