@@ -10,7 +10,8 @@ MODEL=${MODEL:-runs/multi30k_de_en/best}
 SRC=${SRC:-../shared/data/multi30k/test2016.de}
 status=0
 run() { echo "+ $*" >&2; "$PYTHON" "$@" || status=1; }
-"$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "torch sees no CUDA device")' || exit 2
+command -v "$PYTHON" >/dev/null || { echo "gpu.sh: no interpreter $PYTHON (run make setup, or set PYTHON=)" >&2; exit 2; }
+"$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu.sh: torch sees no CUDA device")' || exit 2
 run benchmarks/seq2seq_train.py --device cuda
 run benchmarks/seq2seq_train.py --device cuda --dtype bfloat16
 run benchmarks/seq2seq_train.py --device cuda --dtype bfloat16 --batch 512
