@@ -50,7 +50,7 @@ class LoopConfig(Config):
     parallel: Literal["ddp", "fsdp"] = "ddp"
     # torch.compile the training forward (evaluation stays eager). "reduce-overhead" also replays CUDA
     # graphs: on an H100, where launching kernels sets the pace of a small model, it ran the benchmark's
-    # seq2seq step 3.9x faster. Off by default: on the 2-core CPU the compiled step ran 0.83x eager, every
+    # seq2seq step 3.5-3.9x faster. Off by default: on the 2-core CPU the compiled step ran 0.83x eager, every
     # run pays the compile (10-30 s), and each new batch shape recompiles (docs/PERFORMANCE.md, levers).
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
 
