@@ -96,10 +96,10 @@ def main() -> None:
     name = "attention_scaling.png" if device == "cpu" else "attention_scaling_cuda.png"
     gpu = torch.cuda.get_device_name().removeprefix("NVIDIA ") if device == "cuda" else ""
     where = "CPU, float32" if device == "cpu" else f"{gpu}, {args.dtype}"
-    plot(rows, Path(__file__).resolve().parents[1] / "docs" / "img" / name, where)
+    plot(rows, Path(__file__).resolve().parents[1] / "docs" / "img" / name, where, "sdpa (flash)" if flash else "sdpa")
 
 
-def plot(rows, path: Path, where: str) -> None:
+def plot(rows, path: Path, where: str, sdpa_label: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,8 +108,9 @@ def plot(rows, path: Path, where: str) -> None:
     n = [r["n"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name in ("sdpa", "eager"):
-        a.loglog(n, [r[f"{name}_ms"] for r in rows], "o-", label=name)
-        b.loglog(n, [r[f"{name}_peak_mib"] for r in rows], "o-", label=name)
+        label = sdpa_label if name == "sdpa" else name
+        a.loglog(n, [r[f"{name}_ms"] for r in rows], "o-", label=label)
+        b.loglog(n, [r[f"{name}_peak_mib"] for r in rows], "o-", label=label)
     ref = [rows[-1]["eager_ms"] * (x / n[-1]) ** 2 for x in n]
     a.loglog(n, ref, "k:", label="n^2 slope")
     a.set(title=f"Self-attention forward, d 512, 8 heads ({where})", xlabel="sequence length n", ylabel="ms")
