@@ -186,6 +186,9 @@ label_smoothing = 0.0
     assert capsys.readouterr().out.startswith("to be, or not to be, that is the")
     assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--threads", "-1"]) == 2
     assert "--threads must be 0" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # a device that is not there: one line, exit 2
+        assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--device", "cuda"]) == 2
+        assert capsys.readouterr().err.strip().endswith("--device cuda: torch sees no CUDA device")
     # a second run into the same directory is refused, and nothing there changes
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 2

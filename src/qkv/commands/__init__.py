@@ -9,6 +9,27 @@ class UsageError(Exception):
     """A problem with the user's input; reported in one line with exit status 2."""
 
 
+def add_device_option(parser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the model runs: auto (the default) is the GPU when torch sees one, else the CPU",
+    )
+
+
+def load_model(path: str, device: str):
+    """The checkpoint at `path` (qkv.load) on the device --device names, in evaluation mode."""
+    import torch
+
+    from qkv.checkpoint import load
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA device")
+    on = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    return load(path).to(on)
+
+
 def refuse_nonempty(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out}: already exists and is not empty (use --overwrite, or another --out)")

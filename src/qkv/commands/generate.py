@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qkv.commands import UsageError
+from qkv.commands import UsageError, add_device_option, load_model
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from qkv.checkpoint import load
     from qkv.data.tokenizers import load_tokenizer
     from qkv.decoding.generate import generate
 
@@ -19,12 +18,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load(args.model)
+    model = load_model(args.model, args.device)
     if model.family != "gpt":
         raise UsageError(f"{args.model}: is a {model.family} model; generate needs a gpt model")
     tokenizer = load_tokenizer(args.model)
     prompt = tokenizer.encode(args.prompt)
-    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    # the sampler draws on the model's device, so its generator lives there too (a seed gives the same
+    # text again on the same device; CPU and GPU random streams differ)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
     ids: list[int] = []
     shown = ""
     sys.stdout.write(args.prompt)
@@ -58,4 +60,5 @@ def add_parsers(sub) -> None:
         default=0,
         help="CPU threads (0 = one per core); a very small model's steps gain little from a second one",
     )
+    add_device_option(gen)
     gen.set_defaults(handler=cmd_generate)

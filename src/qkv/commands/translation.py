@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qkv.commands import UsageError, input_lines, refuse_nonempty
+from qkv.commands import UsageError, add_device_option, input_lines, load_model, refuse_nonempty
 from qkv.data.parallel import read_lines
 
 
-def _load_translator(path: str):
-    from qkv.checkpoint import load
+def _load_translator(path: str, device: str):
     from qkv.data.subword import PairTokenizer
 
-    model = load(path)
+    model = load_model(path, device)
     if model.family != "seq2seq":
         raise UsageError(f"{path}: is a {model.family} model; translation needs an encoder-decoder")
     tokenizer = PairTokenizer.load(path)
@@ -28,7 +27,7 @@ def _load_translator(path: str):
 def cmd_translate(args: argparse.Namespace) -> int:
     from qkv.decoding.translate import translate_lines
 
-    model, tokenizer = _load_translator(args.model)
+    model, tokenizer = _load_translator(args.model, args.device)
     lines = input_lines(args.input)
     for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size):
         print(line)
@@ -42,7 +41,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from qkv.decoding.translate import translate_lines
 
-    model, tokenizer = _load_translator(args.model)
+    model, tokenizer = _load_translator(args.model, args.device)
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
@@ -103,6 +102,7 @@ def add_parsers(sub) -> None:
         p.add_argument("--beam", type=int, default=4, help="beam size; 1 is greedy decoding (default 4, as the paper)")
         p.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, as the paper)")
         p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default 64)")
+        add_device_option(p)
     tr.set_defaults(handler=cmd_translate)
     ev.set_defaults(handler=cmd_evaluate)
 
