@@ -17,14 +17,13 @@ import contextlib
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_argument, environment, sync  # noqa: E402
+from common import device_argument, environment, sync, timed  # noqa: E402
 
 from qkv.nn.attention import SelfAttention, eager_attention  # noqa: E402
 
@@ -83,12 +82,12 @@ def main() -> None:
                 fn()
                 # a GPU runs the short ones in microseconds: more repetitions to outlast the clock's grain
                 reps = max(1, int((2e8 if device == "cuda" else 2e6) // (n * n)))
-                sync()
-                start = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                sync()
-                row[f"{name}_ms"] = round((time.perf_counter() - start) / reps * 1e3, 4)
+
+                def repeated(fn=fn, reps=reps) -> None:  # outputs dropped as made, not held in a list
+                    for _ in range(reps):
+                        fn()
+
+                row[f"{name}_ms"] = round(timed(repeated) / reps * 1e3, 4)
                 row[f"{name}_peak_mib"] = round(peak_bytes(fn, device) / 2**20, 1)
             rows.append(row)
             record = {"benchmark": "attention_scaling", **row, "dtype": args.dtype}

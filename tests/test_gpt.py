@@ -188,7 +188,11 @@ label_smoothing = 0.0
     assert "--threads must be 0" in capsys.readouterr().err
     if not torch.cuda.is_available():  # a device that is not there: one line, exit 2
         assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--device", "cuda"]) == 2
-        assert capsys.readouterr().err.strip().endswith("--device cuda: torch sees no CUDA device")
+        assert capsys.readouterr().err.strip().endswith("--device = cuda, but torch sees no CUDA device")
+        on_gpu = ["--set", "train.device=cuda", "--set", f'out="{tmp_path / "on_gpu"}"']
+        assert main(["train", str(tmp_path / "c.toml"), "--no-progress", *on_gpu]) == 2
+        assert capsys.readouterr().err.strip().endswith("train.device = cuda, but torch sees no CUDA device")
+        assert not (tmp_path / "on_gpu").exists()  # refused before anything was written
     # a second run into the same directory is refused, and nothing there changes
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 2

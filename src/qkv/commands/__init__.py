@@ -19,15 +19,12 @@ def add_device_option(parser) -> None:
 
 
 def load_model(path: str, device: str):
-    """The checkpoint at `path` (qkv.load) on the device --device names, in evaluation mode."""
-    import torch
-
+    """The checkpoint at `path` (qkv.load) on the device --device names (chosen as training chooses), in
+    evaluation mode."""
     from qkv.checkpoint import load
+    from qkv.train.distributed import device as choose
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch sees no CUDA device")
-    on = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-    return load(path).to(on)
+    return load(path).to(choose(device, "--device"))
 
 
 def refuse_nonempty(out: Path, overwrite: bool) -> None:

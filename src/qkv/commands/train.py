@@ -33,6 +33,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
 
     from qkv.checkpoint import read_config
     from qkv.tasks.registry import TASKS
+    from qkv.train import distributed
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import OptimConfig
     from qkv.train.runconfig import load_run_config
@@ -43,6 +44,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
         raise UsageError(f"{source}: task must be one of {sorted(TASKS)}, got {run['task']!r}")
     loop = LoopConfig.from_dict(run["train"], source=f"{source} [train]")
     optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
+    distributed.device(loop.device)  # a device that is not there is an error before anything is written
     out = Path(run["out"])
     resume = resumable_checkpoint(Path(args.resume)) if args.resume else None
     if resume is None and out.exists() and any(out.iterdir()) and not args.overwrite:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from qkv.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -49,13 +51,13 @@ def finish(ranks: Ranks, together: bool) -> None:
         dist.destroy_process_group()
 
 
-def device(choice: str) -> torch.device:
-    """The device this process trains on: "auto" is CUDA when there is one (under torchrun, the GPU of
-    LOCAL_RANK), else the CPU."""
+def device(choice: str, setting: str = "train.device") -> torch.device:
+    """The device this process runs on: "auto" is CUDA when there is one (under torchrun, the GPU of
+    LOCAL_RANK), else the CPU. `setting` names where the choice came from, for the error."""
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("train.device = 'cuda', but torch sees no CUDA device")
+        raise ConfigError(f"{setting} = cuda, but torch sees no CUDA device")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
