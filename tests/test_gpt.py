@@ -7,6 +7,7 @@ from qkv.checkpoint import load
 from qkv.cli import main
 from qkv.decoding.filters import sample, top_k, top_p
 from qkv.decoding.generate import generate
+from qkv.decoding.graphed import GraphedSteps
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.nn.block import TransformerBlock
 
@@ -98,6 +99,29 @@ def test_cached_greedy_generation_equals_uncached():
     cached = list(generate(model, prompt, 40, temperature=0.0))
     uncached = list(generate(model, prompt, 40, temperature=0.0, use_cache=False))
     assert cached == uncached and len(cached) == 40  # 45 tokens: passes the 32-position window
+
+
+def test_fixed_buffer_steps_give_the_full_forward_logits():
+    # the steps a CUDA graph replays (GraphedSteps, here unrecorded): a prompt, then one token at a time
+    # into buffers spanning the window, whose unwritten slots hold stale values that the mask must hide
+    model = tiny_gpt()
+    tokens = torch.randint(0, 50, (1, 30), generator=torch.Generator().manual_seed(2))
+    full = model(tokens).logits
+    steps = GraphedSteps(model, capture=False)
+    for cache in steps.cache.layers:  # stale garbage where later positions go
+        cache.k, cache.v = torch.randn(1, 4, 32, 8) * 100, torch.randn(1, 4, 32, 8) * 100
+    with torch.inference_mode():
+        assert (steps(tokens[0, :7].tolist(), 0) - full[:, 6]).abs().max() <= 1e-5
+        for t in range(7, 30):
+            assert (steps([int(tokens[0, t])], t) - full[:, t]).abs().max() <= 1e-5, t
+
+
+def test_fixed_buffer_generation_equals_uncached_across_window_restarts():
+    model = tiny_gpt()
+    prompt = [3, 1, 4, 1, 5]
+    fixed = list(generate(model, prompt, 70, temperature=0.0, cuda_graph=True))
+    uncached = list(generate(model, prompt, 70, temperature=0.0, use_cache=False))
+    assert fixed == uncached and len(fixed) == 70  # 75 tokens: the 32-position window restarts twice
 
 
 def test_long_prompt_is_cropped_with_a_warning():

@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from qkv.checkpoint import load
 from qkv.cli import main
 from qkv.decoding.generate import generate
+from qkv.decoding.graphed import GraphedSteps
 from qkv.decoding.translate import translate_ids
 from qkv.models.bert import Bert, BertConfig
 from qkv.models.seq2seq import EncoderDecoder
@@ -64,12 +65,26 @@ def test_bf16_causal_attention_runs_in_the_flash_kernel_and_matches_fp32():
     assert _close(step[:, 0], reference[:, 100].cpu()) < 2e-2
 
 
+def test_a_replayed_cuda_graph_step_gives_the_full_forward_logits():
+    model = tiny_gpt().to("cuda")
+    tokens = torch.randint(0, 50, (1, 30), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        full = model(tokens.to("cuda")).logits
+        steps = GraphedSteps(model, capture=True)
+        logits = [steps(tokens[0, :7].tolist(), 0)]
+        logits += [steps([int(tokens[0, t])], t).clone() for t in range(7, 30)]  # replays overwrite their output
+    assert steps.graph is not None  # recorded once, at the first one-token step
+    assert (torch.stack(logits, 1) - full[:, 6:]).abs().max() <= 1e-5
+
+
 def test_cached_generation_and_decoding_on_the_gpu_equal_the_cpu():
     gpt = tiny_gpt(dropout=0.0)  # context 32: 40 new tokens also cross the window's refill
     prompt = [1, 2, 3, 4]
     on_cpu = [list(generate(gpt, prompt, 40, temperature=0.0, use_cache=c)) for c in (True, False)]
     gpt.to("cuda")
-    assert [list(generate(gpt, prompt, 40, temperature=0.0, use_cache=c)) for c in (True, False)] == on_cpu
+    # on the GPU the cached steps replay a CUDA graph by default; cuda_graph=False is the plain cache
+    runs = [dict(use_cache=True), dict(use_cache=True, cuda_graph=False), dict(use_cache=False)]
+    assert [list(generate(gpt, prompt, 40, temperature=0.0, **r)) for r in runs] == [on_cpu[0], *on_cpu]
 
     torch.manual_seed(1)
     seq2seq = EncoderDecoder(tiny_config()).eval()

@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 
 from qkv.decoding.filters import sample
+from qkv.decoding.graphed import GraphedSteps
 from qkv.models.gpt import GPT
 
 
@@ -30,24 +31,36 @@ def generate(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    cuda_graph: bool | None = None,
 ) -> Iterator[int]:
     """Yield new token ids one at a time (batch 1). The prompt is run once; each later step feeds only
     the newest token. When the context window fills, the cache restarts from the last half window
-    (learned positions are absolute, so a sliding cache cannot simply drop its oldest entry)."""
+    (learned positions are absolute, so a sliding cache cannot simply drop its oldest entry).
+
+    cuda_graph: replay each cached step as a CUDA graph (`qkv.decoding.graphed`); None means yes when
+    the model is on a CUDA device. True elsewhere runs the same fixed-buffer steps unrecorded."""
     if not prompt:
         raise ValueError("the prompt is empty (give at least one token)")
     block = model.config.block_size
     ids = crop_prompt(list(prompt), block, max_new_tokens)
     device = next(model.parameters()).device
-    cache, feed = None, ids
+    graphed = None
+    if use_cache and (cuda_graph if cuda_graph is not None else device.type == "cuda"):
+        graphed = GraphedSteps(model, capture=device.type == "cuda")
+    cache, length, feed = None, 0, ids
     for _ in range(max_new_tokens):
         if not use_cache:
-            logits = model(torch.tensor([ids[-block:]], device=device)).logits
+            logits = model(torch.tensor([ids[-block:]], device=device)).logits[:, -1]
         else:
-            if cache is None or cache.length + len(feed) > block:
-                cache, feed = model.new_cache(), ids[-(block // 2) :] if cache is not None else ids
-            logits = model(torch.tensor([feed], device=device), cache).logits
-        nxt = int(sample(logits[:, -1], temperature, top_k, top_p, generator))
+            if length + len(feed) > block:  # the window is full: start again from its last half
+                feed, length = ids[-(block // 2) :], 0
+            if graphed is not None:
+                logits = graphed(feed, length)
+            else:
+                cache = model.new_cache() if length == 0 else cache
+                logits = model(torch.tensor([feed], device=device), cache).logits[:, -1]
+            length += len(feed)
+        nxt = int(sample(logits, temperature, top_k, top_p, generator))
         ids.append(nxt)
         feed = [nxt]
         yield nxt

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from qkv.config import Config, require
 from qkv.nn.block import Activation, BlockSpec, NormPlacement, Stack
-from qkv.nn.cache import KVCache
+from qkv.nn.cache import KVCache, StaticKVCache
 from qkv.nn.embeddings import Embeddings, PositionScheme
-from qkv.nn.masks import attention_mask
+from qkv.nn.masks import attention_mask, position_mask
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,17 @@ class GPT(nn.Module):
                 std = residual_std if name.endswith(("out.weight", "down.weight")) else 0.02
                 nn.init.normal_(p, std=std)
 
-    def forward(self, tokens: Tensor, cache: KVCache | None = None, need_weights: bool = False) -> LMOutput:
+    def forward(
+        self, tokens: Tensor, cache: KVCache | StaticKVCache | None = None, need_weights: bool = False
+    ) -> LMOutput:
         """tokens: (B, T) -> next-token logits (B, T, V). With a cache, `tokens` are the positions after
-        the cached ones; the cache is updated in place and returned."""
+        the cached ones; the cache is updated in place and returned. A StaticKVCache says where they
+        are (`cache.positions`), as tensors, so that one CUDA graph of this call serves every step."""
+        if isinstance(cache, StaticKVCache):
+            mask = position_mask(cache.positions, cache.capacity)  # (1, 1, T, capacity)
+            x = self.embed(tokens, positions=cache.positions)
+            x, weights = self.blocks(x, mask, False, cache=cache, need_weights=need_weights)
+            return LMOutput(self.output(x), cache, weights)
         offset = cache.length if cache is not None else 0
         t = tokens.size(1)
         if offset + t > self.config.block_size:

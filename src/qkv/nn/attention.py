@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qkv.nn.cache import LayerCache
+from qkv.nn.cache import LayerCache, StaticLayerCache
 from qkv.nn.masks import causal_mask, combine
 
 
@@ -120,7 +120,7 @@ class SelfAttention(_HeadsOut):
         x: Tensor,
         mask: Tensor | None = None,
         is_causal: bool = False,
-        cache: LayerCache | None = None,
+        cache: LayerCache | StaticLayerCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D) -> (B, T, D), and weights (B, H, T, T_k) when asked. With a cache, x holds

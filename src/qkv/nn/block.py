@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
-from qkv.nn.cache import KVCache
+from qkv.nn.cache import KVCache, StaticKVCache
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 NormPlacement = Literal["post", "pre"]
@@ -159,7 +159,7 @@ class Stack(nn.Module):
         is_causal: bool,
         memory: Tensor | None = None,
         cross_mask: Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, list[dict] | None]:
         """x: (B, T, D) -> (B, T, D), plus each layer's attention weights when `need_weights`."""

@@ -87,3 +87,45 @@ class KVCache:
         for the encoder-side keys/values, when they must change (see LayerCache.reorder)."""
         for layer in self.layers:
             layer.reorder(index, cross_index)
+
+
+class StaticLayerCache:
+    """Keys and values of one self-attention layer in buffers that never move or change shape, for
+    a step replayed as a CUDA graph (`qkv.decoding.graphed`): the graph records buffer addresses and
+    shapes once, so the write position must live in a tensor and the buffers must span the whole
+    context window. k, v: (B, H, capacity, d_head), allocated at the first append; slots past the
+    newest position hold stale entries, which `masks.position_mask` hides."""
+
+    def __init__(self, capacity: int, positions: Tensor) -> None:
+        self.capacity = capacity
+        self.positions = positions  # (T,) absolute positions of the keys/values the next append brings
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write (B, H, T, d_head) keys/values at `positions`; return the whole (B, H, capacity, d_head) buffers."""
+        if self.k is None:
+            b, h, _, d = k.shape
+            self.k, self.v = k.new_zeros(b, h, self.capacity, d), v.new_zeros(b, h, self.capacity, d)
+        self.k.index_copy_(2, self.positions, k)
+        self.v.index_copy_(2, self.positions, v)
+        return self.k, self.v
+
+
+class StaticKVCache:
+    """Fixed-size caches of every layer of a decoder-only stack (self-attention only: GPT).
+
+    `positions` (T,) says where the next forward's T tokens sit; set it with `at` before each call.
+    """
+
+    def __init__(self, n_layers: int, capacity: int, positions: Tensor) -> None:
+        self.capacity = capacity
+        self.positions = positions
+        self.layers = [StaticLayerCache(capacity, positions) for _ in range(n_layers)]
+
+    def at(self, positions: Tensor) -> StaticKVCache:
+        """Point the next forward at `positions` (T,), a long tensor on the model's device."""
+        self.positions = positions
+        for layer in self.layers:
+            layer.positions = positions
+        return self

@@ -41,6 +41,10 @@ class SinusoidalPositions(nn.Module):
             self.table = sinusoid_table(2 * (offset + length), self.d_model).to(self.table.device)
         return self.table[offset : offset + length]
 
+    def rows(self, positions: Tensor) -> Tensor:
+        """Encodings of the given (T,) positions, (T, D); the caller keeps them inside the table."""
+        return self.table[positions]
+
 
 class LearnedPositions(nn.Module):
     """One trained vector per position (the paper found it "nearly identical", sec 3.5, Table 3 (E))."""
@@ -54,6 +58,10 @@ class LearnedPositions(nn.Module):
         if offset + length > self.weight.size(0):
             raise ValueError(f"position {offset + length - 1} is beyond the {self.weight.size(0)} learned positions")
         return self.weight[offset : offset + length]
+
+    def rows(self, positions: Tensor) -> Tensor:
+        """Vectors of the given (T,) positions, (T, D); the caller keeps them below max_len."""
+        return self.weight[positions]
 
 
 class Embeddings(nn.Module):
@@ -76,11 +84,13 @@ class Embeddings(nn.Module):
         }[positions]()
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
-        """offset: number of positions before `tokens` (the cached prefix when decoding step by step)."""
+    def forward(self, tokens: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """offset: number of positions before `tokens` (the cached prefix when decoding step by step);
+        positions: the (T,) absolute positions as a tensor instead (a CUDA graph replays one step for
+        every position, so the position cannot be a Python number baked into it)."""
         x = self.tokens(tokens)
         if self.scale != 1.0:
             x = x * self.scale
         if self.positions is not None:
-            x = x + self.positions(offset, tokens.size(1))
+            x = x + (self.positions(offset, tokens.size(1)) if positions is None else self.positions.rows(positions))
         return dropout(self.dropout, x)

@@ -28,6 +28,13 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | str | None = None) ->
     return (k_pos <= q_pos)[None, None]
 
 
+def position_mask(q_positions: Tensor, capacity: int) -> Tensor:
+    """(1, 1, T_q, capacity) causal mask over a fixed-size cache (`StaticKVCache`): the query at
+    absolute position p sees slots 0 .. p; later slots hold stale entries of an earlier sequence."""
+    slots = torch.arange(capacity, device=q_positions.device)
+    return (slots[None, :] <= q_positions[:, None])[None, None]
+
+
 def combine(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     """Logical AND of two masks, where None means no restriction."""
     if a is None:
