@@ -32,20 +32,17 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
 
     `model` needs `config` (pad/bos/eos ids), `encode`, `decode` and `new_cache`, as EncoderDecoder has.
     A sentence stops when K hypotheses have ended with EOS, or at its own source length + max_extra.
-    Each step chooses every sentence's K continuations with tensor operations; only the hypotheses
-    that end come to Python, so a step is a few kernels and one small copy to the host, not a Python
-    loop over sentences and candidates (such a loop took 44% of beam decoding on an H100).
     """
     c, k = model.config, beam_size
-    b, device = src.size(0), src.device
+    b = src.size(0)
     max_len = ((src != c.pad_id).sum(1) + max_extra).tolist()
     enc = model.encode(src)
     # one encoder row per sentence, shared by its K beams (rows j*K .. j*K+K-1): cross-attention
     # takes a sentence's K queries in one call, and the encoder keys are projected and kept once
     memory, src_mask = enc.memory, enc.src_mask  # (B, S, D), (B, 1, 1, S)
     cache = model.new_cache()
-    history = torch.full((b * k, 1), c.bos_id, dtype=torch.long, device=device)  # (rows, t)
-    scores = torch.full((b, k), float("-inf"), device=device)
+    history = torch.full((b * k, 1), c.bos_id, dtype=torch.long, device=src.device)  # (rows, t)
+    scores = torch.full((b, k), float("-inf"), device=src.device)
     scores[:, 0] = 0.0  # all beams start equal: let only the first one expand at step 1
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
     active = list(range(b))  # sentence ids of the rows in the batch, K rows each
@@ -53,57 +50,37 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
     while active:
         step += 1
         logits = model.decode(history[:, -1:], memory, src_mask, cache).logits[:, -1]  # (A*K, V)
-        a, v = len(active), logits.size(-1)
+        n, v = len(active), logits.size(-1)
         top_scores, top_index = best_candidates(scores, logits, 2 * k)  # (A, 2K): enough to survive K EOS
-        parent = top_index // v + k * torch.arange(a, device=device)[:, None]  # (A, 2K) the rows they extend
-        word = top_index % v
-        valid, eos = top_scores > float("-inf"), word == c.eos_id
-        ends = valid & eos
-        ends[:, k:] = False  # an EOS counts only if it is among the K best candidates
-        go_on = valid & ~eos  # continuations: a beam has one EOS candidate at most, so K of the 2K remain
-        pick = (~go_on).to(torch.uint8).sort(dim=1, stable=True).indices[:, :k]  # (A, K) the K best continuations
-        # fewer than K with non-zero probability: the rest get -inf, which can never win
-        new_scores = torch.where(go_on.gather(1, pick), top_scores.gather(1, pick), float("-inf"))  # (A, K)
-        rows, words = parent.gather(1, pick), word.gather(1, pick)  # (A, K) each
-        limit = [j for j, sent in enumerate(active) if step >= max_len[sent]]  # out of length: end here
-        for j, hyp in _ended(ends, top_scores, parent, limit, new_scores, rows, words, history, step, alpha):
-            finished[active[j]].append(hyp)
-        still = [j for j, sent in enumerate(active) if len(finished[sent]) < k and step < max_len[sent]]
+        rows, words, new_scores, still = [], [], [], []
+        for j, (sent, s_row, i_row) in enumerate(zip(active, top_scores.tolist(), top_index.tolist())):
+            survivors = _advance(j, finished[sent], s_row, i_row, history, k, v, c.eos_id, step, alpha)
+            if step >= max_len[sent]:  # out of length: the surviving beams end here, unfinished
+                for s, beam, word in survivors:
+                    tokens = history[j * k + beam, 1:].tolist() + [word]
+                    finished[sent].append(Hypothesis(tokens, s / length_penalty(step, alpha), s))
+            if len(finished[sent]) >= k or step >= max_len[sent]:
+                continue
+            still.append(sent)
+            # fewer than K continuations with non-zero probability: fill with copies that can never win
+            survivors += [(float("-inf"), survivors[0][1], survivors[0][2])] * (k - len(survivors))
+            for s, beam, word in survivors:
+                rows.append(j * k + beam)
+                words.append(word)
+                new_scores.append(s)
         if not still:
             break
+        index = torch.tensor(rows, device=src.device)
+        history = torch.cat([history.index_select(0, index), torch.tensor(words, device=src.device)[:, None]], 1)
         cross = None
-        if len(still) < a:  # a sentence left: keep only the remaining sentences' rows and encoder rows
-            cross = torch.tensor(still, device=device)
-            rows, words, new_scores = rows[cross], words[cross], new_scores[cross]
+        if len(still) < n:  # a sentence left: keep only the remaining sentences' encoder rows
+            remaining = set(still)
+            cross = torch.tensor([j for j, sent in enumerate(active) if sent in remaining], device=src.device)
             memory, src_mask = memory.index_select(0, cross), src_mask.index_select(0, cross)
-        rows = rows.reshape(-1)  # (A' * K,)
-        history = torch.cat([history.index_select(0, rows), words.reshape(-1, 1)], 1)
-        cache.reorder(rows, cross)
-        scores = new_scores
-        active = [active[j] for j in still]
+        cache.reorder(index, cross)
+        scores = torch.tensor(new_scores, device=src.device).view(len(still), k)
+        active = still
     return [max(hyps, key=lambda h: h.score) for hyps in finished]
-
-
-def _ended(ends, top_scores, parent, limit, new_scores, rows, words, history, step, alpha) -> list:
-    """The hypotheses that end at this step, as (batch position j, Hypothesis): every EOS among a
-    sentence's K best candidates (ends, top_scores, parent: (A, 2K)), best first; then the surviving
-    beams of each sentence j in `limit`, unfinished (new_scores, rows, words: (A, K), fillers skipped)."""
-    k = rows.size(1)
-    at_eos = ends.flatten().nonzero().squeeze(1)  # (E,) flat positions j * 2K + rank
-    eos = at_eos.tolist()  # the one copy to the host that most steps make
-    if not eos and not limit:
-        return []
-    at_limit = torch.tensor([j * k + i for j in limit for i in range(k)], dtype=torch.long, device=rows.device)
-    parents = torch.cat([parent.flatten()[at_eos], rows.flatten()[at_limit]])
-    log_probs = torch.cat([top_scores.flatten()[at_eos], new_scores.flatten()[at_limit]]).tolist()
-    tokens = history.index_select(0, parents)[:, 1:].tolist()  # without BOS
-    last = words.flatten()[at_limit].tolist()
-    lp = length_penalty(step, alpha)
-    out = [(flat // (2 * k), Hypothesis(t, s / lp, s)) for flat, t, s in zip(eos, tokens, log_probs)]
-    for i, (t, s, word) in enumerate(zip(tokens[len(eos) :], log_probs[len(eos) :], last)):
-        if s != float("-inf"):
-            out.append((limit[i // k], Hypothesis(t + [word], s / lp, s)))
-    return out
 
 
 def best_candidates(scores: Tensor, logits: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -142,3 +119,20 @@ def row_topk(x: Tensor, n: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
     values, at = torch.cat([candidates, x[:, whole:]], 1).topk(n, dim=-1)  # the tail's entries after the chunks'
     index = best_chunks.gather(1, (at // chunk).clamp(max=n - 1)) * chunk + at % chunk
     return values, torch.where(at < n * chunk, index, at - n * chunk + whole)
+
+
+def _advance(j, finished, scores, indices, history, k, v, eos, step, alpha) -> list[tuple[float, int, int]]:
+    """Sentence j's 2K best candidates (flat beam*V indices, best first) -> its K surviving
+    (score, beam, word); an EOS among the K best ends a hypothesis into `finished`."""
+    survivors = []
+    for rank, (s, index) in enumerate(zip(scores, indices)):
+        if s == float("-inf") or len(survivors) == k:
+            break
+        beam, word = divmod(index, v)
+        if word == eos:
+            if rank < k:  # an EOS counts only if it is among the K best candidates
+                tokens = history[j * k + beam, 1:].tolist()
+                finished.append(Hypothesis(tokens, s / length_penalty(step, alpha), s))
+        else:
+            survivors.append((s, beam, word))
+    return survivors
