@@ -104,16 +104,18 @@ def test_cached_greedy_generation_equals_uncached():
 def test_fixed_buffer_steps_give_the_full_forward_logits():
     # the steps a CUDA graph replays (GraphedSteps, here unrecorded): a prompt, then one token at a time
     # into buffers spanning the window, whose unwritten slots hold stale values that the mask must hide
-    model = tiny_gpt()
-    tokens = torch.randint(0, 50, (1, 30), generator=torch.Generator().manual_seed(2))
+    # (each step reads the first 32, 64 or 128 slots, as the position grows)
+    model = tiny_gpt(block_size=128)
+    tokens = torch.randint(0, 50, (1, 100), generator=torch.Generator().manual_seed(2))
     full = model(tokens).logits
     steps = GraphedSteps(model, capture=False)
     for cache in steps.cache.layers:  # stale garbage where later positions go
-        cache.k, cache.v = torch.randn(1, 4, 32, 8) * 100, torch.randn(1, 4, 32, 8) * 100
+        cache.k, cache.v = torch.randn(1, 4, 128, 8) * 100, torch.randn(1, 4, 128, 8) * 100
     with torch.inference_mode():
         assert (steps(tokens[0, :7].tolist(), 0) - full[:, 6]).abs().max() <= 1e-5
-        for t in range(7, 30):
+        for t in range(7, 100):
             assert (steps([int(tokens[0, t])], t) - full[:, t]).abs().max() <= 1e-5, t
+    assert [steps.window(n) for n in (1, 32, 33, 64, 65, 128)] == [32, 32, 64, 64, 128, 128]
 
 
 def test_fixed_buffer_generation_equals_uncached_across_window_restarts():

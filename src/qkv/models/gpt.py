@@ -79,7 +79,7 @@ class GPT(nn.Module):
         the cached ones; the cache is updated in place and returned. A StaticKVCache says where they
         are (`cache.positions`), as tensors, so that one CUDA graph of this call serves every step."""
         if isinstance(cache, StaticKVCache):
-            mask = position_mask(cache.positions, cache.capacity)  # (1, 1, T, capacity)
+            mask = position_mask(cache.positions, cache.window)  # (1, 1, T, window)
             x = self.embed(tokens, positions=cache.positions)
             x, weights = self.blocks(x, mask, False, cache=cache, need_weights=need_weights)
             return LMOutput(self.output(x), cache, weights)

@@ -28,10 +28,10 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | str | None = None) ->
     return (k_pos <= q_pos)[None, None]
 
 
-def position_mask(q_positions: Tensor, capacity: int) -> Tensor:
-    """(1, 1, T_q, capacity) causal mask over a fixed-size cache (`StaticKVCache`): the query at
+def position_mask(q_positions: Tensor, n_slots: int) -> Tensor:
+    """(1, 1, T_q, n_slots) causal mask over a fixed-size cache (`StaticKVCache`): the query at
     absolute position p sees slots 0 .. p; later slots hold stale entries of an earlier sequence."""
-    slots = torch.arange(capacity, device=q_positions.device)
+    slots = torch.arange(n_slots, device=q_positions.device)
     return (slots[None, :] <= q_positions[:, None])[None, None]
 
 
