@@ -40,7 +40,7 @@ class GraphedSteps:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
 
     def window(self, end: int) -> int:
-        """The slots a forward reads when its last position is end - 1: at most twice the filled ones."""
+        """The slots a forward reads when its last position is end - 1: at least 32, at most twice end."""
         return min(max(32, 1 << (end - 1).bit_length()), self.cache.capacity)
 
     def __call__(self, tokens: list[int], offset: int) -> Tensor:
