@@ -79,16 +79,16 @@ class GPT(nn.Module):
         the cached ones; the cache is updated in place and returned. A StaticKVCache says where they
         are (`cache.positions`), as tensors, so that one CUDA graph of this call serves every step."""
         if isinstance(cache, StaticKVCache):
-            mask = position_mask(cache.positions, cache.window)  # (1, 1, T, window)
+            mask, is_causal = position_mask(cache.positions, cache.window), False  # (1, 1, T, window)
             x = self.embed(tokens, positions=cache.positions)
-            x, weights = self.blocks(x, mask, False, cache=cache, need_weights=need_weights)
-            return LMOutput(self.output(x), cache, weights)
-        offset = cache.length if cache is not None else 0
-        t = tokens.size(1)
-        if offset + t > self.config.block_size:
-            raise ValueError(f"sequence of {offset + t} tokens is longer than block_size={self.config.block_size}")
-        mask, is_causal = attention_mask(None, True, t, offset + t, tokens.device)
-        x, weights = self.blocks(self.embed(tokens, offset), mask, is_causal, cache=cache, need_weights=need_weights)
+        else:
+            offset = cache.length if cache is not None else 0
+            t = tokens.size(1)
+            if offset + t > self.config.block_size:
+                raise ValueError(f"sequence of {offset + t} tokens is longer than block_size={self.config.block_size}")
+            mask, is_causal = attention_mask(None, True, t, offset + t, tokens.device)
+            x = self.embed(tokens, offset)
+        x, weights = self.blocks(x, mask, is_causal, cache=cache, need_weights=need_weights)
         return LMOutput(self.output(x), cache, weights)
 
     def new_cache(self) -> KVCache:
