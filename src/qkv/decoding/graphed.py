@@ -59,20 +59,23 @@ class GraphedSteps:
         if window not in self.graphs:
             self.graphs[window] = self._record()
         graph, logits = self.graphs[window]
-        graph.replay()
+        with torch.cuda.device(device):  # launched on the model's GPU, which need not be the current one
+            graph.replay()
         return logits[:, -1]
 
     def _record(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
         # One eager run first, on a side stream as CUDA graphs require: it creates the library handles
         # and workspaces that must not be allocated while recording. It writes the same keys and values
-        # the first replay writes, so running it changes nothing.
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.model(self.token, self.cache)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        pool = next(iter(self.graphs.values()))[0].pool() if self.graphs else None  # replayed one at a time
-        with torch.cuda.graph(graph, pool=pool):
-            logits = self.model(self.token, self.cache).logits
+        # the first replay writes, so running it changes nothing. Streams belong to the model's GPU,
+        # which need not be the current one.
+        with torch.cuda.device(self.token.device):
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self.model(self.token, self.cache)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            pool = next(iter(self.graphs.values()))[0].pool() if self.graphs else None  # replayed one at a time
+            with torch.cuda.graph(graph, pool=pool):
+                logits = self.model(self.token, self.cache).logits
         return graph, logits
