@@ -94,42 +94,42 @@ class StaticLayerCache:
     a step replayed as a CUDA graph (`qkv.decoding.graphed`): the graph records buffer addresses and
     shapes once, so the write position must live in a tensor and the buffers must span the whole
     context window. k, v: (B, H, capacity, d_head), allocated at the first append; slots past the
-    newest position hold stale entries, which `masks.position_mask` hides. Attention reads the first
-    `window` slots, a fixed length per recorded graph, so that early steps do not read the whole window."""
+    newest position hold stale entries, which `masks.position_mask` hides. Where to write and how many
+    slots to return come from the owning `StaticKVCache` (`positions`, `window`)."""
 
-    def __init__(self, capacity: int, positions: Tensor) -> None:
-        self.capacity = self.window = capacity
-        self.positions = positions  # (T,) absolute positions of the keys/values the next append brings
+    def __init__(self, owner: StaticKVCache) -> None:
+        self.owner = owner
         self.k: Tensor | None = None
         self.v: Tensor | None = None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write (B, H, T, d_head) keys/values at `positions`; return the first `window` slots of both,
-        (B, H, window, d_head)."""
+        """Write (B, H, T, d_head) keys/values at the owner's `positions`; return the first `window`
+        slots of both, (B, H, window, d_head)."""
         if self.k is None:
             b, h, _, d = k.shape
-            self.k, self.v = k.new_zeros(b, h, self.capacity, d), v.new_zeros(b, h, self.capacity, d)
-        self.k.index_copy_(2, self.positions, k)
-        self.v.index_copy_(2, self.positions, v)
-        return self.k[:, :, : self.window], self.v[:, :, : self.window]
+            cap = self.owner.capacity
+            self.k, self.v = k.new_zeros(b, h, cap, d), v.new_zeros(b, h, cap, d)
+        positions, window = self.owner.positions, self.owner.window
+        self.k.index_copy_(2, positions, k)
+        self.v.index_copy_(2, positions, v)
+        return self.k[:, :, :window], self.v[:, :, :window]
 
 
 class StaticKVCache:
     """Fixed-size caches of every layer of a decoder-only stack (self-attention only: GPT).
 
-    `positions` (T,) says where the next forward's T tokens sit, `window` how many slots its attention
-    reads (all positions must be below it); set both with `at` before each call.
+    `positions` (T,) says where the next forward's T tokens sit; `window` how many slots its attention
+    reads, a fixed length per recorded graph so that early steps do not read the whole context (all
+    positions must be below it). Set both with `at` before each call.
     """
 
     def __init__(self, n_layers: int, capacity: int, positions: Tensor) -> None:
         self.capacity = self.window = capacity
         self.positions = positions
-        self.layers = [StaticLayerCache(capacity, positions) for _ in range(n_layers)]
+        self.layers = [StaticLayerCache(self) for _ in range(n_layers)]
 
     def at(self, positions: Tensor, window: int) -> StaticKVCache:
         """Point the next forward at `positions` (T,), a long tensor on the model's device, reading
         the first `window` slots (at most the capacity)."""
-        self.positions, self.window = positions, min(window, self.capacity)
-        for layer in self.layers:
-            layer.positions, layer.window = positions, self.window
+        self.positions, self.window = positions, window
         return self
