@@ -55,7 +55,7 @@ class GraphedSteps:
         window = self.window(end)
         self.cache.at(self.position, window)
         if not self.capture:
-            return self.model(self.token, self.cache).logits[:, -1]
+            return self.step()[:, -1]
         if window not in self.graphs:
             self.graphs[window] = self._record()
         graph, logits = self.graphs[window]
@@ -72,10 +72,15 @@ class GraphedSteps:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                self.model(self.token, self.cache)
+                self.step()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             pool = next(iter(self.graphs.values()))[0].pool() if self.graphs else None  # replayed one at a time
             with torch.cuda.graph(graph, pool=pool):
-                logits = self.model(self.token, self.cache).logits
+                logits = self.step()
         return graph, logits
+
+    def step(self) -> Tensor:
+        """One forward of the token in `self.token` at `self.position` over the fixed buffers: (1, 1, V)
+        logits. What a graph records (a subclass may change how it runs: benchmarks/levers/graph_compile.py)."""
+        return self.model(self.token, self.cache).logits
