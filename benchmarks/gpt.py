@@ -151,20 +151,26 @@ def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, unca
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument(
+        "--only", choices=["training", "small", "gpt2"], help="run one part: training, or generation of one model"
+    )
     device_argument(parser)
     args = parser.parse_args()
     r = 1 if args.quick else 5
-    bench_training(steps=10 if args.quick else 50, rounds=r, device=args.device)
-    # the small model's round takes about a second: 3x the rounds for a steadier median, at little cost
-    bench_generation("small", (4, 4, 128, 65, 512), 256, 3 * r, uncached=True, device=args.device)
-    bench_generation(
-        "gpt2-124M",
-        (12, 12, 768, 50257, 1024),
-        64 if args.quick else 256,
-        1 if args.quick else 3,
-        uncached=True,
-        device=args.device,
-    )
+    if args.only in (None, "training"):
+        bench_training(steps=10 if args.quick else 50, rounds=r, device=args.device)
+    if args.only in (None, "small"):
+        # the small model's round takes about a second: 3x the rounds for a steadier median, at little cost
+        bench_generation("small", (4, 4, 128, 65, 512), 256, 3 * r, uncached=True, device=args.device)
+    if args.only in (None, "gpt2"):
+        bench_generation(
+            "gpt2-124M",
+            (12, 12, 768, 50257, 1024),
+            64 if args.quick else 256,
+            1 if args.quick else 3,
+            uncached=True,
+            device=args.device,
+        )
 
 
 if __name__ == "__main__":
