@@ -16,14 +16,18 @@ outputs agree, and session 11's CPU figure for the compiled step).
 """
 
 import argparse
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-import qkv.decoding.generate as generation
-from qkv.decoding.graphed import GraphedSteps
-from qkv.models.gpt import GPT, GPTConfig
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from common import alternate, timed  # noqa: E402
+
+import qkv.decoding.generate as generation  # noqa: E402
+from qkv.decoding.graphed import GraphedSteps  # noqa: E402
+from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
 
 SHAPES = {
     "small": GPTConfig(vocab_size=65, block_size=512, d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0),
@@ -45,11 +49,6 @@ class CompiledGraphedSteps(GraphedSteps):
 
     def step(self) -> torch.Tensor:
         return COMPILED(self.model, self.token, self.cache)
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -81,15 +80,7 @@ def main() -> None:
     print(f"compiling (and a first generation): {time.perf_counter() - start:.1f} s")
     outputs.update({kind: run(kind) for kind in ("graphs", "uncached")})
     print("greedy outputs identical:", outputs["compiled"] == outputs["graphs"] == outputs["uncached"])
-    rates: dict[str, list[float]] = {kind: [] for kind in outputs}
-    for r in range(args.rounds):
-        for kind in list(rates) if r % 2 == 0 else list(rates)[::-1]:
-            sync(args.device)
-            start = time.perf_counter()
-            run(kind)
-            sync(args.device)
-            rates[kind].append(args.tokens / (time.perf_counter() - start))
-    med = {kind: statistics.median(v) for kind, v in rates.items()}
+    med = alternate({kind: lambda kind=kind: args.tokens / timed(lambda: run(kind)) for kind in outputs}, args.rounds)
     label = "graphs" if graph else "fixed-buffer steps"
     print(
         f"{args.shape} on {args.device}, tokens/s (medians of {args.rounds}): {label} {med['graphs']:.0f},"

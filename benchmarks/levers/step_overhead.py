@@ -22,17 +22,21 @@ The flat step exists only to measure; the library keeps one block implementation
 
 import argparse
 import os
-import statistics
+import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from qkv.decoding.generate import generate
-from qkv.decoding.graphed import GraphedSteps
-from qkv.models.gpt import GPT, GPTConfig
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from common import alternate, timed  # noqa: E402
+
+from qkv.decoding.generate import generate  # noqa: E402
+from qkv.decoding.graphed import GraphedSteps  # noqa: E402
+from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
 
 
 def parameters_of(model: GPT) -> list[tuple]:
@@ -96,17 +100,9 @@ class Step(torch.nn.Module):
         return self.model(token, self.steps.cache.at(position, self.window)).logits
 
 
-def rate(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return 256 / (time.perf_counter() - start)
-
-
 def step_us(fn, n: int = 300) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1e6
+    """Microseconds a call, over n calls."""
+    return timed(lambda: [fn() for _ in range(n)]) / n * 1e6
 
 
 def main() -> None:
@@ -124,11 +120,7 @@ def main() -> None:
         "flat_lookups": lambda: flat_generate(model, prompt, 256, lookups=True),
     }
     assert runs["generate"]() == runs["flat"](), "the flat step must give the same tokens"
-    rates = {k: [] for k in runs}
-    for r in range(args.rounds):
-        for k in list(runs) if r % 2 == 0 else list(runs)[::-1]:
-            rates[k].append(rate(runs[k]))
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med = alternate({k: lambda fn=fn: 256 / timed(fn) for k, fn in runs.items()}, args.rounds)
     print(
         f"tokens/s, medians of {args.rounds} alternating rounds, {torch.get_num_threads()} threads: generate "
         f"{med['generate']:.0f}, flat {med['flat']:.0f} ({med['flat'] / med['generate']:.2f}x), flat with the"
@@ -142,13 +134,15 @@ def main() -> None:
         steps.token.fill_(3)
         steps.position.fill_(len(prompt))
 
+        step = Step(model, steps, 64)
+
         def eager():
-            return model(steps.token, steps.cache.at(steps.position, 64)).logits
+            return step(steps.token, steps.position)
 
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation warning, and its tracer's notes
-            traced = torch.jit.trace(Step(model, steps, 64), (steps.token, steps.position), check_trace=False)
+            traced = torch.jit.trace(step, (steps.token, steps.position), check_trace=False)
         trace_ms = (time.perf_counter() - start) * 1e3
         first_ms = []  # the TorchScript executor profiles and optimises on its first calls
         for _ in range(3):
@@ -167,16 +161,10 @@ def main() -> None:
             torch.testing.assert_close(compiled(), eager())
             print(f"torch.compile: {time.perf_counter() - start:.1f} s to compile one window")
             contenders["compiled"] = compiled
-        us = {k: [] for k in contenders}
-        for r in range(args.rounds):
-            for k in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
-                us[k].append(step_us(contenders[k]))
+        us = alternate({k: lambda fn=fn: step_us(fn) for k, fn in contenders.items()}, args.rounds)
     calls = " / ".join(f"{t:.1f}" for t in first_ms)
     print(f"TorchScript trace: {trace_ms:.0f} ms to trace, {calls} ms its first three calls (per window)")
-    print(
-        "one fixed-buffer step (64-slot window), us, medians: "
-        + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in us.items())
-    )
+    print("one fixed-buffer step (64-slot window), us, medians: " + ", ".join(f"{k} {v:.0f}" for k, v in us.items()))
 
 
 if __name__ == "__main__":
