@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
 class UsageError(Exception):
     """A problem with the user's input; reported in one line with exit status 2."""
+
+
+def at_least(low: int):
+    """An argparse `type`: an integer >= low. Anything else is argparse's usage error (exit status 2),
+    before a model is loaded or a file written."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError is argparse's "invalid int value"
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def in_range(low: float, high: float, low_open: bool = False):
+    """An argparse `type`: a float in [low, high], or in (low, high] when `low_open`."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (low < value if low_open else low <= value) or not value <= high:
+            bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
 
 
 def add_device_option(parser) -> None:

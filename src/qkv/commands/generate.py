@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qkv.commands import UsageError, add_device_option, load_model
+from qkv.commands import UsageError, add_device_option, at_least, in_range, load_model
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -14,8 +14,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from qkv.data.tokenizers import load_tokenizer
     from qkv.decoding.generate import generate
 
-    if args.threads < 0:
-        raise UsageError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, args.device)
@@ -49,14 +47,19 @@ def add_parsers(sub) -> None:
     )
     gen.add_argument("--model", required=True, help="checkpoint directory")
     gen.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    gen.add_argument("--max-new-tokens", type=int, default=200)
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    gen.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens (0 = off)")
-    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
+    gen.add_argument("--max-new-tokens", type=at_least(1), default=200, help="tokens to generate (default 200)")
+    gen.add_argument("--temperature", type=in_range(0.0, float("inf")), default=1.0, help="0 = greedy (default 1.0)")
+    gen.add_argument("--top-k", type=at_least(0), default=0, help="keep only the k most likely tokens (0 = off)")
+    gen.add_argument(
+        "--top-p",
+        type=in_range(0.0, 1.0, low_open=True),
+        default=1.0,
+        help="nucleus threshold in (0, 1] (1.0 = off)",
+    )
     gen.add_argument("--seed", type=int, help="random seed, for reproducible samples")
     gen.add_argument(
         "--threads",
-        type=int,
+        type=at_least(0),
         default=0,
         help="CPU threads (0 = one per core); a very small model's steps gain little from a second one",
     )

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from qkv.commands import UsageError
+from qkv.commands import UsageError, at_least
 
 
 def _label(text: str) -> str:
@@ -107,8 +107,8 @@ def add_parsers(sub) -> None:
     att.add_argument("--out", default="runs/plots", help="directory for the PNG files (default runs/plots)")
     att.set_defaults(plot=cmd_attention)
     pos = kinds.add_parser("positions", help="the sinusoidal encoding matrix and the dot products between positions")
-    pos.add_argument("--positions", type=int, default=100, help="number of positions (default 100)")
-    pos.add_argument("--d-model", type=int, default=128, help="encoding width (default 128)")
+    pos.add_argument("--positions", type=at_least(1), default=100, help="number of positions (default 100)")
+    pos.add_argument("--d-model", type=at_least(1), default=128, help="encoding width (default 128)")
     pos.add_argument("--out", default="runs/plots/positions.png", help="PNG file to write")
     pos.set_defaults(plot=cmd_positions)
     sch = kinds.add_parser("schedule", help="the learning rate at every step of a run config")

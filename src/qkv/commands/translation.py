@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qkv.commands import UsageError, add_device_option, input_lines, load_model, refuse_nonempty
+from qkv.commands import UsageError, add_device_option, at_least, input_lines, load_model, refuse_nonempty
 from qkv.data.parallel import read_lines
 
 
@@ -99,9 +99,9 @@ def add_parsers(sub) -> None:
     ev.add_argument("--output", help="also write the translations to this file")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     for p in (tr, ev):
-        p.add_argument("--beam", type=int, default=4, help="beam size; 1 is greedy decoding (default 4, as the paper)")
+        p.add_argument("--beam", type=at_least(1), default=4, help="beam size; 1 is greedy (default 4, as the paper)")
         p.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, as the paper)")
-        p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default 64)")
+        p.add_argument("--batch-size", type=at_least(1), default=64, help="sentences decoded together (default 64)")
         add_device_option(p)
     tr.set_defaults(handler=cmd_translate)
     ev.set_defaults(handler=cmd_evaluate)
@@ -114,7 +114,7 @@ def add_parsers(sub) -> None:
     )
     avg.add_argument("checkpoints", nargs="*", help="checkpoint directories")
     avg.add_argument("--run", help="a training output directory")
-    avg.add_argument("--last", type=int, default=5, help="with --run: how many of the last checkpoints (default 5)")
+    avg.add_argument("--last", type=at_least(1), default=5, help="with --run: how many of the last (default 5)")
     avg.add_argument("--out", required=True, help="directory for the averaged checkpoint")
     avg.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     avg.set_defaults(handler=cmd_average)

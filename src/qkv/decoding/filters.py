@@ -24,8 +24,10 @@ def top_p(logits: Tensor, p: float) -> Tensor:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    # drop a token if the ones ranked above it already reach p (the top token is always kept)
+    # drop a token if the ones ranked above it already reach p; the top token is always kept, even
+    # for p <= 0 (where the test alone would drop every token and softmax would give NaN)
     drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= p
+    drop_sorted[..., 0] = False
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 

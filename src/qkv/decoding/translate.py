@@ -39,6 +39,8 @@ def translate_lines(
     progress: bool = False,
 ) -> list[str]:
     """Translations of `lines`, same order. Sentences are decoded in batches of similar length."""
+    if beam < 1 or batch_size < 1:
+        raise ValueError(f"beam ({beam}) and batch_size ({batch_size}) must be at least 1")
     src_ids = tokenizer.encode_src([line.strip() for line in lines])
     order = sorted(range(len(lines)), key=lambda i: len(src_ids[i]))
     out: list[list[int]] = [[] for _ in lines]
