@@ -1,0 +1,67 @@
+"""The commands the README and docs/ cite for their figures still exist as written: every
+`python benchmarks/... --flag` names a script that defines that flag, and every `qkv ...` line parses
+with the real command-line parser (and its config and --set keys load). Nothing is run."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from qkv.cli import build_parser
+from qkv.train.loop import LoopConfig
+from qkv.train.optim import OptimConfig
+from qkv.train.runconfig import load_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# CONFIG, OUT, M, seedS, [--set ...]: syntax or a placeholder, not a command as written
+PLACEHOLDER = re.compile(r"(^|[\s=a-z])[A-Z]+(\s|$)|\.\.\.|\[")
+
+
+def cited(prefix: str) -> list[tuple[str, str]]:
+    """(doc name, command) for each inline `prefix ...` and each shell-block line starting with it."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        inline = re.findall(rf"`({prefix} [^`]*)`", text)
+        blocks = "\n".join(re.findall(r"```(?:sh|bash)\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
+        lines = [line.split(" #")[0].split(" > ")[0].strip() for line in blocks.splitlines()]
+        found += [(doc.name, c) for c in inline + [line for line in lines if line.startswith(prefix + " ")]]
+    return sorted(set(found))
+
+
+SCRIPTS = [(doc, c) for doc, c in cited("python") if not c.startswith("python -m")]
+QKV = [(doc, c) for doc, c in cited("qkv") if not PLACEHOLDER.search(c) and "--help" not in c]
+
+
+def test_the_docs_cite_commands():
+    assert len(SCRIPTS) > 30 and len(QKV) > 15  # the extraction itself works
+
+
+@pytest.mark.parametrize("doc, command", SCRIPTS, ids=[c for _, c in SCRIPTS])
+def test_cited_script_and_flags_exist(doc, command):
+    script, *args = shlex.split(command)[1:]
+    path = ROOT / script
+    assert path.is_file(), f"{doc}: {script} does not exist"
+    source = path.read_text() + (ROOT / "benchmarks" / "common.py").read_text()  # shared flags (--device)
+    for flag in (a.split("=")[0] for a in args if a.startswith("--")):
+        assert f'"{flag}"' in source, f"{doc}: {script} defines no {flag}"
+
+
+@pytest.mark.parametrize("doc, command", QKV, ids=[c for _, c in QKV])
+def test_cited_qkv_command_parses(doc, command, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    argv = shlex.split(command)[1:]
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[argv[0]]
+    required = [a.option_strings[0] for a in sub._actions if a.required and a.option_strings]
+    if len(argv) == 1 or any(r not in argv for r in required):  # prose naming a command or one option: those must exist
+        assert all(a.split("=")[0] in sub._option_string_actions for a in argv[1:] if a.startswith("--"))
+        return
+    args = parser.parse_args(argv)
+    config = getattr(args, "config", None)
+    if config is not None:  # qkv train / plot schedule: the config and its --set keys load
+        run = load_run_config(config, args.set)
+        LoopConfig.from_dict(run["train"], source=config)
+        OptimConfig.from_dict(run["optim"], source=config)
