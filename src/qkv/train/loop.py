@@ -251,6 +251,25 @@ def _agree_to_stop(out_of_time: bool, signals: StopSignals, ranks: Ranks) -> boo
     return out_of_time
 
 
+def _wrap(core, loop: LoopConfig, device: torch.device, ranks: Ranks):
+    """(model, forward): the DDP wrapper when several processes train data-parallel (else the model
+    itself), and what the training step calls: that, compiled when `loop.compile` asks."""
+    model = core
+    if ranks.world > 1 and loop.parallel == "ddp":
+        model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    if loop.compile == "off":
+        return model, model
+    return model, torch.compile(model, mode=None if loop.compile == "default" else loop.compile)  # default: None
+
+
+def _save_interrupted(core, task: Task, optimizer, optim: OptimConfig, out: Path, meta: dict, ranks: Ranks) -> None:
+    """A signal arrived: every rank hands over its data position, the main one writes out/last."""
+    states = distributed.gather(rank_state(task), ranks)
+    whole, whole_opt = _savable(core, optimizer, optim)
+    if ranks.main:
+        _checkpoint(whole, task, out / "last", meta, whole_opt, states)
+
+
 def fit(
     model,
     task: Task,
@@ -271,12 +290,7 @@ def fit(
     first, best = _start(model, task, optimizer, optim, resume, ranks)
     metrics: dict = {}
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
-    if ranks.world > 1 and loop.parallel == "ddp":
-        model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    if loop.compile == "off":
-        forward = model
-    else:  # torch names its default mode None
-        forward = torch.compile(model, mode=None if loop.compile == "default" else loop.compile)
+    model, forward = _wrap(core, loop, device, ranks)
     log = MetricsLog(out / "metrics.jsonl") if ranks.main else None
     bar = tqdm(
         range(first, loop.steps + 1),
@@ -307,11 +321,9 @@ def fit(
                 best, metrics = _evaluate_and_save(core, task, optimizer, loop, optim, out, step, best, log, ranks)
             if signals.received is not None:
                 interrupted = signal.Signals(signals.received).name
-                states = distributed.gather(rank_state(task), ranks)
-                whole, whole_opt = _savable(core, optimizer, optim)
-                if ranks.main:
-                    meta = {"step": step, "best_val_loss": best, **metrics}
-                    _checkpoint(whole, task, out / "last", meta, whole_opt, states)
+                _save_interrupted(
+                    core, task, optimizer, optim, out, {"step": step, "best_val_loss": best, **metrics}, ranks
+                )
                 tqdm.write(
                     f"{interrupted} at step {step}: saved {out / 'last'}; continue with --resume {out}", file=sys.stderr
                 )
