@@ -163,6 +163,25 @@ def test_sampling_is_reproducible_with_a_seed():
 TEXT = "to be, or not to be, that is the question.\n" * 40
 
 
+def test_text_too_short_for_one_window_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("abc\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f"""task = "lm"
+out = "{tmp_path / "run"}"
+[data]
+files = ["{tmp_path / "t.txt"}"]
+[model]
+preset = "char-tiny"
+""")
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"qkv train: error: {tmp_path / 't.txt'}: the training split has 4 tokens, not more than block_size=64"
+        " (give more text, or a smaller model.block_size)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_tiny_gpt_overfits_and_generates_from_the_cli(tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
     (tmp_path / "c.toml").write_text(f"""

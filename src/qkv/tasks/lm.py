@@ -83,6 +83,6 @@ def build(run: dict, loop: LoopConfig):
     resumed = run.get("_resume")  # the tokenizer of the run being resumed (commands/train.py says why)
     tokenizer = load_tokenizer(resumed) if resumed else build_tokenizer(data_cfg, text)
     cfg = model_config(PRESETS, run["model"], source, vocab_size=tokenizer.vocab_size)
-    data = LMData(tokenizer.encode(text), data_cfg.val_fraction, cfg.block_size)
+    data = LMData(tokenizer.encode(text), data_cfg.val_fraction, cfg.block_size, source=", ".join(data_cfg.files))
     torch.manual_seed(loop.seed)
     return GPT(cfg), LMTask(data_cfg, loop, tokenizer, data)
