@@ -3,6 +3,7 @@
 import json
 import random
 
+import pytest
 import torch
 
 from qkv.checkpoint import load
@@ -140,13 +141,28 @@ label_smoothing = 0.0
     assert (plots / "self_attention.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_bad_tsv_names_the_line(tmp_path, capsys):
-    (tmp_path / "t.tsv").write_text("sentence\tlabel\ngood film\t1\nno label here\n")
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        (
+            "sentence\tlabel\ngood film\t1\nno label here\n",
+            "t.tsv:3: expected 2 tab-separated fields with an integer label",
+        ),
+        ("sentence\tlabel\n", "t.tsv: no sentences after the header"),
+        # labels 0 and 1 in the dev file, only 1 in training: class 0 could never be learnt
+        ("sentence\tlabel\ngood film\t1\nfine film\t1\n", "t.tsv: label(s) [0] never occur in the training data"),
+    ],
+    ids=["field missing", "header only", "class missing"],
+)
+def test_bad_tsv_is_one_line_exit_2(tmp_path, capsys, train, message):
+    (tmp_path / "t.tsv").write_text(train)
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood film\t1\nbad film\t0\n")
     (tmp_path / "c.toml").write_text(f"""task = "classify"
 out = "{tmp_path / "o"}"
 [data]
 train = "{tmp_path / "t.tsv"}"
-valid = "{tmp_path / "t.tsv"}"
+valid = "{tmp_path / "dev.tsv"}"
 {MODEL}""")
     assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 2
-    assert "t.tsv:3: expected 2 tab-separated fields with an integer label" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

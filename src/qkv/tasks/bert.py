@@ -220,6 +220,8 @@ def read_tsv(path: str) -> tuple[list[str], list[int]]:
             raise DataError(f"{path}:{number}: expected {len(header)} tab-separated fields with an integer label")
         sentences.append(fields[si])
         labels.append(int(fields[li]))
+    if not labels:
+        raise DataError(f"{path}: no sentences after the header")
     if min(labels) < 0:
         raise DataError(f"{path}: labels must be 0, 1, ...")
     return sentences, labels
@@ -275,6 +277,11 @@ def build_classify(run: dict, loop: LoopConfig):
     cfg = ClassifyDataConfig.from_dict(run["data"], source=f"{source} [data]")
     train, valid = read_tsv(cfg.train), read_tsv(cfg.valid)
     n_labels = max(train[1] + valid[1]) + 1
+    unseen = sorted(set(range(n_labels)) - set(train[1]))
+    if unseen:  # a class the classifier could never learn: a mislabelled or truncated training file
+        raise DataError(
+            f"{cfg.train}: label(s) {unseen} never occur in the training data (labels are 0 to {n_labels - 1})"
+        )
     torch.manual_seed(loop.seed)
     if run.get("init"):
         pretrained = load(run["init"])
