@@ -231,6 +231,8 @@ label_smoothing = 0.0
     )
     torch.set_num_threads(threads)  # --threads is process-wide; give the other tests theirs back
     assert capsys.readouterr().out.startswith("to be, or not to be, that is the")
+    assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", ""]) == 2
+    assert "--prompt is empty" in capsys.readouterr().err
     if not torch.cuda.is_available():  # a device that is not there: one line, exit 2
         assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--device", "cuda"]) == 2
         assert capsys.readouterr().err.strip().endswith("--device = cuda, but torch sees no CUDA device")

@@ -63,7 +63,7 @@ def test_plot_attention_translation(translator, tmp_path, capsys):
     assert "the model has layers 1 to 2" in capsys.readouterr().err
 
 
-def test_plot_attention_gpt(tmp_path):
+def test_plot_attention_gpt(tmp_path, capsys):
     tok = CharTokenizer.train("hello world, how are you?")
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, d_model=16, n_heads=2, n_layers=2, d_ff=32))
     qkv.save(model, tmp_path / "gpt")
@@ -84,6 +84,12 @@ def test_plot_attention_gpt(tmp_path):
         == 0
     )
     assert _is_png(tmp_path / "p" / "self_attention.png")
+    empty = ["plot", "attention", "--model", str(tmp_path / "gpt"), "--text", "", "--out", str(tmp_path / "e")]
+    assert main(empty) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "qkv plot: error: --text is empty: a GPT needs at least one token to attend over"
+    )
 
 
 def test_plot_positions_and_schedule(tmp_path):

@@ -118,7 +118,13 @@ warmup_steps = 4
     assert len(capsys.readouterr().out.splitlines()) == 25
 
     assert main(["translate", "--model", str(run / "last"), "--input", str(tmp_path / "test.en"), "--beam", "1"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 25
+    greedy = capsys.readouterr().out.splitlines()
+    assert len(greedy) == 25
+    # blank lines stay blank (not a translation of nothing) and leave the others as they were
+    lines = (tmp_path / "test.en").read_text().splitlines()
+    (tmp_path / "gaps.en").write_text(f"{lines[0]}\n\n  \n{lines[1]}\n")
+    assert main(["translate", "--model", str(run / "last"), "--input", str(tmp_path / "gaps.en"), "--beam", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == [greedy[0], "", "", greedy[1]]
 
     out_file = tmp_path / "hyp.de"
     assert (

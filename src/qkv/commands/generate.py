@@ -21,6 +21,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model}: is a {model.family} model; generate needs a gpt model")
     tokenizer = load_tokenizer(args.model)
     prompt = tokenizer.encode(args.prompt)
+    if not prompt:
+        raise UsageError("--prompt is empty: give at least one character to continue (the default is a newline)")
     # the sampler draws on the model's device, so its generator lives there too (a seed gives the same
     # text again on the same device; CPU and GPU random streams differ)
     device = next(model.parameters()).device

@@ -54,6 +54,8 @@ def cmd_attention(args: argparse.Namespace) -> list[Path]:
 
         tok = load_tokenizer(model_dir)
         ids = tok.encode(args.text)[-model.config.block_size :]
+        if not ids:
+            raise UsageError("--text is empty: a GPT needs at least one token to attend over")
         paths = plot_gpt(model, ids, [_label(tok.decode([i])) for i in ids], out, args.layer, args.head)
     return paths
 

@@ -38,11 +38,12 @@ def translate_lines(
     batch_size: int = 64,
     progress: bool = False,
 ) -> list[str]:
-    """Translations of `lines`, same order. Sentences are decoded in batches of similar length."""
+    """Translations of `lines`, same order. Sentences are decoded in batches of similar length; an
+    empty (or blank) line translates to an empty line instead of whatever the model says to nothing."""
     if beam < 1 or batch_size < 1:
         raise ValueError(f"beam ({beam}) and batch_size ({batch_size}) must be at least 1")
     src_ids = tokenizer.encode_src([line.strip() for line in lines])
-    order = sorted(range(len(lines)), key=lambda i: len(src_ids[i]))
+    order = sorted((i for i in range(len(lines)) if src_ids[i]), key=lambda i: len(src_ids[i]))
     out: list[list[int]] = [[] for _ in lines]
     model.eval()
     with torch.inference_mode():
