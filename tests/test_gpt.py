@@ -233,6 +233,12 @@ label_smoothing = 0.0
     assert capsys.readouterr().out.startswith("to be, or not to be, that is the")
     assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", ""]) == 2
     assert "--prompt is empty" in capsys.readouterr().err
+    long = ["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", TEXT[:100], "--max-new-tokens", "8"]
+    assert main(long) == 0  # longer than the 32-token window: cropped, with one line on stderr
+    assert (
+        capsys.readouterr().err
+        == "qkv generate: warning: prompt of 100 tokens cropped to its last 24 (context window 32)\n"
+    )
     if not torch.cuda.is_available():  # a device that is not there: one line, exit 2
         assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--device", "cuda"]) == 2
         assert capsys.readouterr().err.strip().endswith("--device = cuda, but torch sees no CUDA device")

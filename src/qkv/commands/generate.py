@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from qkv.commands import UsageError, add_device_option, at_least, in_range, load_model
 
@@ -12,7 +13,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from qkv.data.tokenizers import load_tokenizer
-    from qkv.decoding.generate import generate
+    from qkv.decoding.generate import crop_prompt, generate
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -23,6 +24,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompt = tokenizer.encode(args.prompt)
     if not prompt:
         raise UsageError("--prompt is empty: give at least one character to continue (the default is a newline)")
+    with warnings.catch_warnings(record=True) as caught:  # one line on stderr, not Python's warning with source
+        warnings.simplefilter("always")
+        prompt = crop_prompt(prompt, model.config.block_size, args.max_new_tokens)
+    for w in caught:
+        print(f"qkv generate: warning: {w.message}", file=sys.stderr)
     # the sampler draws on the model's device, so its generator lives there too (a seed gives the same
     # text again on the same device; CPU and GPU random streams differ)
     device = next(model.parameters()).device
