@@ -29,7 +29,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     model, tokenizer = _load_translator(args.model, args.device)
     lines = input_lines(args.input)
-    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size):
+    progress = not args.no_progress and len(lines) > args.batch_size  # a bar (on stderr) when there is a wait
+    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size, progress):
         print(line)
     return 0
 
@@ -97,8 +98,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("--src", required=True, help="source sentences, one a line")
     ev.add_argument("--ref", required=True, help="reference translations, one a line")
     ev.add_argument("--output", help="also write the translations to this file")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     for p in (tr, ev):
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to standard error)")
         p.add_argument("--beam", type=at_least(1), default=4, help="beam size; 1 is greedy (default 4, as the paper)")
         p.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, as the paper)")
         p.add_argument("--batch-size", type=at_least(1), default=64, help="sentences decoded together (default 64)")
