@@ -309,3 +309,17 @@ def test_resumed_run_keeps_its_tokenizer(tmp_path):
     (tmp_path / "docs" / "zz_new.txt").write_text("þorn æsc ðæt ƿynn. " * 200 + "\n\n" + "ȝogh ƿen þæt. " * 200)
     assert main(["train", str(cfg), "--no-progress", "--resume", str(tmp_path / "part")]) == 0
     assert (tmp_path / "part" / "last" / "vocab.txt").read_text() == before
+
+
+def test_resume_with_another_model_is_refused(tmp_path, capsys):
+    cfg = lm_config(tmp_path, "part", steps=4, eval_every=2)
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    last = tmp_path / "part" / "last"
+    before = {p.name: p.read_bytes() for p in last.iterdir()}
+    capsys.readouterr()
+    wider = ["--set", "model.d_model=48", "--set", "train.steps=8", "--resume", str(tmp_path / "part")]
+    assert main(["train", str(cfg), "--no-progress", *wider]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"qkv train: error: {last}/config.json: the model there differs from the one {cfg} describes"
+    )
+    assert {p.name: p.read_bytes() for p in last.iterdir()} == before  # the checkpoint is untouched
