@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from qkv.data.text import DataError
+from qkv.data.text import DataError, no_such_file
 
 EmptyPolicy = Literal["error", "skip"]
 MAX_LINE_BYTES = 10_000  # a "sentence" longer than this is a wrong file (a document, binary data), not a sentence
@@ -27,7 +27,7 @@ def read_lines(path: str | Path) -> list[str]:
     """Every line of a UTF-8 file with surrounding whitespace removed; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise no_such_file(path)
     lines = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):

@@ -9,11 +9,18 @@ class DataError(ValueError):
     """Bad input data; the message names the file (and line where there is one)."""
 
 
+def no_such_file(path: Path) -> DataError:
+    """The error for a missing input; a relative path also names the directory it was looked up from
+    (config paths such as ../shared/data are relative to where qkv runs, not to the config file)."""
+    where = "" if path.is_absolute() else f" (looked for from {Path.cwd()})"
+    return DataError(f"{path}: no such file{where}")
+
+
 def read_text(path: str | Path) -> str:
     """The whole file as text; missing, empty and non-UTF-8 files are errors naming file and line."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such file")
+        raise no_such_file(p)
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8")
