@@ -6,7 +6,7 @@ import pytest
 
 from qkv.cli import main
 from qkv.data.batching import EpochBatches, token_batches
-from qkv.data.parallel import read_parallel
+from qkv.data.parallel import read_lines, read_parallel
 from qkv.data.text import DataError
 
 LEXICON = {
@@ -197,3 +197,11 @@ preset = "small"
     assert err.count("\n") == 0
     assert __import__("re").search(message, err), err
     assert not (tmp_path / "run").exists()
+
+
+def test_missing_relative_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"^data/train\.de: no such file \(looked for from {tmp_path}\)$"):
+        read_lines("data/train.de")
+    with pytest.raises(DataError, match=rf"^{tmp_path}/x\.txt: no such file$"):  # absolute: nothing to add
+        read_lines(tmp_path / "x.txt")
