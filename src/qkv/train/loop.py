@@ -259,7 +259,8 @@ def _wrap(core, loop: LoopConfig, device: torch.device, ranks: Ranks):
         model = nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     if loop.compile == "off":
         return model, model
-    return model, torch.compile(model, mode=None if loop.compile == "default" else loop.compile)  # default: None
+    mode = None if loop.compile == "default" else loop.compile  # torch names its default mode None
+    return model, torch.compile(model, mode=mode)
 
 
 def _save_interrupted(core, task: Task, optimizer, optim: OptimConfig, out: Path, meta: dict, ranks: Ranks) -> None:
