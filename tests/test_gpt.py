@@ -52,7 +52,7 @@ def test_hf_gpt2_parity_and_round_trip(hf_gpt2_dir, capsys):
 
     tmp, hf = hf_gpt2_dir
     assert main(["convert", "--from-hf", str(tmp / "hf"), "--out", str(tmp / "qkv")]) == 0
-    assert "has no tokenizer (vocab.json + merges.txt)" in capsys.readouterr().err  # save_pretrained writes none
+    assert "no tokenizer (" in capsys.readouterr().err  # save_pretrained writes none
     ours = load(tmp / "qkv")
     tokens = torch.randint(0, 97, (3, 25))
     with torch.no_grad():

@@ -25,15 +25,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 f"{src / 'config.json'}: model_type {model_type!r} is not supported ({sorted(by_model_type)})"
             )
         model = by_model_type[model_type].from_hf(src, out)
-        # the weights convert alone; say when no tokenizer came with them (GPT-2 needs both files)
-        tokenizers = {"gpt2": [("vocab.json", "merges.txt")], "bert": [("vocab.txt",), ("tokenizer.json",)]}
-        if not any(all((out / n).is_file() for n in files) for files in tokenizers[model_type]):
-            wanted = " or ".join(" + ".join(files) for files in tokenizers[model_type])
-            print(
-                f"note: {src} has no tokenizer ({wanted}); {out} holds the weights only, and "
-                "generate/classify/plot will ask for a tokenizer there",
-                file=sys.stderr,
-            )
+        from qkv.data.tokenizers import TokenizerError, load_tokenizer
+        from qkv.data.wordpiece import WordPieceTokenizer
+
+        try:  # the loader the model's users will call: say now, not at their first command, if it fails
+            {"gpt2": load_tokenizer, "bert": WordPieceTokenizer.load}[model_type](out)
+        except TokenizerError as err:
+            print(f"note: {err}; {src} brought none, so {out} holds the weights only", file=sys.stderr)
     else:
         model = load(args.to_hf)
         if model.family not in by_family:
