@@ -160,7 +160,7 @@ warmup_steps = 4
         ("unequal", "has 300 lines but"),
         ("utf8", r"train.en:2: invalid UTF-8"),
         ("empty", r"train.de:3: empty line"),
-        ("unknown_key", r"unknown key\(s\) \['vocab'\]"),
+        ("unknown_key", r"mt.toml:4 \[data\]: unknown key\(s\) \['vocab'\]"),
         ("missing", "no such file"),
     ],
 )

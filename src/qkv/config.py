@@ -14,7 +14,12 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the field."""
+    """A configuration value or key is invalid; the message names the field, and `key` holds its
+    name where one key is to blame (so that a run config can point at the line that sets it)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _check(name: str, value: Any, tp: Any) -> Any:
@@ -62,7 +67,11 @@ class Config:
         hints = get_type_hints(type(self))
         for field in dataclasses.fields(self):
             name = f"{type(self).__name__}.{field.name}"
-            object.__setattr__(self, field.name, _check(name, getattr(self, field.name), hints[field.name]))
+            try:
+                value = _check(name, getattr(self, field.name), hints[field.name])
+            except ConfigError as err:
+                raise ConfigError(str(err), key=field.name) from None
+            object.__setattr__(self, field.name, value)
         self.validate()
 
     def validate(self) -> None:
@@ -76,11 +85,13 @@ class Config:
     def from_dict(cls, data: dict[str, Any], source: str = "config"):
         unknown = sorted(set(data) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}")
+            raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}", key=unknown[0])
         try:
             return cls(**data)
         except TypeError as err:  # a required field is missing
             raise ConfigError(f"{source}: {err}") from None
+        except ConfigError as err:  # a bad value, or fields that do not fit together (`validate`)
+            raise ConfigError(f"{source}: {err}", key=err.key) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -70,7 +70,7 @@ def cmd_schedule(args: argparse.Namespace) -> list[Path]:
     from qkv.models import gpt, seq2seq
     from qkv.train.loop import LoopConfig
     from qkv.train.optim import OptimConfig
-    from qkv.train.runconfig import load_run_config
+    from qkv.train.runconfig import load_run_config, section_config
     from qkv.viz.curves import plot_schedule
 
     run = load_run_config(args.config, args.set)
@@ -79,8 +79,8 @@ def cmd_schedule(args: argparse.Namespace) -> list[Path]:
     if presets is None or run["model"].get("preset") not in presets:
         raise UsageError(f"{src}: cannot tell d_model (task {run['task']!r}, preset {run['model'].get('preset')!r})")
     d_model = run["model"].get("d_model", presets[run["model"]["preset"]].d_model)
-    optim = OptimConfig.from_dict(run["optim"], source=f"{src} [optim]")
-    steps = LoopConfig.from_dict(run["train"], source=f"{src} [train]").steps
+    optim = section_config(run, "optim", OptimConfig)
+    steps = section_config(run, "train", LoopConfig).steps
     lrs = [optim.lr_at(s, d_model) for s in range(1, steps + 1)]
     title = f"{Path(src).name}: {optim.schedule}, warm-up {optim.warmup_steps}, peak {max(lrs):.2e}"
     return [plot_schedule(lrs, Path(args.out), title)]

@@ -36,14 +36,14 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     from qkv.train import distributed
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import OptimConfig
-    from qkv.train.runconfig import load_run_config
+    from qkv.train.runconfig import load_run_config, section_config
 
     run = load_run_config(args.config, args.set)
     source = run["_source"]
     if run["task"] not in TASKS:
         raise UsageError(f"{source}: task must be one of {sorted(TASKS)}, got {run['task']!r}")
-    loop = LoopConfig.from_dict(run["train"], source=f"{source} [train]")
-    optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
+    loop = section_config(run, "train", LoopConfig)
+    optim = section_config(run, "optim", OptimConfig)
     distributed.device(loop.device)  # a device that is not there is an error before anything is written
     out = Path(run["out"])
     resume = resumable_checkpoint(Path(args.resume)) if args.resume else None

@@ -21,7 +21,7 @@ from qkv.tasks.common import GeneratorPosition, to_model
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
-from qkv.train.runconfig import model_config
+from qkv.train.runconfig import model_config, section_config, where
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -164,8 +164,7 @@ class PretrainTask(GeneratorPosition):
 
 
 def build_pretrain(run: dict, loop: LoopConfig):
-    source = run["_source"]
-    cfg = PretrainDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    cfg = section_config(run, "data", PretrainDataConfig)
     docs = read_documents(cfg)
     if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
         tok = WordPieceTokenizer.load(run["_resume"])
@@ -187,8 +186,7 @@ def build_pretrain(run: dict, loop: LoopConfig):
     )
     model_cfg = model_config(
         PRESETS,
-        run["model"],
-        source,
+        run,
         vocab_size=tok.vocab_size,
         max_len=cfg.max_len,
         head="pretraining",
@@ -273,8 +271,7 @@ def build_classify(run: dict, loop: LoopConfig):
     model without pre-training, the baseline that isolates what pre-training gave."""
     from qkv.checkpoint import CheckpointError, load
 
-    source = run["_source"]
-    cfg = ClassifyDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    cfg = section_config(run, "data", ClassifyDataConfig)
     train, valid = read_tsv(cfg.train), read_tsv(cfg.valid)
     n_labels = max(train[1] + valid[1]) + 1
     unseen = sorted(set(range(n_labels)) - set(train[1]))
@@ -289,7 +286,7 @@ def build_classify(run: dict, loop: LoopConfig):
             raise CheckpointError(f"{run['init']}: is a {pretrained.family} model, not a BERT")
         if cfg.max_len > pretrained.config.max_len:
             raise ConfigError(
-                f"{source} [data]: max_len {cfg.max_len} is longer than {run['init']}'s "
+                f"{where(run, 'data', 'max_len')}: max_len {cfg.max_len} is longer than {run['init']}'s "
                 f"{pretrained.config.max_len} positions; set data.max_len <= {pretrained.config.max_len}"
             )
         tok = WordPieceTokenizer.load(run["init"])
@@ -305,8 +302,7 @@ def build_classify(run: dict, loop: LoopConfig):
         tok = WordPieceTokenizer.load(resumed) if resumed else WordPieceTokenizer.train(train[0], cfg.vocab_size)
         model_cfg = model_config(
             PRESETS,
-            run["model"],
-            source,
+            run,
             vocab_size=tok.vocab_size,
             head="sequence_classification",
             n_labels=n_labels,

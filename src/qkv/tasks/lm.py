@@ -18,7 +18,7 @@ from qkv.tasks.common import GeneratorPosition, to_model
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
-from qkv.train.runconfig import model_config
+from qkv.train.runconfig import model_config, section_config
 
 
 @dataclass(frozen=True)
@@ -77,12 +77,11 @@ class LMTask(GeneratorPosition):
 
 def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "lm"."""
-    source = run["_source"]
-    data_cfg = LMDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    data_cfg = section_config(run, "data", LMDataConfig)
     text = "".join(read_text(f) for f in data_cfg.files)
     resumed = run.get("_resume")  # the tokenizer of the run being resumed (commands/train.py says why)
     tokenizer = load_tokenizer(resumed) if resumed else build_tokenizer(data_cfg, text)
-    cfg = model_config(PRESETS, run["model"], source, vocab_size=tokenizer.vocab_size)
+    cfg = model_config(PRESETS, run, vocab_size=tokenizer.vocab_size)
     data = LMData(tokenizer.encode(text), data_cfg.val_fraction, cfg.block_size, source=", ".join(data_cfg.files))
     torch.manual_seed(loop.seed)
     return GPT(cfg), LMTask(data_cfg, loop, tokenizer, data)

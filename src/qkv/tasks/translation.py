@@ -20,7 +20,7 @@ from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
 from qkv.train.losses import label_smoothed_cross_entropy
-from qkv.train.runconfig import model_config
+from qkv.train.runconfig import model_config, section_config
 
 PAD, BOS, EOS = (SPECIALS.index(s) for s in ("<pad>", "<s>", "</s>"))  # the ids every translation tokenizer gives
 
@@ -119,8 +119,7 @@ def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "translation"."""
     from qkv.train.optim import OptimConfig
 
-    source = run["_source"]
-    cfg = TranslationDataConfig.from_dict(run["data"], source=f"{source} [data]")
+    cfg = section_config(run, "data", TranslationDataConfig)
     train = read_parallel(cfg.train_src, cfg.train_tgt, cfg.empty_lines)
     valid = read_parallel(cfg.valid_src, cfg.valid_tgt, cfg.empty_lines)
     if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
@@ -138,8 +137,7 @@ def build(run: dict, loop: LoopConfig):
     v_src, v_tgt = tokenizer.vocab_sizes
     model_cfg = model_config(
         PRESETS,
-        run["model"],
-        source,
+        run,
         src_vocab_size=v_src,
         tgt_vocab_size=v_tgt,
         share_embeddings=cfg.shared_vocab,
@@ -147,7 +145,7 @@ def build(run: dict, loop: LoopConfig):
         bos_id=BOS,
         eos_id=EOS,
     )
-    optim = OptimConfig.from_dict(run["optim"], source=f"{source} [optim]")
+    optim = section_config(run, "optim", OptimConfig)
     torch.manual_seed(loop.seed)
     task = TranslationTask(
         cfg,

@@ -8,14 +8,16 @@
     [train] ...                 # qkv.train.loop.LoopConfig
     [optim] ...                 # qkv.train.optim.OptimConfig
 
-Every key is checked: an unknown one, or a value of the wrong type, is an error naming the file.
+Every key is checked: an unknown one, or a value of the wrong type, is an error naming the file and,
+where one key is to blame, the line that sets it (or the `--set` that did).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from qkv.config import ConfigError
 
@@ -56,7 +58,8 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> dict[str, An
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {k} is not a section")
         node[keys[-1]] = value
-    unknown = sorted(set(data) - set(TOP_LEVEL))
+        data.setdefault("_set", {})[".".join(keys)] = text
+    unknown = sorted(set(data) - set(TOP_LEVEL) - {"_set"})
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}; expected {list(TOP_LEVEL)}")
     for name in ("task", "out"):
@@ -75,12 +78,48 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> dict[str, An
     return data
 
 
-def model_config(presets: dict, section: dict[str, Any], source: str, **forced: Any):
+def where(run: dict[str, Any], section: str, key: str | None) -> str:
+    """ "FILE:LINE [section]" for the line of FILE that sets section.key (a `--set` that overrides it is
+    named instead); just "FILE [section]" when the key is not written on a line of its own."""
+    source = run["_source"]
+    if key is not None and f"{section}.{key}" in run.get("_set", {}):
+        return f"{source} [{section}] (--set {run['_set'][f'{section}.{key}']})"
+    current = ""
+    for number, line in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
+        header = re.match(r"\s*\[([^\[\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+        elif key is not None and current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return f"{source}:{number} [{section}]"
+    return f"{source} [{section}]"
+
+
+C = TypeVar("C")
+
+
+def _located(run: dict[str, Any], section: str, build: Callable[[str], C]) -> C:
+    """build(source) with a ConfigError's source replaced by where its key is set."""
+    plain = f"{run['_source']} [{section}]"
+    try:
+        return build(plain)
+    except ConfigError as err:
+        message = str(err)
+        if err.key is None or not message.startswith(plain):
+            raise
+        raise ConfigError(where(run, section, err.key) + message[len(plain) :], key=err.key) from None
+
+
+def section_config(run: dict[str, Any], section: str, cls: type[C]) -> C:
+    """The run config's [section] table as the config class `cls` (strict: see `Config.from_dict`)."""
+    return _located(run, section, lambda source: cls.from_dict(run[section], source=source))
+
+
+def model_config(presets: dict, run: dict[str, Any], **forced: Any):
     """The [model] section: a preset by name, then field overrides, then values the data decides."""
-    fields = dict(section)
+    fields = dict(run["model"])
     name = fields.pop("preset", None)
     if name is None or name not in presets:
-        raise ConfigError(f"{source} [model]: preset must be one of {sorted(presets)}, got {name!r}")
+        raise ConfigError(f"{where(run, 'model', 'preset')}: preset must be one of {sorted(presets)}, got {name!r}")
     base = presets[name]
     merged = {**base.to_dict(), **fields, **forced}
-    return type(base).from_dict(merged, source=f"{source} [model]")
+    return _located(run, "model", lambda source: type(base).from_dict(merged, source=source))
