@@ -44,3 +44,48 @@ def test_empty_positions_plot_is_refused(tmp_path, capsys, option):
     assert exited.value.code == 2
     assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _outputs(tmp_path):
+    """Each command with its output at or under the file `blocker`: (argv, message)."""
+    block = tmp_path / "blocker"
+    (tmp_path / "lm.toml").write_text(f'task = "lm"\nout = "{block}"\n[data]\nfiles = ["x.txt"]\n')
+    model, src = str(tmp_path / "no-model"), str(tmp_path / "no-src")
+    under = f"{block / 'x'}: cannot be written, {block} is a file"
+    return [
+        (["evaluate", "--model", model, "--src", src, "--ref", src, "--output", str(block / "x")], under),
+        (["convert", "--to-hf", model, "--out", str(block / "x")], under),
+        (["average", "--run", str(tmp_path), "--out", str(block / "x")], under),
+        (["plot", "positions", "--out", str(block / "x.png")], f"{block / 'x.png'}: cannot be written"),
+        (["plot", "attention", "--model", model, "--text", "a", "--out", str(block)], "is a file, but --out must be"),
+        (["train", str(tmp_path / "lm.toml")], f"{block}: is a file, but `out` in {tmp_path / 'lm.toml'} must be"),
+        (["demo", "--out", str(block)], f"{block}: is a file, but --out must be a directory"),
+        (["evaluate", "--model", model, "--src", src, "--ref", src, "--output", str(tmp_path)], "is a directory"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "case",
+    range(8),
+    ids=["evaluate", "convert", "average", "plot-positions", "plot-attention", "train", "demo", "output-is-dir"],
+)
+def test_an_output_that_cannot_be_written_is_refused_first(tmp_path, capsys, case):
+    """Checked before any model or data is read (the paths given for those do not exist), so a long
+    evaluation cannot end in a traceback at its last line; the file in the way is left as it was."""
+    (tmp_path / "blocker").write_text("keep me\n")
+    argv, message = _outputs(tmp_path)[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+    assert (tmp_path / "blocker").read_text() == "keep me\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_one_file_plot_into_a_directory_lands_inside_it(tmp_path, capsys):
+    """--out DIR once wrote DIR.png beside it and printed DIR; and a name without a suffix gets .png."""
+    assert main(["plot", "positions", "--positions", "4", "--d-model", "4", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "positions.png")
+    assert (tmp_path / "positions.png").is_file()
+    assert main(["plot", "positions", "--positions", "4", "--d-model", "4", "--out", str(tmp_path / "p")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "p.png") and (tmp_path / "p.png").is_file()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import Literal
 
 
 class UsageError(Exception):
@@ -56,8 +58,25 @@ def load_model(path: str, device: str):
     return load(path).to(choose(device, "--device"))
 
 
+def writable(path: Path, kind: Literal["file", "directory"], what: str) -> Path:
+    """Refuse, before any work is done, an output `path` that could not be written at the end: an
+    existing path of the other kind, or a parent that is a file or not writable. `what` names the
+    option or config key in the message."""
+    if path.exists() and path.is_dir() != (kind == "directory"):
+        raise UsageError(f"{path}: is a {'directory' if path.is_dir() else 'file'}, but {what} must be a {kind}")
+    parent = path.parent
+    while not parent.exists():  # the nearest existing ancestor: the one the writes will go through
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{path}: cannot be written, {parent} is a file ({what})")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise UsageError(f"{path}: no permission to write there ({what})")
+    return path
+
+
 def refuse_nonempty(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    writable(out, "directory", "--out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out}: already exists and is not empty (use --overwrite, or another --out)")
 
 

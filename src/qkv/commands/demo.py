@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qkv.commands import UsageError
+from qkv.commands import UsageError, writable
 
 DEMO_MARKER = ".qkv-demo"
 
@@ -13,7 +13,7 @@ DEMO_MARKER = ".qkv-demo"
 def cmd_demo(args: argparse.Namespace) -> int:
     from qkv.demo.run import DemoConfig, run_demo
 
-    out = Path(args.out)
+    out = writable(Path(args.out), "directory", "--out")
     if out.exists() and any(out.iterdir()) and not (out / DEMO_MARKER).exists() and not args.overwrite:
         raise UsageError(f"{out}: exists and holds something other than a demo run (use --overwrite or another --out)")
     overrides = {k: v for k, v in {"steps": args.steps, "seed": args.seed}.items() if v is not None}

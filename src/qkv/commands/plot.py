@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from qkv.commands import UsageError, at_least
+from qkv.commands import UsageError, at_least, writable
 
 
 def _label(text: str) -> str:
@@ -29,11 +29,19 @@ def _seq2seq_inputs(model_dir: Path, text: str):
     return enc.ids, [_label(t) for t in enc.tokens], lambda t: _label(tok.tgt.id_to_token(t))
 
 
+def png(out: str, name: str) -> Path:
+    """--out of a one-file plot: a file to write, `name` inside it when it is a directory, and with the
+    .png that matplotlib would otherwise add silently (so the path printed is the one written)."""
+    path = Path(out) / name if Path(out).is_dir() else Path(out)
+    return writable(path if path.suffix else path.with_suffix(".png"), "file", "--out")
+
+
 def cmd_attention(args: argparse.Namespace) -> list[Path]:
     from qkv.checkpoint import load
     from qkv.viz.attention import plot_bert, plot_gpt, plot_seq2seq
 
-    model, model_dir, out = load(args.model), Path(args.model), Path(args.out)
+    out = writable(Path(args.out), "directory", "--out")
+    model, model_dir = load(args.model), Path(args.model)
     n_layers = model.config.n_decoder_layers if model.family == "seq2seq" else model.config.n_layers
     if args.layer is not None and not 1 <= args.layer <= n_layers:
         raise UsageError(f"--layer {args.layer}: the model has layers 1 to {n_layers}")
@@ -63,7 +71,7 @@ def cmd_attention(args: argparse.Namespace) -> list[Path]:
 def cmd_positions(args: argparse.Namespace) -> list[Path]:
     from qkv.viz.curves import plot_positions
 
-    return [plot_positions(Path(args.out), args.positions, args.d_model)]
+    return [plot_positions(png(args.out, "positions.png"), args.positions, args.d_model)]
 
 
 def cmd_schedule(args: argparse.Namespace) -> list[Path]:
@@ -83,7 +91,7 @@ def cmd_schedule(args: argparse.Namespace) -> list[Path]:
     steps = section_config(run, "train", LoopConfig).steps
     lrs = [optim.lr_at(s, d_model) for s in range(1, steps + 1)]
     title = f"{Path(src).name}: {optim.schedule}, warm-up {optim.warmup_steps}, peak {max(lrs):.2e}"
-    return [plot_schedule(lrs, Path(args.out), title)]
+    return [plot_schedule(lrs, png(args.out, "schedule.png"), title)]
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -111,11 +119,11 @@ def add_parsers(sub) -> None:
     pos = kinds.add_parser("positions", help="the sinusoidal encoding matrix and the dot products between positions")
     pos.add_argument("--positions", type=at_least(1), default=100, help="number of positions (default 100)")
     pos.add_argument("--d-model", type=at_least(1), default=128, help="encoding width (default 128)")
-    pos.add_argument("--out", default="runs/plots/positions.png", help="PNG file to write")
+    pos.add_argument("--out", default="runs/plots/positions.png", help="PNG file, or a directory to write it in")
     pos.set_defaults(plot=cmd_positions)
     sch = kinds.add_parser("schedule", help="the learning rate at every step of a run config")
     sch.add_argument("config", help="TOML run config")
     sch.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
-    sch.add_argument("--out", default="runs/plots/schedule.png", help="PNG file to write")
+    sch.add_argument("--out", default="runs/plots/schedule.png", help="PNG file, or a directory to write it in")
     sch.set_defaults(plot=cmd_schedule)
     plot.set_defaults(handler=cmd_plot)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qkv.commands import UsageError
+from qkv.commands import UsageError, writable
 
 if TYPE_CHECKING:
     from qkv.train.distributed import Ranks
@@ -45,7 +45,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     loop = section_config(run, "train", LoopConfig)
     optim = section_config(run, "optim", OptimConfig)
     distributed.device(loop.device)  # a device that is not there is an error before anything is written
-    out = Path(run["out"])
+    out = writable(Path(run["out"]), "directory", f"`out` in {source}")
     resume = resumable_checkpoint(Path(args.resume)) if args.resume else None
     if resume is None and out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UsageError(f"{out}: already holds a run (--resume {out} continues it, --overwrite replaces it)")

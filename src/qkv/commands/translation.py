@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qkv.commands import UsageError, add_device_option, at_least, input_lines, load_model, refuse_nonempty
+from qkv.commands import (
+    UsageError,
+    add_device_option,
+    at_least,
+    input_lines,
+    load_model,
+    refuse_nonempty,
+    writable,
+)
 from qkv.data.parallel import read_lines
 
 
@@ -42,6 +50,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from qkv.decoding.translate import translate_lines
 
+    if args.output:  # checked now, not after minutes of decoding
+        writable(Path(args.output), "file", "--output")
     model, tokenizer = _load_translator(args.model, args.device)
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
