@@ -56,3 +56,31 @@ def test_good_sections_load(tmp_path):
     assert section_config(run, "optim", OptimConfig).lr == 1e-3
     assert section_config(run, "train", LoopConfig).steps == 7
     assert model_config(PRESETS, run, vocab_size=65).n_heads == 4
+
+
+def test_a_value_out_of_range_names_its_line(tmp_path):
+    run, path = run_of(tmp_path, lr="0")
+    with pytest.raises(ConfigError, match=rf"^{path}:10 \[optim\]: lr must be > 0$"):
+        section_config(run, "optim", OptimConfig)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.threads=-1", "train.threads must be at least 0"),  # was torch's traceback at the first step
+        ("train.max_minutes=-1", "train.max_minutes must be at least 0"),
+        ("optim.weight_decay=-0.1", "weight_decay must be at least 0"),
+        ("optim.clip_norm=-1", "clip_norm must be at least 0"),
+        ("optim.beta2=1", r"beta2 must be in \[0, 1\)"),
+        ("optim.eps=0", "eps must be > 0"),
+        ("model.dropout=1", r"dropout must be in \[0, 1\)"),
+    ],
+)
+def test_values_out_of_range_are_refused(tmp_path, setting, message):
+    run, path = run_of(tmp_path, overrides=[setting])
+    section, _ = setting.split(".", 1)
+    with pytest.raises(ConfigError, match=rf"\(--set {setting}\): {message}$"):
+        if section == "model":
+            model_config(PRESETS, run, vocab_size=65)
+        else:
+            section_config(run, section, {"train": LoopConfig, "optim": OptimConfig}[section])

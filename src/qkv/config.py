@@ -100,7 +100,7 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise ConfigError(message) unless condition holds (for `validate`)."""
+def require(condition: bool, message: str, key: str | None = None) -> None:
+    """Raise ConfigError(message) unless condition holds (for `validate`); `key`: the one field to blame."""
     if not condition:
-        raise ConfigError(message)
+        raise ConfigError(message, key=key)

@@ -42,7 +42,7 @@ class DemoConfig(Config):
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "warmup_steps", "n_test"):
-            require(getattr(self, name) >= 1, f"{name} must be at least 1")
+            require(getattr(self, name) >= 1, f"{name} must be at least 1", key=name)
 
 
 def make_batch(pairs, vocab: Vocab):

@@ -44,7 +44,7 @@ class BertConfig(Config):
     def validate(self) -> None:
         BlockSpec.check(self)
         for name in ("vocab_size", "max_len", "n_segments", "d_model", "n_layers", "d_ff", "n_labels"):
-            require(getattr(self, name) > 0, f"{name} must be positive")
+            require(getattr(self, name) > 0, f"{name} must be positive", key=name)
 
 
 class BertEmbeddings(nn.Module):

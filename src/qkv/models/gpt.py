@@ -39,7 +39,7 @@ class GPTConfig(Config):
     def validate(self) -> None:
         BlockSpec.check(self)
         for name in ("vocab_size", "block_size", "d_model", "n_heads", "n_layers", "d_ff"):
-            require(getattr(self, name) > 0, f"{name} must be positive")
+            require(getattr(self, name) > 0, f"{name} must be positive", key=name)
 
 
 class LMOutput(NamedTuple):

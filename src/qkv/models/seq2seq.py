@@ -52,7 +52,7 @@ class Seq2SeqConfig(Config):
     def validate(self) -> None:
         BlockSpec.check(self)
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
-            require(getattr(self, name) > 0, f"{name} must be positive")
+            require(getattr(self, name) > 0, f"{name} must be positive", key=name)
         require(self.n_encoder_layers >= 0 and self.n_decoder_layers >= 1, "need >= 0 encoder and >= 1 decoder layers")
         require(
             not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,

@@ -56,8 +56,9 @@ class BlockSpec:
             f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}",
         )
         for name in ("d_model", "n_heads", "d_ff"):
-            require(getattr(config, name) > 0, f"{name} must be positive")
-        require(0.0 <= config.dropout < 1.0 and 0.0 <= config.attention_dropout < 1.0, "dropout must be in [0, 1)")
+            require(getattr(config, name) > 0, f"{name} must be positive", key=name)
+        for name in ("dropout", "attention_dropout"):
+            require(0.0 <= getattr(config, name) < 1.0, f"{name} must be in [0, 1)", key=name)
 
     @classmethod
     def of(cls, config) -> "BlockSpec":

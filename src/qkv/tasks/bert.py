@@ -37,7 +37,11 @@ class PretrainDataConfig(Config):
     val_pairs: int = 1000  # for validation loss and MLM/NSP accuracy, from documents set aside whole
 
     def validate(self) -> None:
-        require(self.max_len >= 8 and 0 < self.mask_prob < 1 and self.val_pairs >= 1, "bad data settings")
+        require(self.max_len >= 8, "data.max_len must be at least 8", key="max_len")
+        require(0 < self.mask_prob < 1, "data.mask_prob must be in (0, 1)", key="mask_prob")
+        require(self.val_pairs >= 1, "data.val_pairs must be at least 1", key="val_pairs")
+        require(self.max_docs >= 0, "data.max_docs must be at least 0 (0 reads them all)", key="max_docs")
+        require(self.vocab_size >= 16, "data.vocab_size must be at least 16", key="vocab_size")
 
 
 def read_documents(cfg: PretrainDataConfig) -> list[list[str]]:
@@ -202,6 +206,10 @@ class ClassifyDataConfig(Config):
     valid: str = "../shared/data/sst2/dev.tsv"
     vocab_size: int = 8000  # for a tokenizer trained here (from scratch); with `init` the checkpoint's is used
     max_len: int = 64  # at most a pre-trained checkpoint's positions when fine-tuning one
+
+    def validate(self) -> None:
+        require(self.max_len >= 3, "data.max_len must be at least 3 ([CLS], a token, [SEP])", key="max_len")
+        require(self.vocab_size >= 16, "data.vocab_size must be at least 16", key="vocab_size")
 
 
 def read_tsv(path: str) -> tuple[list[str], list[int]]:

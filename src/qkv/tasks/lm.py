@@ -31,8 +31,9 @@ class LMDataConfig(Config):
     eval_batches: int = 50  # validation loss = mean over this many fixed random batches
 
     def validate(self) -> None:
-        require(len(self.files) > 0, "data.files must name at least one file")
-        require(0.0 < self.val_fraction < 1.0, "data.val_fraction must be in (0, 1)")
+        require(len(self.files) > 0, "data.files must name at least one file", key="files")
+        require(0.0 < self.val_fraction < 1.0, "data.val_fraction must be in (0, 1)", key="val_fraction")
+        require(self.eval_batches >= 1, "data.eval_batches must be at least 1", key="eval_batches")
         require(self.tokenizer != "gpt2" or bool(self.gpt2_dir), "data.gpt2_dir is needed with tokenizer = 'gpt2'")
 
 

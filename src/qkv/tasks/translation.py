@@ -40,10 +40,10 @@ class TranslationDataConfig(Config):
     label_smoothing_eval: bool = False  # report val_loss with label smoothing (as trained) or plain NLL
 
     def validate(self) -> None:
-        require(
-            self.vocab_size >= 16 and self.max_len >= 1 and self.max_tokens >= self.max_len,
-            "data.vocab_size >= 16, data.max_len >= 1 and data.max_tokens >= data.max_len are needed",
-        )
+        require(self.vocab_size >= 16, "data.vocab_size must be at least 16", key="vocab_size")
+        require(self.max_len >= 1, "data.max_len must be at least 1", key="max_len")
+        require(self.max_tokens >= self.max_len, "data.max_tokens must be at least data.max_len", key="max_tokens")
+        require(self.bleu_sentences >= 0, "data.bleu_sentences must be at least 0", key="bleu_sentences")
 
 
 class TranslationTask:

@@ -56,7 +56,9 @@ class LoopConfig(Config):
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every"):
-            require(getattr(self, name) >= 1, f"train.{name} must be at least 1")
+            require(getattr(self, name) >= 1, f"train.{name} must be at least 1", key=name)
+        for name in ("max_minutes", "keep_checkpoints", "threads"):
+            require(getattr(self, name) >= 0, f"train.{name} must be at least 0", key=name)
 
 
 class Task(Protocol):

@@ -31,8 +31,14 @@ class OptimConfig(Config):
     label_smoothing: float = 0.1
 
     def validate(self) -> None:
-        require(self.lr > 0 and self.warmup_steps >= 1, "lr must be > 0 and warmup_steps >= 1")
-        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")
+        require(self.lr > 0, "lr must be > 0", key="lr")
+        require(self.eps > 0, "eps must be > 0", key="eps")
+        for name in ("warmup_steps", "total_steps"):
+            require(getattr(self, name) >= 1, f"{name} must be at least 1", key=name)
+        for name in ("min_lr", "weight_decay", "clip_norm"):
+            require(getattr(self, name) >= 0, f"{name} must be at least 0", key=name)
+        for name in ("beta1", "beta2", "label_smoothing"):
+            require(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)", key=name)
 
     def lr_at(self, step: int, d_model: int) -> float:
         if self.schedule == "noam":
