@@ -89,3 +89,21 @@ def test_a_one_file_plot_into_a_directory_lands_inside_it(tmp_path, capsys):
     assert (tmp_path / "positions.png").is_file()
     assert main(["plot", "positions", "--positions", "4", "--d-model", "4", "--out", str(tmp_path / "p")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "p.png") and (tmp_path / "p.png").is_file()
+
+
+def test_reading_a_terminal_says_so(monkeypatch, capsys):
+    """`qkv translate --model M` with no --input at a terminal waits for typed lines: it says so on stderr."""
+    import io
+
+    from qkv.commands import input_lines
+
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal(io.BytesIO("ein Hund\n".encode())))
+    assert input_lines(None) == ["ein Hund"]
+    assert "end with Ctrl-D" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a\nb\n")))  # a pipe: nothing said
+    assert input_lines(None) == ["a", "b"]
+    assert capsys.readouterr().err == ""

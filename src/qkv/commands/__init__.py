@@ -88,6 +88,8 @@ def input_lines(path: str | None) -> list[str]:
 
     if path:
         return read_lines(path)
+    if sys.stdin.isatty():  # a bare command at a terminal would otherwise seem to hang
+        print("reading sentences from standard input, one a line; end with Ctrl-D (or give --input)", file=sys.stderr)
     try:
         return sys.stdin.buffer.read().decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
