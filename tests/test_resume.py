@@ -323,3 +323,20 @@ def test_resume_with_another_model_is_refused(tmp_path, capsys):
         f"qkv train: error: {last}/config.json: the model there differs from the one {cfg} describes"
     )
     assert {p.name: p.read_bytes() for p in last.iterdir()} == before  # the checkpoint is untouched
+
+
+def test_resuming_a_finished_run_says_to_raise_the_steps(tmp_path, capsys):
+    """Resuming at or past train.steps once trained nothing and printed a summary as if it had."""
+    cfg = lm_config(tmp_path, "run", steps=4, eval_every=2)
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"qkv train: error: {run / 'last'}: the run is already at step 4 of train.steps = 4, so there is nothing"
+        " to train (to go on, raise it: --set train.steps=8)"
+    )
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(run), "--set", "train.steps=6"]) == 0
+    assert [step for step, _ in losses(run)][-1] == 6

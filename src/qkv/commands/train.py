@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import OptimConfig
     from qkv.train.runconfig import load_run_config, section_config
+    from qkv.train.state import saved_step
 
     run = load_run_config(args.config, args.set)
     source = run["_source"]
@@ -47,6 +48,11 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     distributed.device(loop.device)  # a device that is not there is an error before anything is written
     out = writable(Path(run["out"]), "directory", f"`out` in {source}")
     resume = resumable_checkpoint(Path(args.resume)) if args.resume else None
+    if resume is not None and (done := saved_step(resume)) >= loop.steps:
+        raise UsageError(
+            f"{resume}: the run is already at step {done} of train.steps = {loop.steps}, so there is nothing "
+            f"to train (to go on, raise it: --set train.steps={2 * done})"
+        )
     if resume is None and out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UsageError(f"{out}: already holds a run (--resume {out} continues it, --overwrite replaces it)")
     if loop.threads:

@@ -46,6 +46,14 @@ def save_state(directory: Path, optimizer: torch.optim.Optimizer, ranks: list, m
     atomic_write(directory / STATE_JSON, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
 
 
+def saved_step(directory: Path) -> int:
+    """The last completed step of the checkpoint `directory` (read before any model is built)."""
+    try:
+        return int(json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{directory / STATE_JSON}: training state cannot be read ({err})") from None
+
+
 def load_state(
     directory: Path, optimizer: torch.optim.Optimizer, task, rank: int = 0, world: int = 1
 ) -> dict[str, Any]:
