@@ -30,6 +30,15 @@ def test_missing_directory(tmp_path):
         qkv.load(tmp_path / "nope")
 
 
+def test_a_run_directory_points_at_its_checkpoints(tmp_path, tiny_model):
+    """`--model runs/x` instead of `runs/x/best` names the checkpoints inside."""
+    qkv.save(tiny_model, tmp_path / "run" / "best")
+    qkv.save(tiny_model, tmp_path / "run" / "last")
+    run = tmp_path / "run"
+    with pytest.raises(qkv.CheckpointError, match=rf"^{run}: is a training run, .*: {run / 'best'} or {run / 'last'}$"):
+        qkv.load(run)
+
+
 def test_config_that_does_not_match_the_weights(tmp_path, tiny_model):
     qkv.save(tiny_model, tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())

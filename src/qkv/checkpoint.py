@@ -94,6 +94,12 @@ def read_config(path: str | Path):
         config_cls, _ = FAMILIES[family]
         return family, config_cls.from_dict(meta["config"], source=str(file))
     except FileNotFoundError:
+        inside = [Path(path) / name for name in ("best", "last") if (Path(path) / name / "config.json").is_file()]
+        if inside:  # a training run's directory: its checkpoints are one level down
+            raise CheckpointError(
+                f"{path}: is a training run, not a checkpoint; give one of its checkpoints: "
+                + " or ".join(map(str, inside))
+            ) from None
         raise CheckpointError(f"{file}: no such file (is {path} a qkv checkpoint directory?)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{file}: not valid JSON ({err})") from None
