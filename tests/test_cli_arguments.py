@@ -107,3 +107,23 @@ def test_reading_a_terminal_says_so(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a\nb\n")))  # a pipe: nothing said
     assert input_lines(None) == ["a", "b"]
     assert capsys.readouterr().err == ""
+
+
+def test_a_reader_that_goes_away_ends_quietly(tmp_path):
+    """`qkv generate ... | head -c 3` once ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    import qkv
+    from qkv.data.tokenizers import CharTokenizer
+    from qkv.models.gpt import GPT, GPTConfig
+
+    tok = CharTokenizer("abcdefgh")
+    qkv.save(GPT(GPTConfig(vocab_size=8, block_size=16, d_model=16, n_heads=2, n_layers=1, d_ff=32)), tmp_path)
+    tok.save(tmp_path)
+    argv = ["generate", "--model", str(tmp_path), "--prompt", "ab", "--max-new-tokens", "100000", "--seed", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "qkv", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(2) == b"ab"  # the prompt comes first, then the tokens as they are made
+    proc.stdout.close()  # the reader goes away mid-stream
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and b"Traceback" not in err, err.decode()

@@ -7,6 +7,7 @@ status 2; nothing on disk is changed by a command that fails that way.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from qkv.checkpoint import CheckpointError
@@ -42,3 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qkv {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`qkv generate ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141  # 128 + SIGPIPE, what a tool killed by the signal reports
