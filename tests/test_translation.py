@@ -205,3 +205,16 @@ def test_missing_relative_path_says_where_it_was_looked_for(tmp_path, monkeypatc
         read_lines("data/train.de")
     with pytest.raises(DataError, match=rf"^{tmp_path}/x\.txt: no such file$"):  # absolute: nothing to add
         read_lines(tmp_path / "x.txt")
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path):
+    """Notepad's UTF-8 files start with U+FEFF; it once became part of the first sentence (and a TSV
+    header that did not name `sentence`)."""
+    from qkv.data.text import read_text
+    from qkv.tasks.bert import read_tsv
+
+    (tmp_path / "a.txt").write_bytes("\ufeffein Hund\r\nzwei\r\n".encode())
+    assert read_lines(tmp_path / "a.txt") == ["ein Hund", "zwei"]
+    assert read_text(tmp_path / "a.txt") == "ein Hund\r\nzwei\r\n"
+    (tmp_path / "s.tsv").write_bytes("\ufeffsentence\tlabel\r\ngood\t1\r\n".encode())
+    assert read_tsv(str(tmp_path / "s.tsv")) == (["good"], [1])

@@ -85,12 +85,13 @@ def input_lines(path: str | None) -> list[str]:
     import sys
 
     from qkv.data.parallel import read_lines
+    from qkv.data.text import BOM
 
     if path:
         return read_lines(path)
     if sys.stdin.isatty():  # a bare command at a terminal would otherwise seem to hang
         print("reading sentences from standard input, one a line; end with Ctrl-D (or give --input)", file=sys.stderr)
     try:
-        return sys.stdin.buffer.read().decode("utf-8").splitlines()
+        return sys.stdin.buffer.read().decode("utf-8").removeprefix(BOM).splitlines()
     except UnicodeDecodeError as err:
         raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None

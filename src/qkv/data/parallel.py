@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from qkv.data.text import DataError, no_such_file
+from qkv.data.text import BOM, DataError, no_such_file
 
 EmptyPolicy = Literal["error", "skip"]
 MAX_LINE_BYTES = 10_000  # a "sentence" longer than this is a wrong file (a document, binary data), not a sentence
@@ -37,7 +37,8 @@ def read_lines(path: str | Path) -> list[str]:
                     "is this a file with one sentence a line?"
                 )
             try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n").strip())
+                line = raw.decode("utf-8").rstrip("\r\n").strip()
+                lines.append(line.removeprefix(BOM).strip() if number == 1 else line)
             except UnicodeDecodeError as err:
                 raise DataError(
                     f"{path}:{number}: invalid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+BOM = "\ufeff"  # the mark some editors (Notepad) put at the start of a UTF-8 file; not part of the text
+
 
 class DataError(ValueError):
     """Bad input data; the message names the file (and line where there is one)."""
@@ -23,7 +25,7 @@ def read_text(path: str | Path) -> str:
         raise no_such_file(p)
     raw = p.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(f"{p}:{line}: invalid UTF-8 (byte {raw[err.start]:#04x} at offset {err.start})") from None
