@@ -3,7 +3,7 @@ import json
 import pytest
 
 from qkv.data.lm import LMData
-from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TokenizerError, load_tokenizer
+from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TokenizerError, decode_stream, load_tokenizer
 
 TEXT = "Grüße aus Köln! 東京へ行きます。 naïve café — emoji 🙂 and plain ASCII words.\n" * 30
 
@@ -16,6 +16,35 @@ def test_byte_level_bpe_round_trips_any_unicode(tmp_path):
     tok.save(tmp_path)
     again = load_tokenizer(tmp_path)
     assert again.encode(TEXT[:50]) == tok.encode(TEXT[:50])
+
+
+class CountingDecoder:
+    """A tokenizer wrapper that records how many ids each decode call is given."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.sizes = tok, []
+
+    def decode(self, ids):
+        self.sizes.append(len(ids))
+        return self.tok.decode(ids)
+
+
+def test_streamed_text_is_the_whole_decode_and_each_step_decodes_a_few_tokens(tmp_path):
+    import random
+
+    (tmp_path / "t.txt").write_text(TEXT)
+    tok = BPETokenizer.train([str(tmp_path / "t.txt")], vocab_size=300)  # ids 0-255 are single bytes
+    rng = random.Random(0)
+    # random ids split multi-byte characters anywhere and make invalid UTF-8 (U+FFFD in the text)
+    cases = [tok.encode(TEXT[:400])] + [[rng.randrange(tok.vocab_size) for _ in range(60)] for _ in range(40)]
+    for ids in cases:
+        assert "".join(decode_stream(tok, iter(ids))) == tok.decode(ids)
+    counting = CountingDecoder(tok)
+    pieces = list(decode_stream(counting, iter(cases[0])))
+    assert len(pieces) > 100 and "".join(pieces) == TEXT[:400]  # streamed in small pieces, not at the end
+    assert max(counting.sizes) <= 8  # a window of recent tokens, not the whole text each time
+    chars = CharTokenizer.train(TEXT)
+    assert list(decode_stream(chars, chars.encode("Köln 🙂"))) == list("Köln 🙂")
 
 
 def test_gpt2_vocab_and_merges_files(tmp_path):

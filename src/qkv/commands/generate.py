@@ -12,7 +12,7 @@ from qkv.commands import UsageError, add_device_option, at_least, in_range, load
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from qkv.data.tokenizers import load_tokenizer
+    from qkv.data.tokenizers import decode_stream, load_tokenizer
     from qkv.decoding.generate import crop_prompt, generate
 
     if args.threads:
@@ -33,17 +33,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # text again on the same device; CPU and GPU random streams differ)
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
-    ids: list[int] = []
-    shown = ""
     sys.stdout.write(args.prompt)
-    for token in generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator):
-        ids.append(token)
-        text = tokenizer.decode(ids)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            sys.stdout.write(text[len(shown) :])
-            sys.stdout.flush()
-            shown = text
-    sys.stdout.write(tokenizer.decode(ids)[len(shown) :] + "\n")
+    tokens = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator)
+    for piece in decode_stream(tokenizer, tokens):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0
 
 

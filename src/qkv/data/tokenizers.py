@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 
 class TokenizerError(ValueError):
@@ -82,6 +82,27 @@ class BPETokenizer:
 
     def save(self, directory: Path) -> None:
         self.tok.save(str(Path(directory) / "tokenizer.json"))
+
+
+def decode_stream(tokenizer: TextTokenizer, ids: Iterable[int]) -> Iterator[str]:
+    """Text of `ids` piece by piece as they arrive: "".join of the pieces is tokenizer.decode(all ids).
+
+    Each piece decodes only the tokens since the last one shown plus the tokens before them (their
+    context: a byte-level BPE token may be half of a multi-byte character), so a long stream costs
+    O(n), not the O(n^2) of decoding everything again per token. A piece is held back while its text
+    ends in U+FFFD, which is how an unfinished UTF-8 character decodes."""
+    seen: list[int] = []
+    start = shown = 0  # seen[start:shown] is the context already shown, seen[shown:] the pending tokens
+    for token in ids:
+        seen.append(token)
+        before = tokenizer.decode(seen[start:shown])
+        text = tokenizer.decode(seen[start:])
+        if len(text) > len(before) and not text.endswith("\ufffd"):
+            yield text[len(before) :]
+            start, shown = shown, len(seen)
+    rest = tokenizer.decode(seen[start:])[len(tokenizer.decode(seen[start:shown])) :]
+    if rest:  # an unfinished character at the very end: shown as U+FFFD, as decode shows it
+        yield rest
 
 
 def load_tokenizer(directory: str | Path) -> TextTokenizer:
