@@ -32,8 +32,25 @@ def test_average_last_zero_writes_nothing(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["average", "--run", str(tmp_path), "--last", "0", "--out", str(tmp_path / "avg")])
     assert exited.value.code == 2
-    assert "argument --last: must be at least 1, got 0" in capsys.readouterr().err
+    assert "argument --last: must be at least 2, got 0" in capsys.readouterr().err
     assert not (tmp_path / "avg").exists()
+
+
+def test_average_needs_two_distinct_checkpoints(tmp_path, capsys):
+    """The mean of one checkpoint (or of one named twice) is a copy: refused before anything is read."""
+    for named in (["a"], ["a", "b", "b/../a"]):
+        assert main(["average", *(str(tmp_path / n) for n in named), "--out", str(tmp_path / "avg")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert ("only one checkpoint" if len(named) == 1 else "a checkpoint is named twice") in err
+    assert not (tmp_path / "avg").exists()
+
+
+@pytest.mark.parametrize("alpha", ["-0.5", "nan", "inf"])
+def test_length_penalty_alpha_out_of_range_is_refused(tmp_path, capsys, alpha):
+    with pytest.raises(SystemExit) as exited:
+        main(["translate", "--model", str(tmp_path), "--alpha", alpha])
+    assert exited.value.code == 2
+    assert f"argument --alpha: must be in [0, 10], got {alpha}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option", ["--positions", "--d-model"])

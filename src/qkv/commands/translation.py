@@ -9,6 +9,7 @@ from qkv.commands import (
     UsageError,
     add_device_option,
     at_least,
+    in_range,
     input_lines,
     load_model,
     refuse_nonempty,
@@ -83,6 +84,10 @@ def cmd_average(args: argparse.Namespace) -> int:
         if not found:
             raise UsageError(f"{args.run}/checkpoints: no step checkpoints (set train.keep_checkpoints)")
         dirs += found[-args.last :]
+    if len({Path(d).resolve() for d in dirs}) < len(dirs):
+        raise UsageError("a checkpoint is named twice: " + ", ".join(str(d) for d in dirs))
+    if len(dirs) == 1:  # the mean of one is a copy: most likely a run that kept fewer checkpoints than meant
+        raise UsageError(f"only one checkpoint ({dirs[0]}): averaging needs two or more")
     average_checkpoints(dirs, out)
     print(f"averaged {len(dirs)} checkpoints into {out}: " + ", ".join(Path(d).name for d in dirs))
     return 0
@@ -111,7 +116,13 @@ def add_parsers(sub) -> None:
     for p in (tr, ev):
         p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to standard error)")
         p.add_argument("--beam", type=at_least(1), default=4, help="beam size; 1 is greedy (default 4, as the paper)")
-        p.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, as the paper)")
+        p.add_argument(
+            "--alpha",
+            type=in_range(0.0, 10.0),
+            default=0.6,
+            help="length penalty alpha in [0, 10]: 0 ranks by total log-probability, larger favours longer "
+            "translations (default 0.6, as the paper)",
+        )
         p.add_argument("--batch-size", type=at_least(1), default=64, help="sentences decoded together (default 64)")
         add_device_option(p)
     tr.set_defaults(handler=cmd_translate)
@@ -125,7 +136,7 @@ def add_parsers(sub) -> None:
     )
     avg.add_argument("checkpoints", nargs="*", help="checkpoint directories")
     avg.add_argument("--run", help="a training output directory")
-    avg.add_argument("--last", type=at_least(1), default=5, help="with --run: how many of the last (default 5)")
+    avg.add_argument("--last", type=at_least(2), default=5, help="with --run: how many of the last (default 5)")
     avg.add_argument("--out", required=True, help="directory for the averaged checkpoint")
     avg.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     avg.set_defaults(handler=cmd_average)
