@@ -36,6 +36,22 @@ def test_a_bad_value_names_its_line(tmp_path):
         model_config(PRESETS, run, vocab_size=65)
 
 
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ('task = "lm"\nout = "runs/x"\n[model]\npreset = "char-tiny"\n[optim]\n"lr" = "fast"\n', 6),  # quoted key
+        ('task = "lm"\nout = "runs/x"\noptim.lr = "fast"\n[model]\npreset = "char-tiny"\n', 3),  # dotted
+        ('task = "lm"\nout = "runs/x"\n[model]\npreset = "char-tiny"\n[ "optim" ]\n\'lr\' = "fast"\n', 6),
+    ],
+    ids=["quoted", "dotted", "quoted-header"],
+)
+def test_quoted_and_dotted_keys_name_their_line(tmp_path, text, line):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{path}:{line} \[optim\]: OptimConfig.lr: expected float"):
+        section_config(load_run_config(path, []), "optim", OptimConfig)
+
+
 def test_a_bad_override_names_the_set(tmp_path):
     run, path = run_of(tmp_path, overrides=["optim.lr=fast"])
     with pytest.raises(ConfigError, match=rf"^{path} \[optim\] \(--set optim.lr=fast\): OptimConfig.lr"):

@@ -80,18 +80,29 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> dict[str, An
 
 def where(run: dict[str, Any], section: str, key: str | None) -> str:
     """ "FILE:LINE [section]" for the line of FILE that sets section.key (a `--set` that overrides it is
-    named instead); just "FILE [section]" when the key is not written on a line of its own."""
+    named instead); just "FILE [section]" when the key is not written on a line of its own. The key
+    may be bare or quoted, under its [section] header or dotted (`section.key = ...`) before any."""
     source = run["_source"]
-    if key is not None and f"{section}.{key}" in run.get("_set", {}):
+    if key is None:
+        return f"{source} [{section}]"
+    if f"{section}.{key}" in run.get("_set", {}):
         return f"{source} [{section}] (--set {run['_set'][f'{section}.{key}']})"
-    current = ""
+    under_header = re.compile(rf"\s*{_toml_key(key)}\s*=")
+    dotted = re.compile(rf"\s*{_toml_key(section)}\s*\.\s*{_toml_key(key)}\s*=")
+    current = ""  # the table the line is in; "" before the first header
     for number, line in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
         header = re.match(r"\s*\[([^\[\]]+)\]", line)
         if header:
-            current = header.group(1).strip()
-        elif key is not None and current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            current = header.group(1).strip().strip("\"'")
+        elif (current == section and under_header.match(line)) or (current == "" and dotted.match(line)):
             return f"{source}:{number} [{section}]"
     return f"{source} [{section}]"
+
+
+def _toml_key(word: str) -> str:
+    """A regex for `word` as a TOML key: bare, "quoted" or 'quoted'."""
+    w = re.escape(word)
+    return rf"""(?:{w}|"{w}"|'{w}')"""
 
 
 C = TypeVar("C")
