@@ -340,3 +340,24 @@ def test_resuming_a_finished_run_says_to_raise_the_steps(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert main(["train", str(cfg), "--no-progress", "--resume", str(run), "--set", "train.steps=6"]) == 0
     assert [step for step, _ in losses(run)][-1] == 6
+
+
+def test_resuming_into_another_runs_directory_is_refused(tmp_path, capsys):
+    """`--resume A` with `out` at another run B once wrote A's continuation over B's checkpoints and
+    appended to B's log. Now: refused, B untouched; into a new directory it forks A, A untouched."""
+    a, b = lm_config(tmp_path, "a", steps=4, eval_every=2), lm_config(tmp_path, "b", steps=4, eval_every=2)
+    assert main(["train", str(a), "--no-progress"]) == 0 and main(["train", str(b), "--no-progress"]) == 0
+    files = {run: {p: p.read_bytes() for p in (tmp_path / run).rglob("*") if p.is_file()} for run in "ab"}
+    capsys.readouterr()
+    more = ["--set", "train.steps=6", "--no-progress"]
+    assert main(["train", str(b), "--resume", str(tmp_path / "a"), *more]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"qkv train: error: {tmp_path / 'b'}: already holds another run, which resuming {tmp_path / 'a' / 'last'} "
+        f"there would write over (set `out` to {tmp_path / 'a'} to continue that run in place, or to a new "
+        "directory; --overwrite replaces it)"
+    )
+    assert {p: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()} == files["b"]
+    fork = ["--set", f"out={tmp_path / 'c'}"]
+    assert main(["train", str(b), "--resume", str(tmp_path / "a"), *more, *fork]) == 0
+    assert [step for step, _ in losses(tmp_path / "c")] == [5, 6]  # a log of its own, from the resumed step
+    assert {p: p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()} == files["a"]

@@ -53,8 +53,15 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
             f"{resume}: the run is already at step {done} of train.steps = {loop.steps}, so there is nothing "
             f"to train (to go on, raise it: --set train.steps={2 * done})"
         )
-    if resume is None and out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UsageError(f"{out}: already holds a run (--resume {out} continues it, --overwrite replaces it)")
+    # a resumed run writes into `out`: its own directory, or a new one (a fork), never another run's
+    own = resume is not None and out.resolve() == resume.parent.resolve()
+    if not own and out.exists() and any(out.iterdir()) and not args.overwrite:
+        if resume is None:
+            raise UsageError(f"{out}: already holds a run (--resume {out} continues it, --overwrite replaces it)")
+        raise UsageError(
+            f"{out}: already holds another run, which resuming {resume} there would write over (set `out` "
+            f"to {resume.parent} to continue that run in place, or to a new directory; --overwrite replaces it)"
+        )
     if loop.threads:
         torch.set_num_threads(loop.threads)
     # A resumed run reads the tokenizer its checkpoint saved instead of training one again: the WordPiece
@@ -67,7 +74,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
         torch.distributed.barrier()  # every rank has checked the output directory before rank 0 writes to it
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
-        if resume is None:
+        if not own:  # a fresh log: the run's own log goes on only in its own directory
             (out / "metrics.jsonl").unlink(missing_ok=True)
         resolved = {k: v for k, v in run.items() if not k.startswith("_")} | {"model": model.config.to_dict()}
         (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
