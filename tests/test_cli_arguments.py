@@ -99,6 +99,30 @@ def test_an_output_that_cannot_be_written_is_refused_first(tmp_path, capsys, cas
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("command", ["convert-to-hf", "convert-from-hf", "average", "evaluate-src", "evaluate-ref"])
+def test_an_output_that_is_also_an_input_is_refused_even_with_overwrite(tmp_path, capsys, command):
+    """`convert --to-hf C --out C --overwrite` once replaced the checkpoint C with its own export;
+    `evaluate --output REF` would have replaced the references with the translations."""
+    for name in ("c", "d"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}\n")
+    (tmp_path / "src.txt").write_text("a\n")
+    (tmp_path / "ref.txt").write_text("b\n")
+    c, d, src, ref = (str(tmp_path / n) for n in ("c", "d", "src.txt", "ref.txt"))
+    argv, option = {
+        "convert-to-hf": (["convert", "--to-hf", c, "--out", c + "/.", "--overwrite"], "--to-hf"),
+        "convert-from-hf": (["convert", "--from-hf", c, "--out", c, "--overwrite"], "--from-hf"),
+        "average": (["average", d, c, "--out", c, "--overwrite"], "checkpoint 2"),
+        "evaluate-src": (["evaluate", "--model", c, "--src", src, "--ref", ref, "--output", src], "--src"),
+        "evaluate-ref": (["evaluate", "--model", c, "--src", src, "--ref", ref, "--output", ref], "--ref"),
+    }[command]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"is also {option}; writing there would destroy it" in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_a_one_file_plot_into_a_directory_lands_inside_it(tmp_path, capsys):
     """--out DIR once wrote DIR.png beside it and printed DIR; and a name without a suffix gets .png."""
     assert main(["plot", "positions", "--positions", "4", "--d-model", "4", "--out", str(tmp_path)]) == 0

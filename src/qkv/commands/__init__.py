@@ -74,6 +74,15 @@ def writable(path: Path, kind: Literal["file", "directory"], what: str) -> Path:
     return path
 
 
+def not_an_input(out: Path, what: str, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an output that is also one of the command's inputs ({option: path}): --overwrite or
+    not, writing there would destroy what is being read (`convert --to-hf C --out C --overwrite`
+    once replaced the checkpoint C with its own export)."""
+    for option, path in inputs.items():
+        if path is not None and Path(path).resolve() == out.resolve():
+            raise UsageError(f"{out}: {what} is also {option}; writing there would destroy it (give another {what})")
+
+
 def refuse_nonempty(out: Path, overwrite: bool) -> None:
     writable(out, "directory", "--out")
     if out.exists() and any(out.iterdir()) and not overwrite:

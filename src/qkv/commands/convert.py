@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from qkv.commands import UsageError, refuse_nonempty
+from qkv.commands import UsageError, not_an_input, refuse_nonempty
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -16,6 +16,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     by_model_type, by_family = {"gpt2": gpt2, "bert": bert}, {"gpt": gpt2, "bert": bert, "seq2seq": marian}
     out = Path(args.out)
+    not_an_input(out, "--out", {"--from-hf": args.from_hf, "--to-hf": args.to_hf})
     refuse_nonempty(out, args.overwrite)
     if args.from_hf:
         src = Path(args.from_hf)

@@ -12,6 +12,7 @@ from qkv.commands import (
     in_range,
     input_lines,
     load_model,
+    not_an_input,
     refuse_nonempty,
     writable,
 )
@@ -53,6 +54,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.output:  # checked now, not after minutes of decoding
         writable(Path(args.output), "file", "--output")
+        not_an_input(Path(args.output), "--output", {"--src": args.src, "--ref": args.ref})
     model, tokenizer = _load_translator(args.model, args.device)
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
@@ -76,14 +78,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_average(args: argparse.Namespace) -> int:
     from qkv.train.average import average_checkpoints
 
-    out = Path(args.out)
-    refuse_nonempty(out, args.overwrite)
+    out = writable(Path(args.out), "directory", "--out")
     dirs = list(args.checkpoints)
     if args.run:
         found = sorted((Path(args.run) / "checkpoints").glob("step-*"))
         if not found:
             raise UsageError(f"{args.run}/checkpoints: no step checkpoints (set train.keep_checkpoints)")
         dirs += found[-args.last :]
+    not_an_input(out, "--out", {f"checkpoint {i + 1}": d for i, d in enumerate(dirs)})
+    refuse_nonempty(out, args.overwrite)
     if len({Path(d).resolve() for d in dirs}) < len(dirs):
         raise UsageError("a checkpoint is named twice: " + ", ".join(str(d) for d in dirs))
     if len(dirs) == 1:  # the mean of one is a copy: most likely a run that kept fewer checkpoints than meant
