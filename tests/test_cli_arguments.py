@@ -123,6 +123,20 @@ def test_an_output_that_is_also_an_input_is_refused_even_with_overwrite(tmp_path
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_a_plot_named_with_a_suffix_that_is_no_image_format_is_refused(tmp_path, capsys):
+    """matplotlib's ValueError came as a traceback after the plot was drawn; and an existing file
+    of another kind (here a checkpoint's config.json) is left as it was."""
+    (tmp_path / "config.json").write_text("{}\n")
+    assert main(["plot", "positions", "--out", str(tmp_path / "config.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"qkv plot: error: {tmp_path / 'config.json'}: '.json' is not an image format matplotlib writes " + (
+        "(name a .png, .svg or .pdf)"
+    )
+    assert (tmp_path / "config.json").read_text() == "{}\n"
+    assert main(["plot", "positions", "--positions", "4", "--d-model", "4", "--out", str(tmp_path / "p.svg")]) == 0
+    assert (tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
+
+
 def test_a_one_file_plot_into_a_directory_lands_inside_it(tmp_path, capsys):
     """--out DIR once wrote DIR.png beside it and printed DIR; and a name without a suffix gets .png."""
     assert main(["plot", "positions", "--positions", "4", "--d-model", "4", "--out", str(tmp_path)]) == 0

@@ -32,8 +32,14 @@ def _seq2seq_inputs(model_dir: Path, text: str):
 def png(out: str, name: str) -> Path:
     """--out of a one-file plot: a file to write, `name` inside it when it is a directory, and with the
     .png that matplotlib would otherwise add silently (so the path printed is the one written)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
     path = Path(out) / name if Path(out).is_dir() else Path(out)
-    return writable(path if path.suffix else path.with_suffix(".png"), "file", "--out")
+    path = path if path.suffix else path.with_suffix(".png")
+    if path.suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():  # else a traceback at the end
+        formats = "(name a .png, .svg or .pdf)"
+        raise UsageError(f"{path}: {path.suffix!r} is not an image format matplotlib writes {formats}")
+    return writable(path, "file", "--out")
 
 
 def cmd_attention(args: argparse.Namespace) -> list[Path]:
