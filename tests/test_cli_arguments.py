@@ -182,3 +182,19 @@ def test_a_reader_that_goes_away_ends_quietly(tmp_path):
     proc.stdout.close()  # the reader goes away mid-stream
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141 and b"Traceback" not in err, err.decode()
+
+
+def test_version_names_qkv_pytorch_and_python(capsys):
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    import qkv
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    expected = f"qkv {qkv.__version__} (PyTorch {torch.__version__}, Python {platform.python_version()})"
+    assert capsys.readouterr().out.strip() == expected
+    assert importlib.metadata.version("qkv") == qkv.__version__  # pyproject.toml reads the same one

@@ -24,10 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qkv", description="The Transformer family (encoder-decoder, BERT, GPT) in one small PyTorch codebase."
     )
+    parser.add_argument("--version", action="version", version=_version(), help="show the versions (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, train, translation, generate, classify, convert, plot):
         module.add_parsers(sub)
     return parser
+
+
+def _version() -> str:
+    """qkv's version and what it runs on: the three facts a bug report needs first."""
+    import platform
+
+    import torch
+
+    from qkv import __version__
+
+    return f"qkv {__version__} (PyTorch {torch.__version__}, Python {platform.python_version()})"
 
 
 def main(argv: list[str] | None = None) -> int:
