@@ -11,8 +11,9 @@ import os
 import sys
 
 from qkv.checkpoint import CheckpointError
-from qkv.commands import UsageError, classify, convert, demo, generate, plot, train, translation
+from qkv.commands import UsageError, classify, convert, demo, download, generate, plot, train, translation
 from qkv.config import ConfigError
+from qkv.data.download import DownloadError
 from qkv.data.text import DataError
 from qkv.data.tokenizers import TokenizerError
 from qkv.train.loop import TrainingError
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version(), help="show the versions (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, train, translation, generate, classify, convert, plot):
+    for module in (demo, train, translation, generate, classify, convert, plot, download):
         module.add_parsers(sub)
     return parser
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"qkv {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, DownloadError) as err:  # not the input's fault: status 1, still one line
         print(f"qkv {args.command}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -14,8 +14,13 @@ class DataError(ValueError):
 def no_such_file(path: Path) -> DataError:
     """The error for a missing input; a relative path also names the directory it was looked up from
     (config paths such as ../shared/data are relative to where qkv runs, not to the config file)."""
+    from qkv.data.download import DATASETS  # here: download.py needs DataError from this module
+
     where = "" if path.is_absolute() else f" (looked for from {Path.cwd()})"
-    return DataError(f"{path}: no such file{where}")
+    files = {name: {source.name for source in sources} for name, sources in DATASETS.items()}
+    known = [name for name in files if path.parent.name == name and path.name in files[name]]
+    fetch = f"; `qkv download {known[0]} --out {path.parent.parent}` fetches it" if known else ""
+    return DataError(f"{path}: no such file{where}{fetch}")
 
 
 def read_text(path: str | Path) -> str:
