@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from qkv.cli import main
-from qkv.data.download import DATASETS, DownloadError, Source, fetch, sgm_text, sha256
+from qkv.data.download import DATASETS, DownloadError, Source, fetch, lf_text, sgm_text, sha256
 from qkv.data.text import DataError
 
 SGM = """<srcset setid="newstest2014" srclang="any">
@@ -37,6 +37,18 @@ def mirror(tmp_path: Path) -> tuple[str, tuple[Source, ...]]:
 
 def test_sgm_segments_become_lines_with_whitespace_collapsed():
     assert sgm_text(SGM.encode()) == b"Gutach: Increased safety for pedestrians\nTwo sets of lights - intentional?\n"
+
+
+def test_windows_text_gets_lf_line_ends_and_loses_its_byte_order_mark():
+    assert lf_text("\ufeffChapter 1\r\n\r\nIt was\r\n".encode()) == b"Chapter 1\n\nIt was\n"
+    assert lf_text(b"plain\n") == b"plain\n"
+
+
+def test_every_benchmark_dataset_is_listed_with_its_files():
+    assert {name: len(files) for name, files in DATASETS.items()} == {
+        "tinyshakespeare": 1, "multi30k": 6, "sst2": 3, "wmt14": 2, "books": 78,
+    }  # fmt: skip
+    assert all(len(f.sha256) == 64 and f.path.count("/") >= 3 for files in DATASETS.values() for f in files)
 
 
 def test_fetch_writes_checked_files_then_keeps_them_and_never_overwrites_others(tmp_path, monkeypatch):
@@ -108,5 +120,7 @@ def test_a_missing_dataset_file_names_the_command_that_fetches_it(tmp_path):
     hint = rf"multi30k/train\.de: no such file; `qkv download multi30k --out {tmp_path}` fetches it$"
     with pytest.raises(DataError, match=hint):
         read_text(tmp_path / "multi30k" / "train.de")
+    with pytest.raises(DataError, match=rf"books: no such file; `qkv download books --out {tmp_path}` fetches it$"):
+        read_text(tmp_path / "books")
     with pytest.raises(DataError, match=r"other/train\.de: no such file$"):  # not a dataset's file: no hint
         read_text(tmp_path / "other" / "train.de")

@@ -35,7 +35,7 @@ class Source:
     name: str  # where it goes, under ROOT/<dataset>/
     path: str  # repository/commit/path under the host
     sha256: str  # of the file as written (after unpacking)
-    unpack: Literal["none", "gunzip", "sgm"] = "none"
+    unpack: Literal["none", "gunzip", "sgm", "crlf"] = "none"
 
 
 _MULTI30K = "multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw"
@@ -111,6 +111,30 @@ DATASETS: dict[str, tuple[Source, ...]] = {
 }
 
 
+# The books of the BERT pre-training benchmark come from two repositories (book_sources.tsv).
+_BOOK_REPOSITORIES = {
+    "A": ("luolin19850304/StoryGenerator/6cdfa975d880f0bc8dbb27d4786069429fe2e17a", "none"),
+    "B": ("jiajie-chen/cs032-project/adbaf4d756ada302dce07bedeecec95429fafcc3", "crlf"),
+}
+
+
+def _books() -> tuple[Source, ...]:
+    rows = Path(__file__).with_name("book_sources.tsv").read_text(encoding="utf-8").splitlines()
+    table = [row.split("\t") for row in rows if row and not row.startswith("#")][1:]  # after the header
+    return tuple(
+        Source(name, f"{_BOOK_REPOSITORIES[repo][0]}/{path}", digest, _BOOK_REPOSITORIES[repo][1])
+        for name, repo, path, digest in table
+    )
+
+
+DATASETS["books"] = _books()
+
+
+def lf_text(raw: bytes) -> bytes:
+    """CRLF line ends made LF, and a leading UTF-8 byte order mark dropped."""
+    return raw.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
+
+
 def sgm_text(raw: bytes) -> bytes:
     """The segments of a WMT .sgm file, one a line: each `<seg ...>text</seg>`'s text with its
     whitespace runs collapsed to one space and the ends stripped (as sacrebleu reads these files)."""
@@ -118,7 +142,12 @@ def sgm_text(raw: bytes) -> bytes:
     return "".join(" ".join(s.split()) + "\n" for s in segments).encode("utf-8")
 
 
-_UNPACK: dict[str, Callable[[bytes], bytes]] = {"none": lambda b: b, "gunzip": gzip.decompress, "sgm": sgm_text}
+_UNPACK: dict[str, Callable[[bytes], bytes]] = {
+    "none": lambda b: b,
+    "gunzip": gzip.decompress,
+    "sgm": sgm_text,
+    "crlf": lf_text,
+}
 
 
 def sha256(data: bytes) -> str:

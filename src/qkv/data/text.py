@@ -18,8 +18,12 @@ def no_such_file(path: Path) -> DataError:
 
     where = "" if path.is_absolute() else f" (looked for from {Path.cwd()})"
     files = {name: {source.name for source in sources} for name, sources in DATASETS.items()}
-    known = [name for name in files if path.parent.name == name and path.name in files[name]]
-    fetch = f"; `qkv download {known[0]} --out {path.parent.parent}` fetches it" if known else ""
+    if path.name in files:  # a dataset's directory (books)
+        fetch = f"; `qkv download {path.name} --out {path.parent}` fetches it"
+    elif path.parent.name in files and path.name in files[path.parent.name]:  # one of its files
+        fetch = f"; `qkv download {path.parent.name} --out {path.parent.parent}` fetches it"
+    else:
+        fetch = ""
     return DataError(f"{path}: no such file{where}{fetch}")
 
 
