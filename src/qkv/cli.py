@@ -11,7 +11,18 @@ import os
 import sys
 
 from qkv.checkpoint import CheckpointError
-from qkv.commands import UsageError, classify, convert, demo, download, generate, plot, train, translation
+from qkv.commands import (
+    UsageError,
+    classify,
+    convert,
+    demo,
+    download,
+    generate,
+    perplexity,
+    plot,
+    train,
+    translation,
+)
 from qkv.config import ConfigError
 from qkv.data.download import DownloadError
 from qkv.data.text import DataError
@@ -27,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version(), help="show the versions (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, train, translation, generate, classify, convert, plot, download):
+    for module in (demo, train, translation, generate, perplexity, classify, convert, plot, download):
         module.add_parsers(sub)
     return parser
 
