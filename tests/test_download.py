@@ -46,7 +46,7 @@ def test_windows_text_gets_lf_line_ends_and_loses_its_byte_order_mark():
 
 def test_every_benchmark_dataset_is_listed_with_its_files():
     assert {name: len(files) for name, files in DATASETS.items()} == {
-        "tinyshakespeare": 1, "multi30k": 6, "sst2": 3, "wmt14": 2, "books": 78,
+        "tinyshakespeare": 1, "multi30k": 6, "sst2": 3, "wikitext-2": 2, "wmt14": 2, "books": 78,
     }  # fmt: skip
     assert all(len(f.sha256) == 64 and f.path.count("/") >= 3 for files in DATASETS.values() for f in files)
 

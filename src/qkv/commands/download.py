@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
 
     dl = sub.add_parser(
         "download",
-        help="fetch the datasets the configs use (Tiny Shakespeare, Multi30k, SST-2, newstest2014, books)",
+        help="fetch the benchmark datasets (Tiny Shakespeare, Multi30k, SST-2, newstest2014, WikiText-2, books)",
         description="Download public datasets from fixed commits of the repositories that publish them, "
         "unpack them, and check every file's SHA-256 before it is given its name. The layout under --out "
         "is the one the configs in configs/ read (OUT/multi30k/train.de, ...). Files already there with "

@@ -40,6 +40,9 @@ class Source:
 
 _MULTI30K = "multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw"
 _SST2 = "nhatminh886688/transformers/9ffc5fbcd5a43a1ec6eb5e89f2c36b6d774e540a/glue_data/SST-2"
+_WIKITEXT2 = (
+    "OpenNMT/OpenNMT-py/97111d97551c24857076a4102eabdb468b35cff4/eval_llm/WIKITEXT2/wikitext-2-raw-v1/wikitext-2-raw"
+)
 _WMT14 = "nyu-mll/jiant/ad60d996ed865e59969ca71fe156d4a728e0a0ab/test-full"
 
 # The sources and checksums of ../shared/data (its README names the repositories and commits).
@@ -93,6 +96,18 @@ DATASETS: dict[str, tuple[Source, ...]] = {
         Source("train.tsv", f"{_SST2}/train.tsv", "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1"),
         Source("dev.tsv", f"{_SST2}/dev.tsv", "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0"),
         Source("test.tsv", f"{_SST2}/test.tsv", "69a938605609b3e6663b4487918fe1565eb293734e6e520d0366d1d412fd2a13"),
+    ),
+    "wikitext-2": (  # raw WikiText-2 (Merity et al., 2016), validation and test: held-out text for perplexity
+        Source(
+            "wiki.valid.raw",
+            f"{_WIKITEXT2}/wiki.valid.raw",
+            "4cd0f6876d07a413aa911261ff6d363c72d757d47f0fdd6015702014c89cb9c7",
+        ),
+        Source(
+            "wiki.test.raw",
+            f"{_WIKITEXT2}/wiki.test.raw",
+            "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08",
+        ),
     ),
     "wmt14": (  # newstest2014 en-de, the full 3,003 segments (sacrebleu's wmt14), the paper's test set
         Source(
