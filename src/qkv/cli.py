@@ -20,6 +20,7 @@ from qkv.commands import (
     generate,
     perplexity,
     plot,
+    tokenize,
     train,
     translation,
 )
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version(), help="show the versions (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, train, translation, generate, perplexity, classify, convert, plot, download):
+    for module in (demo, train, translation, generate, perplexity, classify, convert, plot, tokenize, download):
         module.add_parsers(sub)
     return parser
 

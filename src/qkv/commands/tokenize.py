@@ -1,0 +1,61 @@
+"""qkv tokenize: the tokens a checkpoint's tokenizer makes of a text (what the model actually reads)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qkv.commands import UsageError
+
+
+def tokens(model_dir: Path, text: str, side: str) -> list[tuple[int, str]]:
+    """(id, token) pairs of `text` under the tokenizer saved with the checkpoint `model_dir`."""
+    from qkv.checkpoint import read_config
+
+    family, _ = read_config(model_dir)
+    if family == "gpt":  # characters or byte-level BPE; a token's text may be part of a character
+        from qkv.data.tokenizers import load_tokenizer
+
+        tok = load_tokenizer(model_dir)
+        return [(i, tok.decode([i])) for i in tok.encode(text)]
+    if family == "bert":
+        from qkv.data.wordpiece import WordPieceTokenizer
+
+        enc = WordPieceTokenizer.load(model_dir).tok.encode(text, add_special_tokens=False)
+        return list(zip(enc.ids, enc.tokens))
+    vocab_file = model_dir / "vocab.json"
+    if vocab_file.is_file() and "symbols" in vocab_file.read_text(encoding="utf-8"):
+        from qkv.data.vocab import Vocab  # the demo's word-level vocabulary
+
+        vocab = Vocab.load(vocab_file)
+        return [(i, vocab.itos[i]) for i in vocab.encode(text.replace("-", " ").split())]  # unknown: <unk>
+    from qkv.data.subword import PairTokenizer
+
+    pair = PairTokenizer.load(model_dir)
+    enc = (pair.src if side == "source" else pair.tgt).encode(text)
+    return list(zip(enc.ids, enc.tokens))
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    if not args.text:
+        raise UsageError("--text is empty: give the text to tokenize")
+    pairs = tokens(Path(args.model), args.text, args.side)
+    shown = [token.replace("\n", "\\n").replace(" ", "\u2423") for _, token in pairs]  # spaces made visible
+    print(f"{len(pairs)} tokens for {len(args.text)} characters")
+    print(" ".join(f"{token}[{i}]" for (i, _), token in zip(pairs, shown)))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "tokenize",
+        help="show the tokens (and ids) a checkpoint's tokenizer makes of a text",
+        description="Print how the tokenizer saved with a checkpoint splits --text: the token count, then "
+        "each token with its id in brackets (a space shows as \u2423). GPT: characters or byte-level BPE "
+        "(a token's text may be part of a multi-byte character); BERT: WordPiece, without [CLS]/[SEP]; "
+        "encoder-decoder: the source or target BPE (--side).",
+    )
+    p.add_argument("--model", required=True, help="checkpoint directory (with its tokenizer)")
+    p.add_argument("--text", required=True, help="the text to tokenize")
+    p.add_argument("--side", choices=["source", "target"], default="source", help="encoder-decoder: which tokenizer")
+    p.set_defaults(handler=cmd_tokenize)
