@@ -58,6 +58,21 @@ def load_model(path: str, device: str):
     return load(path).to(choose(device, "--device"))
 
 
+def load_gpt(args, command: str):
+    """(model, tokenizer) of the GPT checkpoint `--model` names, on `--device`, after setting the
+    CPU threads `--threads` asks for; any other family is a one-line error naming `command`."""
+    import torch
+
+    from qkv.data.tokenizers import load_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model, args.device)
+    if model.family != "gpt":
+        raise UsageError(f"{args.model}: is a {model.family} model; {command} needs a gpt model")
+    return model, load_tokenizer(args.model)
+
+
 def writable(path: Path, kind: Literal["file", "directory"], what: str) -> Path:
     """Refuse, before any work is done, an output `path` that could not be written at the end: an
     existing path of the other kind, or a parent that is a file or not writable. `what` names the

@@ -6,21 +6,16 @@ import argparse
 import sys
 import warnings
 
-from qkv.commands import UsageError, add_device_option, at_least, in_range, load_model
+from qkv.commands import UsageError, add_device_option, at_least, in_range, load_gpt
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from qkv.data.tokenizers import decode_stream, load_tokenizer
+    from qkv.data.tokenizers import decode_stream
     from qkv.decoding.generate import crop_prompt, generate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model, args.device)
-    if model.family != "gpt":
-        raise UsageError(f"{args.model}: is a {model.family} model; generate needs a gpt model")
-    tokenizer = load_tokenizer(args.model)
+    model, tokenizer = load_gpt(args, "generate")
     prompt = tokenizer.encode(args.prompt)
     if not prompt:
         raise UsageError("--prompt is empty: give at least one character to continue (the default is a newline)")

@@ -6,27 +6,19 @@ import argparse
 import json
 import math
 
-from qkv.commands import UsageError, add_device_option, at_least, load_model
+from qkv.commands import UsageError, add_device_option, at_least, load_gpt
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
-    import torch
-
     from qkv.data.text import read_text
-    from qkv.data.tokenizers import load_tokenizer
     from qkv.tasks.perplexity import score
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model, args.device)
-    if model.family != "gpt":
-        raise UsageError(f"{args.model}: is a {model.family} model; perplexity needs a gpt model")
+    model, tokenizer = load_gpt(args, "perplexity")
     block = model.config.block_size
     stride = args.stride or max(1, block // 2)
     if stride > block:
         raise UsageError(f"--stride {stride}: at most the context window, block_size = {block}")
     text = read_text(args.file)
-    tokenizer = load_tokenizer(args.model)
     ids = tokenizer.encode(text)
     if len(ids) < 2:
         raise UsageError(f"{args.file}: {len(ids)} token(s), nothing to predict (it needs at least two)")
