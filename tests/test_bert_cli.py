@@ -131,6 +131,13 @@ label_smoothing = 0.0
     out = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in out] == ["1", "0", "1"]
     assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in out)
+    # --eval: the accuracy the training loop reported for the same file
+    assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--eval", str(tmp_path / "train.tsv")]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["accuracy"] == records[-1]["accuracy"] and set(scored["accuracy_per_label"]) == {"0", "1"}
+    (tmp_path / "three.tsv").write_text("sentence\tlabel\nthe dog\t2\n")
+    assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--eval", str(tmp_path / "three.tsv")]) == 2
+    assert "three.tsv: has label 2, the model only 0 to 1" in capsys.readouterr().err
 
     # the attention plot of a BERT: one grid, bidirectional, over [CLS] text [SEP]
     plots = tmp_path / "plots"
