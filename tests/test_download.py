@@ -93,6 +93,20 @@ def test_a_file_that_is_not_the_published_one_is_never_written(tmp_path, monkeyp
     assert not list((tmp_path / "data").rglob("*.part"))
 
 
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    host, sources = mirror(tmp_path)
+    monkeypatch.setitem(DATASETS, "toy", sources[:1])
+
+    def disk_full(self, data):
+        Path.write_text(self, "half")  # something reached the disk before the failure
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(DownloadError, match="plain.txt: cannot be written \\(No space left on device\\)"):
+        fetch("toy", tmp_path / "data", host, progress=False)
+    assert list((tmp_path / "data/toy").iterdir()) == []
+
+
 def test_cli_download(tmp_path, monkeypatch, capsys):
     host, sources = mirror(tmp_path)
     monkeypatch.setitem(DATASETS, "tinyshakespeare", sources[:1])

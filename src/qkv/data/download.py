@@ -221,7 +221,11 @@ def fetch(
         data = _checked(url, _get(url, progress), src)
         folder.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
-        part.write_bytes(data)
-        os.replace(part, target)  # the final name only ever holds the complete, checked file
+        try:
+            part.write_bytes(data)
+            os.replace(part, target)  # the final name only ever holds the complete, checked file
+        except OSError as err:  # a full disk, say: leave no partial file behind
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{target}: cannot be written ({err.strerror or err})") from None
         done.append((target, "written"))
     return done
