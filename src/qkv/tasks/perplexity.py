@@ -71,10 +71,11 @@ def score(model: GPT, ids: list[int], stride: int, batch_size: int = 8, progress
             x = torch.stack([tokens[start:end] for start, end, _ in part])  # (B, L)
             logits = model(x[:, :-1]).logits  # (B, L - 1, V): position p predicts x[:, p + 1]
             losses = F.cross_entropy(logits.transpose(1, 2).float(), x[:, 1:], reduction="none")  # (B, L - 1)
-            # target j of a window sits at column j - start - 1; keep the columns it scores
-            cols = torch.arange(1, length, device=device)  # (L - 1,) offsets of the targets in the window
-            first = torch.tensor([first - start for start, _, first in part], device=device)  # (B,)
-            nll += losses.masked_fill(cols[None, :] < first[:, None], 0.0).sum(dtype=torch.float64)
+            # column c holds the target at offset c + 1 in its window; a window scores offsets from
+            # first - start on (earlier windows scored the ones before)
+            offsets = torch.arange(1, length, device=device)  # (L - 1,)
+            scored_from = torch.tensor([first - start for start, _, first in part], device=device)  # (B,)
+            nll += losses.masked_fill(offsets[None, :] < scored_from[:, None], 0.0).sum(dtype=torch.float64)
             bar.update(len(part))
     bar.close()
     return Score(len(ids) - 1, float(nll))
