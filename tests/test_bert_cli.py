@@ -126,11 +126,11 @@ label_smoothing = 0.0
     no_init = ["--set", "init=", "--set", "init_weights=false", "--set", f"out={tmp_path / 'x'}"]
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", *no_init]) == 2
     assert "`init_weights` needs `init`" in capsys.readouterr().err and not (tmp_path / "x").exists()
-    (tmp_path / "in.txt").write_text("the dog sat great\nthe cat ran awful\nred tree great\n")
+    (tmp_path / "in.txt").write_text("the dog sat great\nthe cat ran awful\n\nred tree great\n")
     assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--input", str(tmp_path / "in.txt")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in out] == ["1", "0", "1"]
-    assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in out)
+    assert [line.split("\t")[0] for line in out] == ["1", "0", "", "1"]  # the blank line stays blank
+    assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in out if line)
     # --eval: the accuracy the training loop reported for the same file
     assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--eval", str(tmp_path / "train.tsv")]) == 0
     scored = json.loads(capsys.readouterr().out)

@@ -55,8 +55,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.eval:
         print(json.dumps(accuracy(model, tok, args.eval, args.batch_size)))
         return 0
-    for label, p in predict(model, tok, input_lines(args.input), args.batch_size):
-        print(f"{label}\t{p:.4f}")
+    lines = input_lines(args.input)
+    filled = [line for line in lines if line.strip()]  # a blank line stays blank, as in `qkv translate`
+    predicted = iter(predict(model, tok, filled, args.batch_size))
+    for line in lines:
+        print("{}\t{:.4f}".format(*next(predicted)) if line.strip() else "")
     return 0
 
 
@@ -65,9 +68,9 @@ def add_parsers(sub) -> None:
         "classify",
         help="label sentences with a BERT classifier, or measure its accuracy on a labelled file",
         description="Read sentences (one a line) from standard input or --input; write the predicted label "
-        "and its probability, tab-separated, one line each, in the same order. With --eval TSV (a header "
-        "naming `sentence` and `label`, as SST-2's dev.tsv), print one JSON line instead: the accuracy, "
-        "overall and for each label.",
+        "and its probability, tab-separated, one line each, in the same order (a blank line stays blank). "
+        "With --eval TSV (a header naming `sentence` and `label`, as SST-2's dev.tsv), print one JSON line "
+        "instead: the accuracy, overall and for each label.",
     )
     cls.add_argument("--model", required=True, help="checkpoint directory of a fine-tuned classifier")
     which = cls.add_mutually_exclusive_group()
