@@ -340,6 +340,7 @@ def test_resuming_a_finished_run_says_to_raise_the_steps(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert main(["train", str(cfg), "--no-progress", "--resume", str(run), "--set", "train.steps=6"]) == 0
     assert [step for step, _ in losses(run)][-1] == 6
+    assert json.loads((run / "run_config.json").read_text())["train"]["steps"] == 6  # what the run last ran with
 
 
 def test_resuming_into_another_runs_directory_is_refused(tmp_path, capsys):
