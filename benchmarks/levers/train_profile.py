@@ -16,14 +16,17 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from seq2seq_train import B, S, T, V, qkv_model  # noqa: E402
+from seq2seq_train import SHAPES, qkv_model  # noqa: E402
+
+SHAPE = SHAPES["multi30k"]  # the benchmark's CPU shape and batch
+B, S, T, V = 64, SHAPE.src_len, SHAPE.tgt_len, SHAPE.vocab
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=5)
 args = parser.parse_args()
 torch.set_num_threads(2)
 torch.manual_seed(0)
-model = qkv_model().train()
+model = qkv_model(SHAPE).train()
 opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
 g = torch.Generator().manual_seed(0)
 src, tgt_in, tgt_out = (torch.randint(3, V, (B, n), generator=g) for n in (S, T, T))
