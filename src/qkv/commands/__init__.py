@@ -49,6 +49,11 @@ def add_device_option(parser) -> None:
     )
 
 
+def add_threads_option(parser, note: str = "") -> None:
+    """--threads, which `load_gpt` applies."""
+    parser.add_argument("--threads", type=at_least(0), default=0, help=f"CPU threads (0 = one per core){note}")
+
+
 def load_model(path: str, device: str):
     """The checkpoint at `path` (qkv.load) on the device --device names (chosen as training chooses), in
     evaluation mode."""

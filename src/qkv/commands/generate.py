@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from qkv.commands import UsageError, add_device_option, at_least, in_range, load_gpt
+from qkv.commands import UsageError, add_device_option, add_threads_option, at_least, in_range, load_gpt
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -55,11 +55,6 @@ def add_parsers(sub) -> None:
         help="nucleus threshold in (0, 1] (1.0 = off)",
     )
     gen.add_argument("--seed", type=int, help="random seed, for reproducible samples")
-    gen.add_argument(
-        "--threads",
-        type=at_least(0),
-        default=0,
-        help="CPU threads (0 = one per core); a very small model's steps gain little from a second one",
-    )
+    add_threads_option(gen, note="; a very small model's steps gain little from a second one")
     add_device_option(gen)
     gen.set_defaults(handler=cmd_generate)

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from qkv.commands import UsageError, add_device_option, at_least, load_gpt
+from qkv.commands import UsageError, add_device_option, add_threads_option, at_least, load_gpt
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def add_parsers(sub) -> None:
         help="tokens each window advances (default half the context window; 1 gives every token a full one)",
     )
     p.add_argument("--batch-size", type=at_least(1), default=8, help="windows per forward pass (default 8)")
-    p.add_argument("--threads", type=at_least(0), default=0, help="CPU threads (0 = one per core)")
+    add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to standard error)")
     add_device_option(p)
     p.set_defaults(handler=cmd_perplexity)
