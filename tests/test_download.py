@@ -138,3 +138,5 @@ def test_a_missing_dataset_file_names_the_command_that_fetches_it(tmp_path):
         read_text(tmp_path / "books")
     with pytest.raises(DataError, match=r"other/train\.de: no such file$"):  # not a dataset's file: no hint
         read_text(tmp_path / "other" / "train.de")
+    with pytest.raises(DataError, match=rf"^{tmp_path}: is a directory; a file is wanted here$"):
+        read_text(tmp_path)

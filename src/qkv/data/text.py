@@ -12,10 +12,14 @@ class DataError(ValueError):
 
 
 def no_such_file(path: Path) -> DataError:
-    """The error for a missing input; a relative path also names the directory it was looked up from
-    (config paths such as ../shared/data are relative to where qkv runs, not to the config file)."""
+    """The error for an input that is not a file: a directory, or missing. For a missing one, a relative
+    path also names the directory it was looked up from (config paths such as ../shared/data are
+    relative to where qkv runs, not to the config file), and a benchmark dataset's file names the
+    command that fetches it."""
     from qkv.data.download import DATASETS  # here: download.py needs DataError from this module
 
+    if path.is_dir():
+        return DataError(f"{path}: is a directory; a file is wanted here")
     where = "" if path.is_absolute() else f" (looked for from {Path.cwd()})"
     files = {name: {source.name for source in sources} for name, sources in DATASETS.items()}
     if path.name in files:  # a dataset's directory (books)
