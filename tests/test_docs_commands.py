@@ -71,7 +71,25 @@ def test_cited_qkv_command_parses(doc, command, monkeypatch):
         OptimConfig.from_dict(run["optim"], source=config)
 
 
-def test_benchmark_scripts_import_only_names_that_exist(monkeypatch):
+def _top_level_names(path: Path) -> set[str]:
+    """What a module defines at its top level (functions, classes, assignments, imports), read from
+    its source: importing benchmarks' sibling modules here would leave a `common` in sys.modules that
+    experiments/ (which has its own common.py) would then import by mistake."""
+    import ast
+
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_benchmark_scripts_import_only_names_that_exist():
     """A cited script that cannot start is a broken figure: every `from MODULE import NAME` in
     benchmarks/ naming qkv or a sibling benchmark module must find NAME (checked without running the
     scripts; `levers/train_profile.py` once imported constants that `seq2seq_train.py` had dropped)."""
@@ -79,17 +97,20 @@ def test_benchmark_scripts_import_only_names_that_exist(monkeypatch):
     import importlib
     import importlib.util
 
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    siblings = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    siblings = {p.stem: _top_level_names(p) for p in (ROOT / "benchmarks").glob("*.py")}
     missing = []
     for script in sorted((ROOT / "benchmarks").rglob("*.py")):
         for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.ImportFrom) or not node.module:
                 continue
-            if node.module.split(".")[0] != "qkv" and node.module not in siblings:
-                continue
-            module = importlib.import_module(node.module)
             for alias in node.names:
-                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
+                if node.module in siblings:
+                    found = alias.name in siblings[node.module]
+                elif node.module.split(".")[0] == "qkv":
+                    module = importlib.import_module(node.module)
+                    found = hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}")
+                else:
+                    continue
+                if not found:
                     missing.append(f"{script.relative_to(ROOT)}: {node.module}.{alias.name}")
     assert not missing, missing
