@@ -15,11 +15,8 @@ import statistics
 import time
 
 import torch
+from test2016 import model_and_batches
 
-from qkv.checkpoint import load
-from qkv.data.padding import pad_sequences
-from qkv.data.parallel import read_lines
-from qkv.data.subword import PairTokenizer
 from qkv.decoding.beam import Hypothesis, _advance, beam_search, best_candidates, length_penalty
 
 
@@ -66,19 +63,15 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--model", default="runs/multi30k_de_en/best")
 parser.add_argument("--rounds", type=int, default=5)
 args = parser.parse_args()
-model = load(args.model).eval()
-c = model.config
-ids = sorted(
-    PairTokenizer.load(args.model).encode_src(read_lines("../shared/data/multi30k/test2016.de")[:512]), key=len
-)
-batches = [pad_sequences([s + [c.eos_id] for s in ids[i : i + 64]], c.pad_id) for i in range(0, len(ids), 64)]
+model, batches = model_and_batches(args.model, "../shared/data/multi30k/test2016.de")
+sentences = sum(len(b) for b in batches)
 WAYS = {"leave": beam_search, "all_rows": beam_search_all_rows}
 rates, outputs = {way: [] for way in WAYS}, {}
 for r in range(args.rounds):
     for way in list(WAYS)[:: 1 if r % 2 == 0 else -1]:
         start = time.perf_counter()
         outputs[way] = [[h.tokens for h in WAYS[way](model, src, 4, 0.6, 50)] for src in batches]
-        rates[way].append(len(ids) / (time.perf_counter() - start))
+        rates[way].append(sentences / (time.perf_counter() - start))
 med = {way: statistics.median(v) for way, v in rates.items()}
 print(f"beam 4, sentences/s (threads {torch.get_num_threads()}): finished sentences leave {med['leave']:.1f}, "
       f"all rows kept {med['all_rows']:.1f}: {med['leave'] / med['all_rows']:.3f}x; "

@@ -16,11 +16,8 @@ import time
 from pathlib import Path
 
 import torch
+from test2016 import model_and_batches
 
-from qkv.checkpoint import load
-from qkv.data.padding import pad_sequences
-from qkv.data.parallel import read_lines
-from qkv.data.subword import PairTokenizer
 from qkv.decoding.beam import beam_search
 from qkv.decoding.generate import generate
 from qkv.decoding.greedy import greedy_decode
@@ -68,12 +65,9 @@ if __name__ == "__main__":
     prompt = torch.randint(0, 65, (16,), generator=torch.Generator().manual_seed(1)).tolist()
     compare("small GPT, 256 tokens", "tokens/s", lambda: list(generate(gpt, prompt, 256, 0.0)), 256, 3 * args.rounds)
     if (Path(args.model) / "model.safetensors").is_file():
-        model = load(args.model).eval()
-        c = model.config
-        lines = read_lines("../shared/data/multi30k/test2016.de")[:512]
-        ids = sorted(PairTokenizer.load(args.model).encode_src(lines), key=len)
-        batches = [pad_sequences([s + [c.eos_id] for s in ids[i : i + 64]], c.pad_id) for i in range(0, 512, 64)]
+        model, batches = model_and_batches(args.model, "../shared/data/multi30k/test2016.de")
+        sentences = sum(len(b) for b in batches)
         greedy = [lambda b=b: greedy_decode(model, b, b.size(1) + 50).tolist() for b in batches]
         beam = [lambda b=b: [h.tokens for h in beam_search(model, b, 4, 0.6, 50)] for b in batches]
-        compare("greedy decoding", "sentences/s", lambda: [f() for f in greedy], len(ids), args.rounds)
-        compare("beam 4 decoding", "sentences/s", lambda: [f() for f in beam], len(ids), args.rounds)
+        compare("greedy decoding", "sentences/s", lambda: [f() for f in greedy], sentences, args.rounds)
+        compare("beam 4 decoding", "sentences/s", lambda: [f() for f in beam], sentences, args.rounds)

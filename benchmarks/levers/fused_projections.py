@@ -27,11 +27,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from seq2seq_train import SHAPES, qkv_model  # noqa: E402
+from test2016 import model_and_batches  # noqa: E402
 
-from qkv.checkpoint import load  # noqa: E402
-from qkv.data.padding import pad_sequences  # noqa: E402
-from qkv.data.parallel import read_lines  # noqa: E402
-from qkv.data.subword import PairTokenizer  # noqa: E402
 from qkv.decoding.greedy import greedy_decode  # noqa: E402
 from qkv.nn.attention import CrossAttention, SelfAttention  # noqa: E402
 
@@ -123,25 +120,23 @@ def training(rounds: int) -> None:
 
 
 def decoding(rounds: int, path: str) -> None:
-    fused = load(path).eval()
+    fused, batches = model_and_batches(path, "../shared/data/multi30k/test2016.de")
     models = {"fused": fused, "separate": separated(fused)}
-    c = fused.config
-    ids = sorted(PairTokenizer.load(path).encode_src(read_lines("../shared/data/multi30k/test2016.de")[:512]), key=len)
-    batches = [pad_sequences([s + [c.eos_id] for s in ids[i : i + 64]], c.pad_id) for i in range(0, len(ids), 64)]
+    sentences = sum(len(b) for b in batches)
     outputs = {}
 
     def run(name: str):
         def go() -> float:
             start = time.perf_counter()
             outputs[name] = [greedy_decode(models[name], src, src.size(1) + 50).tolist() for src in batches]
-            return len(ids) / (time.perf_counter() - start)
+            return sentences / (time.perf_counter() - start)
 
         return go
 
     med = alternate({name: run(name) for name in models}, rounds)
     same = sum(a == b for x, y in zip(outputs["fused"], outputs["separate"]) for a, b in zip(x, y))
     print(f"greedy decoding sentences/s: fused {med['fused']:.1f}, separate {med['separate']:.1f}: "
-          f"{med['fused'] / med['separate']:.3f}x; identical outputs {same} of {len(ids)}")  # fmt: skip
+          f"{med['fused'] / med['separate']:.3f}x; identical outputs {same} of {sentences}")  # fmt: skip
 
 
 if __name__ == "__main__":

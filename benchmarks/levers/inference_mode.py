@@ -17,11 +17,8 @@ import statistics
 import time
 
 import torch
+from test2016 import model_and_batches
 
-from qkv.checkpoint import load
-from qkv.data.padding import pad_sequences
-from qkv.data.parallel import read_lines
-from qkv.data.subword import PairTokenizer
 from qkv.decoding.beam import beam_search
 from qkv.decoding.greedy import greedy_decode
 
@@ -29,11 +26,8 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--model", default="runs/multi30k_de_en/best")
 parser.add_argument("--rounds", type=int, default=4)
 args = parser.parse_args()
-model = load(args.model).eval()
-c = model.config
-lines = read_lines("../shared/data/multi30k/test2016.de")[:512]
-ids = sorted(PairTokenizer.load(args.model).encode_src(lines), key=len)
-batches = [pad_sequences([s + [c.eos_id] for s in ids[i : i + 64]], c.pad_id) for i in range(0, len(ids), 64)]
+model, batches = model_and_batches(args.model, "../shared/data/multi30k/test2016.de")
+sentences = sum(len(b) for b in batches)
 
 MODES = {  # (how the decoder is called, the context around it)
     "inference_mode": (lambda f: f, contextlib.nullcontext),
@@ -54,7 +48,7 @@ for name, decode in DECODERS.items():
             start = time.perf_counter()
             with context():
                 outputs[mode] = [decode(pick, src) for src in batches]
-            rates[mode].append(len(ids) / (time.perf_counter() - start))
+            rates[mode].append(sentences / (time.perf_counter() - start))
     assert all(outputs[mode] == outputs["inference_mode"] for mode in modes), "outputs differ"
     med = {mode: statistics.median(v) for mode, v in rates.items()}
     ratios = ", ".join(f"inference_mode / {m} {med['inference_mode'] / med[m]:.3f}x" for m in modes[1:])
