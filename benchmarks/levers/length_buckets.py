@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from qkv.data.batching import token_batches
+from qkv.data.batching import pack, token_batches
 from qkv.data.padding import pad_sequences
 from qkv.data.parallel import read_lines
 from qkv.data.subword import PairTokenizer
@@ -40,15 +40,7 @@ def random_batches(seed: int) -> list[list[int]]:
     """token_batches' packing rule (rows x longest side <= MAX_TOKENS) over a random order."""
     order = list(range(len(src)))
     random.Random(seed).shuffle(order)
-    batches, current, longest = [], [], 0
-    for i in order:
-        size = max(lens_s[i], lens_t[i])
-        if current and max(longest, size) * (len(current) + 1) > MAX_TOKENS:
-            batches.append(current)
-            current, longest = [], 0
-        current.append(i)
-        longest = max(longest, size)
-    return batches + [current]
+    return pack(order, lens_s, lens_t, MAX_TOKENS)
 
 
 KINDS = {"sorted": token_batches(lens_s, lens_t, MAX_TOKENS), "random": random_batches(0)}

@@ -9,8 +9,15 @@ import torch
 
 def token_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int) -> list[list[int]]:
     """Group example indices so that each batch's padded size, rows x longest side, stays within
-    max_tokens. Sorting by length first keeps padding small."""
+    max_tokens. Sorting by length first keeps padding small: on Multi30k 0.4% of source and 8.6% of
+    target slots against about 53% in a random order, and twice the real tokens per second in
+    training (benchmarks/levers/length_buckets.py)."""
     order = sorted(range(len(src_lens)), key=lambda i: (src_lens[i], tgt_lens[i]))
+    return pack(order, src_lens, tgt_lens, max_tokens)
+
+
+def pack(order: list[int], src_lens: list[int], tgt_lens: list[int], max_tokens: int) -> list[list[int]]:
+    """The examples in `order`, cut into consecutive batches of at most max_tokens padded tokens."""
     batches, current, longest = [], [], 0
     for i in order:
         size = max(src_lens[i], tgt_lens[i])
