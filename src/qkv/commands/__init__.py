@@ -40,6 +40,11 @@ def in_range(low: float, high: float, low_open: bool = False):
     return parse
 
 
+def visible(token: str) -> str:
+    """A token as text a reader can see: a space as ␣, a newline as \\n, nothing as ∅."""
+    return token.replace("\n", "\\n").replace(" ", "\u2423") or "\u2205"
+
+
 def add_device_option(parser) -> None:
     parser.add_argument(
         "--device",

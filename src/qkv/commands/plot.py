@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from qkv.commands import UsageError, at_least, writable
-
-
-def _label(text: str) -> str:
-    return text.replace("\n", "\\n").replace(" ", "\u2423") or "\u2205"
+from qkv.commands import UsageError, at_least, visible, writable
 
 
 def _seq2seq_inputs(model_dir: Path, text: str):
     """(source ids, source labels, target id -> label) with the checkpoint's own tokenizer."""
-    vocab_file = model_dir / "vocab.json"
-    if vocab_file.is_file() and "symbols" in json.loads(vocab_file.read_text(encoding="utf-8")):
-        from qkv.data.vocab import Vocab  # the demo's word-level vocabulary
+    from qkv.data.vocab import saved_word_vocab, words_of
 
-        vocab = Vocab.load(vocab_file)
-        words = text.replace("-", " ").split()
+    vocab = saved_word_vocab(model_dir)
+    if vocab is not None:  # the demo's words
+        words = words_of(text)
         return vocab.encode(words), words, lambda t: vocab.itos[t]
     from qkv.data.subword import PairTokenizer
 
     tok = PairTokenizer.load(model_dir)
     enc = tok.src.encode(text)
-    return enc.ids, [_label(t) for t in enc.tokens], lambda t: _label(tok.tgt.id_to_token(t))
+    return enc.ids, [visible(t) for t in enc.tokens], lambda t: visible(tok.tgt.id_to_token(t))
 
 
 def png(out: str, name: str) -> Path:
@@ -70,7 +64,7 @@ def cmd_attention(args: argparse.Namespace) -> list[Path]:
         ids = tok.encode(args.text)[-model.config.block_size :]
         if not ids:
             raise UsageError("--text is empty: a GPT needs at least one token to attend over")
-        paths = plot_gpt(model, ids, [_label(tok.decode([i])) for i in ids], out, args.layer, args.head)
+        paths = plot_gpt(model, ids, [visible(tok.decode([i])) for i in ids], out, args.layer, args.head)
     return paths
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qkv.commands import UsageError
+from qkv.commands import UsageError, visible
 
 
 def tokens(model_dir: Path, text: str, side: str) -> list[tuple[int, str]]:
@@ -23,12 +23,11 @@ def tokens(model_dir: Path, text: str, side: str) -> list[tuple[int, str]]:
 
         enc = WordPieceTokenizer.load(model_dir).tok.encode(text, add_special_tokens=False)
         return list(zip(enc.ids, enc.tokens))
-    vocab_file = model_dir / "vocab.json"
-    if vocab_file.is_file() and "symbols" in vocab_file.read_text(encoding="utf-8"):
-        from qkv.data.vocab import Vocab  # the demo's word-level vocabulary
+    from qkv.data.vocab import saved_word_vocab, words_of
 
-        vocab = Vocab.load(vocab_file)
-        return [(i, vocab.itos[i]) for i in vocab.encode(text.replace("-", " ").split())]  # unknown: <unk>
+    vocab = saved_word_vocab(model_dir)
+    if vocab is not None:  # the demo's words; one it lacks shows as <unk>
+        return [(i, vocab.itos[i]) for i in vocab.encode(words_of(text))]
     from qkv.data.subword import PairTokenizer
 
     pair = PairTokenizer.load(model_dir)
@@ -40,9 +39,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if not args.text:
         raise UsageError("--text is empty: give the text to tokenize")
     pairs = tokens(Path(args.model), args.text, args.side)
-    shown = [token.replace("\n", "\\n").replace(" ", "\u2423") for _, token in pairs]  # spaces made visible
     print(f"{len(pairs)} tokens for {len(args.text)} characters")
-    print(" ".join(f"{token}[{i}]" for (i, _), token in zip(pairs, shown)))
+    print(" ".join(f"{visible(token)}[{i}]" for i, token in pairs))
     return 0
 
 

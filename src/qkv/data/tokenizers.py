@@ -93,14 +93,15 @@ def decode_stream(tokenizer: TextTokenizer, ids: Iterable[int]) -> Iterator[str]
     ends in U+FFFD, which is how an unfinished UTF-8 character decodes."""
     seen: list[int] = []
     start = shown = 0  # seen[start:shown] is the context already shown, seen[shown:] the pending tokens
+    before = ""  # the text of seen[start:shown], decoded once each time the window moves
     for token in ids:
         seen.append(token)
-        before = tokenizer.decode(seen[start:shown])
         text = tokenizer.decode(seen[start:])
         if len(text) > len(before) and not text.endswith("\ufffd"):
             yield text[len(before) :]
             start, shown = shown, len(seen)
-    rest = tokenizer.decode(seen[start:])[len(tokenizer.decode(seen[start:shown])) :]
+            before = tokenizer.decode(seen[start:shown])
+    rest = tokenizer.decode(seen[start:])[len(before) :]
     if rest:  # an unfinished character at the very end: shown as U+FFFD, as decode shows it
         yield rest
 

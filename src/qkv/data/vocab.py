@@ -40,3 +40,17 @@ class Vocab:
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":
         return cls(json.loads(Path(path).read_text(encoding="utf-8"))["symbols"])
+
+
+def saved_word_vocab(directory: str | Path) -> Vocab | None:
+    """The word-level vocabulary an encoder-decoder checkpoint saved (the demo's `vocab.json`), or None
+    when the checkpoint's tokenizer is a BPE one (a `vocab.json` of another shape, or none)."""
+    file = Path(directory) / "vocab.json"
+    if file.is_file() and "symbols" in json.loads(file.read_text(encoding="utf-8")):
+        return Vocab.load(file)
+    return None
+
+
+def words_of(text: str) -> list[str]:
+    """The demo's tokenization: words split at spaces and hyphens ("twenty-first" -> twenty, first)."""
+    return text.replace("-", " ").split()
