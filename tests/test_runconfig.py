@@ -5,7 +5,7 @@ import pytest
 from qkv.config import ConfigError
 from qkv.models.gpt import PRESETS
 from qkv.train.loop import LoopConfig
-from qkv.train.optim import OptimConfig
+from qkv.train.optim import OptimConfig, for_run
 from qkv.train.runconfig import load_run_config, model_config, section_config
 
 CONFIG = """task = "lm"
@@ -100,3 +100,52 @@ def test_values_out_of_range_are_refused(tmp_path, setting, message):
             model_config(PRESETS, run, vocab_size=65)
         else:
             section_config(run, section, {"train": LoopConfig, "optim": OptimConfig}[section])
+
+
+def _optim(tmp_path, text: str, steps: int = 1000) -> OptimConfig:
+    path = tmp_path / "run.toml"
+    path.write_text('out = "runs/x"\n' + text)
+    return for_run(load_run_config(path, []), steps)
+
+
+def test_each_task_starts_from_its_own_papers_optimiser(tmp_path):
+    lm = _optim(tmp_path, 'task = "lm"\n', steps=5000)  # GPT-3 Small's settings, warm-up 2%, decay to the end
+    assert (lm.schedule, lm.lr, lm.min_lr, lm.beta2) == ("cosine", 6e-4, 6e-5, 0.95)
+    assert (lm.weight_decay, lm.clip_norm) == (0.1, 1.0)
+    assert (lm.warmup_steps, lm.total_steps, lm.label_smoothing) == (100, 5000, 0.0)
+    tuned = _optim(tmp_path, 'task = "classify"\n', steps=200)
+    assert (tuned.lr, tuned.warmup_steps, tuned.total_steps, tuned.weight_decay) == (3e-5, 20, 200, 0.01)
+    assert _optim(tmp_path, 'task = "bert_pretrain"\n', steps=10).warmup_steps == 1  # never 0
+    paper = _optim(tmp_path, 'task = "translation"\n')  # the class defaults: sec 5.3-5.4
+    assert paper == OptimConfig(total_steps=1000)
+    assert (paper.schedule, paper.warmup_steps, paper.label_smoothing) == ("noam", 4000, 0.1)
+
+
+def test_the_section_overrides_the_task_defaults(tmp_path):
+    cfg = _optim(tmp_path, 'task = "lm"\n[optim]\nlr = 1e-3\nwarmup_steps = 7\ntotal_steps = 900\n')
+    assert (cfg.lr, cfg.warmup_steps, cfg.total_steps, cfg.beta2) == (1e-3, 7, 900, 0.95)
+
+
+def test_a_schedule_without_its_peak_rate_is_an_error(tmp_path):
+    # translation's default lr is eq. (3)'s factor 1.0, which as a cosine peak would diverge
+    with pytest.raises(ConfigError, match=r"run.toml:4 \[optim\]: schedule 'cosine' needs `lr`"):
+        _optim(tmp_path, 'task = "translation"\n[optim]\nschedule = "cosine"\n')
+
+
+def test_label_smoothing_outside_translation_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"run.toml:5 \[optim\]: label smoothing applies to the translation task"):
+        _optim(tmp_path, 'task = "lm"\n[optim]\nlr = 1e-3\nlabel_smoothing = 0.1\n')
+
+
+def test_an_unknown_key_suggests_the_one_meant(tmp_path):
+    run, path = run_of(tmp_path, overrides=["train.stepz=3"])
+    with pytest.raises(ConfigError, match=r"for LoopConfig; did you mean 'steps'\?$"):
+        section_config(run, "train", LoopConfig)
+    path.write_text('task = "lm"\nout = "x"\n[data]\nvocab_size = 500\n')  # the field is bpe_vocab_size
+    from qkv.tasks.lm import LMDataConfig
+
+    with pytest.raises(ConfigError, match=rf"^{path}:4 \[data\]: .*did you mean 'bpe_vocab_size'\?$"):
+        section_config(load_run_config(path, []), "data", LMDataConfig)
+    run, _ = run_of(tmp_path, overrides=["train.xyzzy=3"])
+    with pytest.raises(ConfigError, match=r"for LoopConfig; expected one of \['steps', 'batch_size', "):
+        section_config(run, "train", LoopConfig)

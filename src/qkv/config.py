@@ -8,6 +8,7 @@ not know, so a typo in a TOML file or a `--set` override is an error instead of 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -85,7 +86,8 @@ class Config:
     def from_dict(cls, data: dict[str, Any], source: str = "config"):
         unknown = sorted(set(data) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}", key=unknown[0])
+            hint = unknown_key_hint(unknown, cls.field_names())
+            raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; {hint}", key=unknown[0])
         try:
             return cls(**data)
         except TypeError as err:  # a required field is missing
@@ -98,6 +100,16 @@ class Config:
 
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
+
+
+def unknown_key_hint(unknown: list[str], known: list[str]) -> str:
+    """'did you mean ...' for a likely misspelling (or a name missing its prefix), else the known keys."""
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        close = close or [k for k in known if k.endswith("_" + name) or k.startswith(name + "_")][:1]
+        if close:
+            return f"did you mean {close[0]!r}?"
+    return f"expected one of {known}"
 
 
 def require(condition: bool, message: str, key: str | None = None) -> None:

@@ -77,7 +77,7 @@ def cmd_positions(args: argparse.Namespace) -> list[Path]:
 def cmd_schedule(args: argparse.Namespace) -> list[Path]:
     from qkv.models import gpt, seq2seq
     from qkv.train.loop import LoopConfig
-    from qkv.train.optim import OptimConfig
+    from qkv.train.optim import for_run as optim_for_run
     from qkv.train.runconfig import load_run_config, section_config
     from qkv.viz.curves import plot_schedule
 
@@ -87,8 +87,8 @@ def cmd_schedule(args: argparse.Namespace) -> list[Path]:
     if presets is None or run["model"].get("preset") not in presets:
         raise UsageError(f"{src}: cannot tell d_model (task {run['task']!r}, preset {run['model'].get('preset')!r})")
     d_model = run["model"].get("d_model", presets[run["model"]["preset"]].d_model)
-    optim = section_config(run, "optim", OptimConfig)
     steps = section_config(run, "train", LoopConfig).steps
+    optim = optim_for_run(run, steps)
     lrs = [optim.lr_at(s, d_model) for s in range(1, steps + 1)]
     title = f"{Path(src).name}: {optim.schedule}, warm-up {optim.warmup_steps}, peak {max(lrs):.2e}"
     return [plot_schedule(lrs, png(args.out, "schedule.png"), title)]

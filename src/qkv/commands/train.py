@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     from qkv.tasks.registry import TASKS
     from qkv.train import distributed
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
-    from qkv.train.optim import OptimConfig
+    from qkv.train.optim import for_run as optim_for_run
     from qkv.train.runconfig import load_run_config, section_config
     from qkv.train.state import saved_step
 
@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     if run["task"] not in TASKS:
         raise UsageError(f"{source}: task must be one of {sorted(TASKS)}, got {run['task']!r}")
     loop = section_config(run, "train", LoopConfig)
-    optim = section_config(run, "optim", OptimConfig)
+    optim = optim_for_run(run, loop.steps)
     distributed.device(loop.device)  # a device that is not there is an error before anything is written
     out = writable(Path(run["out"]), "directory", f"`out` in {source}")
     resume = resumable_checkpoint(Path(args.resume)) if args.resume else None
@@ -76,7 +76,10 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if not own:  # a fresh log: the run's own log goes on only in its own directory
             (out / "metrics.jsonl").unlink(missing_ok=True)
-        resolved = {k: v for k, v in run.items() if not k.startswith("_")} | {"model": model.config.to_dict()}
+        resolved = {k: v for k, v in run.items() if not k.startswith("_")} | {
+            "model": model.config.to_dict(),
+            "optim": optim.to_dict(),  # with the task's defaults filled in (optim.for_run)
+        }
         (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
         n_params = sum(p.numel() for p in model.parameters())
         where = f"; {ranks.world} processes ({loop.parallel.upper()})" if ranks.world > 1 else ""

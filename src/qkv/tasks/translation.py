@@ -117,7 +117,7 @@ class TranslationTask:
 
 def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "translation"."""
-    from qkv.train.optim import OptimConfig
+    from qkv.train.optim import for_run as optim_for_run
 
     cfg = section_config(run, "data", TranslationDataConfig)
     train = read_parallel(cfg.train_src, cfg.train_tgt, cfg.empty_lines)
@@ -145,7 +145,7 @@ def build(run: dict, loop: LoopConfig):
         bos_id=BOS,
         eos_id=EOS,
     )
-    optim = section_config(run, "optim", OptimConfig)
+    optim = optim_for_run(run, loop.steps)
     torch.manual_seed(loop.seed)
     task = TranslationTask(
         cfg,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from qkv.config import Config, require
+from qkv.config import Config, ConfigError, require
 from qkv.train import schedules
 
 Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
@@ -60,3 +60,46 @@ class OptimConfig(Config):
 
 
 PAPER_BASE_OPTIM = OptimConfig()  # sec 5.3-5.4 for the base model
+
+# What [optim] starts from for each task; the section's own keys override these. Translation keeps the
+# paper's settings (the class defaults above); the others take their own papers', since the paper's
+# label smoothing and eq. (3) are not what a language model or BERT is trained with.
+_CLIPPED = dict(clip_norm=1.0, label_smoothing=0.0)  # the three below clip gradients; none smooths labels
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "translation": {},
+    # GPT-3 Small, the 125M GPT-2 shape (Brown et al. 2020, Table 2.1, App. B): peak 6e-4, Adam betas
+    # (0.9, 0.95), eps 1e-8, clipping at 1.0, weight decay 0.1, cosine decay to 10% of the peak
+    "lm": _CLIPPED | dict(schedule="cosine", lr=6e-4, min_lr=6e-5, beta2=0.95, eps=1e-8, weight_decay=0.1),
+    # BERT pre-training (Devlin et al. 2019, App. A.2): 1e-4, beta2 0.999, weight decay 0.01, warm-up then decay
+    "bert_pretrain": _CLIPPED | dict(schedule="cosine", lr=1e-4, beta2=0.999, eps=1e-6, weight_decay=0.01),
+    # BERT fine-tuning (App. A.3): the middle of its 5e-5, 3e-5, 2e-5; otherwise as pre-training
+    "classify": _CLIPPED | dict(schedule="cosine", lr=3e-5, beta2=0.999, eps=1e-6, weight_decay=0.01),
+}
+# warm-up as a share of train.steps where the section gives none: BERT's 10,000 of 1M steps (1%) and
+# nanoGPT's 100 of 5,000 on Tiny Shakespeare (2%) for pre-training; 10% for fine-tuning, as BERT's
+# released fine-tuning code does
+WARMUP_SHARE = {"lm": 0.02, "bert_pretrain": 0.02, "classify": 0.1}
+
+
+def for_run(run: dict[str, Any], steps: int) -> OptimConfig:
+    """The run config's [optim] over its task's defaults. Where the section does not say, cosine decay
+    ends at the run's last step (total_steps = train.steps) and warm-up is WARMUP_SHARE of the steps."""
+    from qkv.train.runconfig import section_config, where
+
+    given = run["optim"]
+    defaults = {**TASK_DEFAULTS.get(run["task"], {}), "total_steps": steps}
+    if run["task"] in WARMUP_SHARE:
+        defaults["warmup_steps"] = max(1, round(WARMUP_SHARE[run["task"]] * steps))
+    merged = defaults | given
+    if merged.get("schedule", "noam") != "noam" and "lr" not in merged:
+        raise ConfigError(
+            f"{where(run, 'optim', 'schedule')}: schedule {merged['schedule']!r} needs `lr`, the peak learning rate "
+            '(the default 1.0 is the factor on eq. (3) of the "noam" schedule)',
+            key="lr",
+        )
+    if run["task"] != "translation" and merged.get("label_smoothing", 0.0) != 0.0:
+        raise ConfigError(
+            f"{where(run, 'optim', 'label_smoothing')}: label smoothing applies to the translation task only",
+            key="label_smoothing",
+        )
+    return section_config({**run, "optim": merged}, "optim", OptimConfig)
