@@ -76,11 +76,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if not own:  # a fresh log: the run's own log goes on only in its own directory
             (out / "metrics.jsonl").unlink(missing_ok=True)
-        resolved = {k: v for k, v in run.items() if not k.startswith("_")} | {
-            "model": model.config.to_dict(),
-            "optim": optim.to_dict(),  # with the task's defaults filled in (optim.for_run)
-        }
-        (out / "run_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        _write_resolved(out / "run_config.json", run, model.config, optim)
         n_params = sum(p.numel() for p in model.parameters())
         where = f"; {ranks.world} processes ({loop.parallel.upper()})" if ranks.world > 1 else ""
         print(
@@ -91,6 +87,16 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     if ranks.main:
         print(json.dumps(result))
     return {"SIGINT": 130, "SIGTERM": 143}.get(result["interrupted"], 0)
+
+
+def _write_resolved(path: Path, run: dict, model_config, optim) -> None:
+    """The config as the run uses it: the file's values, with the model's and the optimiser's fields
+    filled in from the preset and the task's defaults (`optim.for_run`)."""
+    import json
+
+    resolved = {k: v for k, v in run.items() if not k.startswith("_")}
+    resolved |= {"model": model_config.to_dict(), "optim": optim.to_dict()}
+    path.write_text(json.dumps(resolved, indent=2) + "\n")
 
 
 def add_parsers(sub) -> None:
