@@ -110,3 +110,13 @@ def test_plot_positions_and_schedule(tmp_path):
         == 0
     )
     assert _is_png(tmp_path / "s.png")
+
+
+def test_plot_schedule_of_every_task(tmp_path, capsys):
+    """BERT configs too (only eq. (3) needs the model's width), with the task's default optimiser."""
+    for config in ("configs/sst2.toml", "configs/bert_pretrain_books.toml", "configs/shakespeare_char.toml"):
+        assert main(["plot", "schedule", config, "--set", "train.steps=50", "--out", str(tmp_path / "s.png")]) == 0
+        assert _is_png(tmp_path / "s.png")
+    noam = ["--set", "optim.schedule=noam", "--set", "optim.lr=1.0", "--set", "model.preset=nope"]
+    assert main(["plot", "schedule", "configs/sst2.toml", *noam, "--out", str(tmp_path / "n.png")]) == 2
+    assert "[model] preset must be one of ['bert-base', " in capsys.readouterr().err

@@ -75,23 +75,34 @@ def cmd_positions(args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_schedule(args: argparse.Namespace) -> list[Path]:
-    from qkv.models import gpt, seq2seq
     from qkv.train.loop import LoopConfig
     from qkv.train.optim import for_run as optim_for_run
     from qkv.train.runconfig import load_run_config, section_config
     from qkv.viz.curves import plot_schedule
 
     run = load_run_config(args.config, args.set)
-    src = run["_source"]
-    presets = {"translation": seq2seq.PRESETS, "lm": gpt.PRESETS}.get(run["task"])
-    if presets is None or run["model"].get("preset") not in presets:
-        raise UsageError(f"{src}: cannot tell d_model (task {run['task']!r}, preset {run['model'].get('preset')!r})")
-    d_model = run["model"].get("d_model", presets[run["model"]["preset"]].d_model)
     steps = section_config(run, "train", LoopConfig).steps
     optim = optim_for_run(run, steps)
+    d_model = _d_model(run) if optim.schedule == "noam" else 0  # only eq. (3) depends on the width
     lrs = [optim.lr_at(s, d_model) for s in range(1, steps + 1)]
-    title = f"{Path(src).name}: {optim.schedule}, warm-up {optim.warmup_steps}, peak {max(lrs):.2e}"
+    title = f"{Path(run['_source']).name}: {optim.schedule}, warm-up {optim.warmup_steps}, peak {max(lrs):.2e}"
     return [plot_schedule(lrs, png(args.out, "schedule.png"), title)]
+
+
+def _d_model(run: dict) -> int:
+    """The width a run config trains: its `init` checkpoint's, else [model] d_model, else its preset's."""
+    from qkv.checkpoint import read_config
+    from qkv.models import bert, gpt, seq2seq
+
+    if run.get("init"):
+        return read_config(run["init"])[1].d_model
+    if "d_model" in run["model"]:
+        return run["model"]["d_model"]
+    presets = {"translation": seq2seq.PRESETS, "lm": gpt.PRESETS}.get(run["task"], bert.PRESETS)
+    preset = run["model"].get("preset")
+    if preset not in presets:
+        raise UsageError(f"{run['_source']}: [model] preset must be one of {sorted(presets)}, got {preset!r}")
+    return presets[preset].d_model
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
