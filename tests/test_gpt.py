@@ -232,6 +232,11 @@ label_smoothing = 0.0
     )
     torch.set_num_threads(threads)  # --threads is process-wide; give the other tests theirs back
     assert capsys.readouterr().out.startswith("to be, or not to be, that is the")
+    (tmp_path / "prompt.txt").write_text("to be, or ")  # --prompt-file; --samples writes each after a line
+    two = ["--prompt-file", str(tmp_path / "prompt.txt"), "--samples", "2", "--temperature", "0"]
+    assert main(["generate", "--model", str(tmp_path / "run" / "best"), *two, "--max-new-tokens", "12"]) == 0
+    first, second = capsys.readouterr().out.split("\n---------------\n")
+    assert first.startswith("to be, or not to be") and first + "\n" == second  # greedy: the same twice
     assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", ""]) == 2
     assert "--prompt is empty" in capsys.readouterr().err
     long = ["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", TEXT[:100], "--max-new-tokens", "8"]

@@ -8,15 +8,19 @@ import warnings
 
 from qkv.commands import UsageError, add_device_option, add_threads_option, at_least, in_range, load_gpt
 
+SEPARATOR = "---------------"  # a line of its own between samples (--samples N)
+
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from qkv.data.text import read_text
     from qkv.data.tokenizers import decode_stream
     from qkv.decoding.generate import crop_prompt, generate
 
+    text = read_text(args.prompt_file) if args.prompt_file else args.prompt
     model, tokenizer = load_gpt(args, "generate")
-    prompt = tokenizer.encode(args.prompt)
+    prompt = tokenizer.encode(text)
     if not prompt:
         raise UsageError("--prompt is empty: give at least one character to continue (the default is a newline)")
     with warnings.catch_warnings(record=True) as caught:  # one line on stderr, not Python's warning with source
@@ -25,15 +29,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"qkv generate: warning: {w.message}", file=sys.stderr)
     # the sampler draws on the model's device, so its generator lives there too (a seed gives the same
-    # text again on the same device; CPU and GPU random streams differ)
+    # text again on the same device; CPU and GPU random streams differ); one stream for all samples
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
-    sys.stdout.write(args.prompt)
-    tokens = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator)
-    for piece in decode_stream(tokenizer, tokens):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+    for n in range(args.samples):
+        sys.stdout.write((SEPARATOR + "\n" if n else "") + text)
+        tokens = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator)
+        for piece in decode_stream(tokenizer, tokens):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
     return 0
 
 
@@ -44,7 +49,9 @@ def add_parsers(sub) -> None:
         description="Continue --prompt with a GPT model. Temperature 0 is greedy decoding.",
     )
     gen.add_argument("--model", required=True, help="checkpoint directory")
-    gen.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    start = gen.add_mutually_exclusive_group()
+    start.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    start.add_argument("--prompt-file", help="continue the text of this UTF-8 file instead")
     gen.add_argument("--max-new-tokens", type=at_least(1), default=200, help="tokens to generate (default 200)")
     gen.add_argument("--temperature", type=in_range(0.0, float("inf")), default=1.0, help="0 = greedy (default 1.0)")
     gen.add_argument("--top-k", type=at_least(0), default=0, help="keep only the k most likely tokens (0 = off)")
@@ -53,6 +60,12 @@ def add_parsers(sub) -> None:
         type=in_range(0.0, 1.0, low_open=True),
         default=1.0,
         help="nucleus threshold in (0, 1] (1.0 = off)",
+    )
+    gen.add_argument(
+        "--samples",
+        type=at_least(1),
+        default=1,
+        help="how many continuations of the prompt to write, one after another (default 1)",
     )
     gen.add_argument("--seed", type=int, help="random seed, for reproducible samples")
     add_threads_option(gen, note="; a very small model's steps gain little from a second one")
