@@ -13,7 +13,7 @@ from test_resume import lm_config
 
 from qkv.tasks.registry import TASKS
 from qkv.train.loop import LoopConfig, fit
-from qkv.train.optim import OptimConfig
+from qkv.train.optim import for_run as optim_for_run
 from qkv.train.runconfig import load_run_config
 
 
@@ -52,7 +52,7 @@ def test_two_processes_equal_one_on_the_union(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank (OMP_NUM_THREADS=1): the same summation order in every matmul
     try:
-        fit(model, Union(t0, t1), loop, OptimConfig.from_dict(run["optim"]), tmp_path / "reference", progress=False)
+        fit(model, Union(t0, t1), loop, optim_for_run(run, loop.steps), tmp_path / "reference", progress=False)
     finally:
         torch.set_num_threads(threads)  # do not leak into later tests
     ddp = load_file(str(tmp_path / "ddp" / "last" / "model.safetensors"))

@@ -10,7 +10,7 @@ import pytest
 
 from qkv.cli import build_parser
 from qkv.train.loop import LoopConfig
-from qkv.train.optim import OptimConfig
+from qkv.train.optim import for_run as optim_for_run
 from qkv.train.runconfig import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,8 +67,7 @@ def test_cited_qkv_command_parses(doc, command, monkeypatch):
     config = getattr(args, "config", None)
     if config is not None:  # qkv train / plot schedule: the config and its --set keys load
         run = load_run_config(config, args.set)
-        LoopConfig.from_dict(run["train"], source=config)
-        OptimConfig.from_dict(run["optim"], source=config)
+        optim_for_run(run, LoopConfig.from_dict(run["train"], source=config).steps)
 
 
 def _top_level_names(path: Path) -> set[str]:
