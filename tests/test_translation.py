@@ -1,5 +1,6 @@
 """Translation end to end: data checks, batching, and train -> translate -> evaluate -> average from the CLI."""
 
+import json
 import random
 
 import pytest
@@ -111,7 +112,9 @@ warmup_steps = 4
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000008", "step-0000012"]
     assert (run / "best" / "tokenizer.json").is_file()
-    capsys.readouterr()
+    printed = capsys.readouterr()  # standard output: the result, one JSON line; what it did goes to stderr
+    assert json.loads(printed.out)["steps"] == 12 and len(printed.out.splitlines()) == 1
+    assert "tokenizer: training one shared BPE vocabulary" in printed.err and "training pairs: " in printed.err
 
     monkeypatch.setattr("sys.stdin", open(tmp_path / "test.en"))
     assert main(["translate", "--model", str(run / "best"), "--beam", "2"]) == 0

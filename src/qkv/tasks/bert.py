@@ -17,7 +17,7 @@ from qkv.data.padding import pad_sequences
 from qkv.data.text import DataError, read_text
 from qkv.data.wordpiece import WordPieceTokenizer
 from qkv.models.bert import PRESETS, Bert
-from qkv.tasks.common import GeneratorPosition, to_model
+from qkv.tasks.common import GeneratorPosition, info, timed, to_model
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -173,7 +173,8 @@ def build_pretrain(run: dict, loop: LoopConfig):
     if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
         tok = WordPieceTokenizer.load(run["_resume"])
     else:
-        tok = WordPieceTokenizer.train((s for d in docs for s in d), cfg.vocab_size)
+        with timed(f"tokenizer: training WordPiece ({cfg.vocab_size:,} tokens) on {len(docs):,} documents"):
+            tok = WordPieceTokenizer.train((s for d in docs for s in d), cfg.vocab_size)
     sentences = tok.encode_batch([s for d in docs for s in d])
     it = iter(sentences)
     encoded = [[next(it) for _ in d] for d in docs]
@@ -183,10 +184,9 @@ def build_pretrain(run: dict, loop: LoopConfig):
         raise DataError(f"{cfg.docs}: {e}") from None
     task = PretrainTask(cfg, loop, tok, train_docs, [packed(p, tok) for p in val], loop.seed)
     held = sum(map(bool, encoded)) - len(train_docs)  # non-empty documents set aside
-    print(
+    info(
         f"pre-training: {len(task.pairs):,} sentence pairs per pass from {len(train_docs)} documents, drawn"
-        f" afresh each pass; {len(val):,} held-out pairs from {held} other documents",
-        flush=True,
+        f" afresh each pass; {len(val):,} held-out pairs from {held} other documents"
     )
     model_cfg = model_config(
         PRESETS,
@@ -307,7 +307,11 @@ def build_classify(run: dict, loop: LoopConfig):
             model.load_state_dict(body, strict=False)
     else:
         resumed = run.get("_resume")
-        tok = WordPieceTokenizer.load(resumed) if resumed else WordPieceTokenizer.train(train[0], cfg.vocab_size)
+        if resumed:
+            tok = WordPieceTokenizer.load(resumed)
+        else:
+            with timed(f"tokenizer: training WordPiece ({cfg.vocab_size:,} tokens) on {len(train[0]):,} sentences"):
+                tok = WordPieceTokenizer.train(train[0], cfg.vocab_size)
         model_cfg = model_config(
             PRESETS,
             run,

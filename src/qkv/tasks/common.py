@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
+
+
+def info(message: str) -> None:
+    """A line about the data on standard error (standard output holds only the run's JSON result)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def timed(what: str) -> Iterator[None]:
+    """`what...` on standard error before a step that can take minutes on a large corpus (training a
+    tokenizer), and the seconds it took after, on the same line."""
+    start = time.perf_counter()
+    print(f"{what}...", end="", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:  # an error message that follows starts a line of its own
+        print(f" {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 def to_model(batch, model: nn.Module):

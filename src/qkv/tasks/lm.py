@@ -14,7 +14,7 @@ from qkv.data.lm import LMData
 from qkv.data.text import read_text
 from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer, load_tokenizer
 from qkv.models.gpt import GPT, PRESETS
-from qkv.tasks.common import GeneratorPosition, to_model
+from qkv.tasks.common import GeneratorPosition, timed, to_model
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -41,7 +41,8 @@ def build_tokenizer(cfg: LMDataConfig, text: str) -> TextTokenizer:
     if cfg.tokenizer == "char":
         return CharTokenizer.train(text)
     if cfg.tokenizer == "bpe":
-        return BPETokenizer.train(list(cfg.files), cfg.bpe_vocab_size)
+        with timed(f"tokenizer: training byte-level BPE ({cfg.bpe_vocab_size:,} tokens) on {len(text):,} characters"):
+            return BPETokenizer.train(list(cfg.files), cfg.bpe_vocab_size)
     return BPETokenizer.from_gpt2_files(Path(cfg.gpt2_dir) / "vocab.json", Path(cfg.gpt2_dir) / "merges.txt")
 
 

@@ -15,7 +15,7 @@ from qkv.data.parallel import EmptyPolicy, read_parallel
 from qkv.data.subword import SPECIALS, PairTokenizer
 from qkv.decoding.translate import translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
-from qkv.tasks.common import to_model
+from qkv.tasks.common import info, timed, to_model
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -125,14 +125,15 @@ def build(run: dict, loop: LoopConfig):
     if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
         tokenizer = PairTokenizer.load(run["_resume"])
     else:
-        tokenizer = PairTokenizer.train(train.src, train.tgt, cfg.vocab_size, cfg.shared_vocab)
+        kind = "one shared BPE vocabulary" if cfg.shared_vocab else "a BPE vocabulary for each side"
+        with timed(f"tokenizer: training {kind} ({cfg.vocab_size:,} tokens) on {len(train.src):,} sentence pairs"):
+            tokenizer = PairTokenizer.train(train.src, train.tgt, cfg.vocab_size, cfg.shared_vocab)
     src_ids, tgt_ids = tokenizer.encode_src(train.src), tokenizer.encode_tgt(train.tgt)
     keep = [i for i in range(len(src_ids)) if len(src_ids[i]) < cfg.max_len and len(tgt_ids[i]) < cfg.max_len]
     dropped = len(src_ids) - len(keep)
-    print(
+    info(
         f"training pairs: {len(keep):,} kept, {dropped:,} dropped as longer than {cfg.max_len} tokens, "
-        f"{train.skipped_empty:,} skipped as empty",
-        flush=True,
+        f"{train.skipped_empty:,} skipped as empty"
     )
     v_src, v_tgt = tokenizer.vocab_sizes
     model_cfg = model_config(
