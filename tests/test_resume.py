@@ -343,6 +343,23 @@ def test_resuming_a_finished_run_says_to_raise_the_steps(tmp_path, capsys):
     assert json.loads((run / "run_config.json").read_text())["train"]["steps"] == 6  # what the run last ran with
 
 
+def test_a_resume_that_moves_the_schedule_says_so(tmp_path, capsys):
+    """With total_steps left to its default (train.steps), raising the steps to go on stretches the
+    cosine decay: allowed, but the rate jumps, and one line says from what to what."""
+    cfg = lm_config(tmp_path, "run", steps=4, eval_every=2)
+    cfg.write_text(cfg.read_text().replace("total_steps = 4\n", ""))
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(tmp_path / "run"), "--set", "train.steps=8"]) == 0
+    warning = "qkv train: warning: the optimiser settings differ from the run's (total_steps 4 -> 8); "
+    assert warning + "the learning rate at step 5 is 0.003, where the run would have had 0" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(tmp_path / "run"), "--set", "train.steps=9"]) == 0
+    assert "(total_steps 8 -> 9); the learning rate at step 9 is " in capsys.readouterr().err
+    cfg.write_text(cfg.read_text() + "total_steps = 9\n")  # the run's end written down: no change, no line
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(tmp_path / "run"), "--set", "train.steps=10"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_resuming_into_another_runs_directory_is_refused(tmp_path, capsys):
     """`--resume A` with `out` at another run B once wrote A's continuation over B's checkpoints and
     appended to B's log. Now: refused, B untouched; into a new directory it forks A, A untouched."""

@@ -70,6 +70,8 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     model, task = TASKS[run["task"]](run, loop)  # reads and checks the data before anything is written
     if resume is not None and read_config(resume)[1] != model.config:
         raise UsageError(f"{resume}/config.json: the model there differs from the one {source} describes")
+    if resume is not None and ranks.main:
+        _say_if_the_schedule_changed(resume, optim, saved_step(resume) + 1, model.config.d_model)
     if ranks.world > 1:
         torch.distributed.barrier()  # every rank has checked the output directory before rank 0 writes to it
     if ranks.main:
@@ -87,6 +89,31 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     if ranks.main:
         print(json.dumps(result))
     return {"SIGINT": 130, "SIGTERM": 143}.get(result["interrupted"], 0)
+
+
+def _say_if_the_schedule_changed(resume: Path, optim, step: int, d_model: int) -> None:
+    """A resumed run may change its optimiser settings (raising train.steps moves the default end of
+    cosine decay with it), but the learning rate then jumps: one line on stderr says so."""
+    import json
+
+    from qkv.config import ConfigError
+    from qkv.train.optim import OptimConfig
+
+    try:
+        saved = json.loads((resume.parent / "run_config.json").read_text(encoding="utf-8"))["optim"]
+        if set(saved) != set(OptimConfig.field_names()):  # an older run's file: only the section as written
+            return
+        before = OptimConfig.from_dict(saved)
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        return  # nothing to compare with
+    changes = [f"{k} {v} -> {getattr(optim, k)}" for k, v in before.to_dict().items() if getattr(optim, k) != v]
+    if changes:
+        was, now = before.lr_at(step, d_model), optim.lr_at(step, d_model)
+        print(
+            f"qkv train: warning: the optimiser settings differ from the run's ({', '.join(changes)}); "
+            f"the learning rate at step {step} is {now:.3g}, where the run would have had {was:.3g}",
+            file=sys.stderr,
+        )
 
 
 def _write_resolved(path: Path, run: dict, model_config, optim) -> None:
