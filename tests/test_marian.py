@@ -1,4 +1,6 @@
-"""Export to the Hugging Face Marian layout gives the same function (hidden axis permuted)."""
+"""Export to the Hugging Face Marian layout gives the same function (hidden axis permuted), and reads back."""
+
+import shutil
 
 import pytest
 import torch
@@ -44,3 +46,54 @@ def test_convert_to_hf_from_the_cli(tmp_path, capsys):
     save(EncoderDecoder(tiny_config(norm_placement="pre")), tmp_path / "pre")
     assert main(["convert", "--to-hf", str(tmp_path / "pre"), "--out", str(tmp_path / "no")]) == 2
     assert "only the paper's configuration" in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
+def test_marian_round_trip_through_transformers(tmp_path, capsys):
+    """--to-hf, then `transformers` loads and saves it again (its own layout), then --from-hf: the same
+    model, weights back in qkv's order, and the tokenizer file with it."""
+    from qkv.checkpoint import load, save
+    from qkv.cli import main
+    from qkv.data.subword import PairTokenizer
+
+    torch.manual_seed(0)
+    sentences = ["ein hund läuft", "zwei männer stehen", "a dog runs", "two men stand"] * 5
+    tokenizer = PairTokenizer.train(sentences, sentences, 40, shared=True)
+    model = EncoderDecoder(tiny_config(norm_eps=1e-5, dropout=0.1, src_vocab_size=40, tgt_vocab_size=40)).eval()
+    save(model, tmp_path / "ours")
+    tokenizer.save(tmp_path / "ours")
+    assert main(["convert", "--to-hf", str(tmp_path / "ours"), "--out", str(tmp_path / "hf")]) == 0
+    transformers.MarianMTModel.from_pretrained(tmp_path / "hf").save_pretrained(tmp_path / "resaved")
+    (tmp_path / "resaved" / "tokenizer.json").write_bytes((tmp_path / "hf" / "tokenizer.json").read_bytes())
+    assert main(["convert", "--from-hf", str(tmp_path / "resaved"), "--out", str(tmp_path / "back")]) == 0
+    back = load(tmp_path / "back")
+    assert back.config == model.config.replace(max_len=1024)  # Marian's table size (sinusoids: no weights)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor), name  # a permutation and its inverse: exact
+    assert PairTokenizer.load(tmp_path / "back").encode_src(["a dog runs"]) == tokenizer.encode_src(["a dog runs"])
+    assert "note:" not in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "back")
+    (tmp_path / "resaved" / "tokenizer.json").unlink()  # transformers' save_pretrained does not carry it
+    assert main(["convert", "--from-hf", str(tmp_path / "resaved"), "--out", str(tmp_path / "back")]) == 0
+    assert "holds the weights only" in capsys.readouterr().err
+
+
+def test_marian_from_hf_refuses_what_qkv_cannot_express(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from qkv.cli import main
+
+    torch.manual_seed(0)
+    to_marian(EncoderDecoder(tiny_config(norm_eps=1e-5)).eval(), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg | {"activation_function": "swish"}))
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "a")]) == 2
+    assert "activation_function = 'swish' has no counterpart here (qkv needs 'relu')" in capsys.readouterr().err
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    weights["final_logits_bias"][0, 3] = 1.0  # opus-mt models carry an output bias
+    save_file(weights, tmp_path / "hf" / "model.safetensors")
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "b")]) == 2
+    assert "final_logits_bias is not zero" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -14,7 +14,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from qkv.convert import bert, gpt2, marian
     from qkv.convert.common import read_json
 
-    by_model_type, by_family = {"gpt2": gpt2, "bert": bert}, {"gpt": gpt2, "bert": bert, "seq2seq": marian}
+    by_model_type, by_family = (
+        {"gpt2": gpt2, "bert": bert, "marian": marian},
+        {"gpt": gpt2, "bert": bert, "seq2seq": marian},
+    )
     out = Path(args.out)
     not_an_input(out, "--out", {"--from-hf": args.from_hf, "--to-hf": args.to_hf})
     refuse_nonempty(out, args.overwrite)
@@ -26,11 +29,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 f"{src / 'config.json'}: model_type {model_type!r} is not supported ({sorted(by_model_type)})"
             )
         model = by_model_type[model_type].from_hf(src, out)
+        from qkv.data.subword import PairTokenizer
         from qkv.data.tokenizers import TokenizerError, load_tokenizer
         from qkv.data.wordpiece import WordPieceTokenizer
 
         try:  # the loader the model's users will call: say now, not at their first command, if it fails
-            {"gpt2": load_tokenizer, "bert": WordPieceTokenizer.load}[model_type](out)
+            {"gpt2": load_tokenizer, "bert": WordPieceTokenizer.load, "marian": PairTokenizer.load}[model_type](out)
         except TokenizerError as err:
             print(f"note: {err}; {src} brought none, so {out} holds the weights only", file=sys.stderr)
     else:
@@ -51,9 +55,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     conv = sub.add_parser(
         "convert",
-        help="convert checkpoints from/to the Hugging Face layout (GPT-2, BERT; encoder-decoder to Marian)",
+        help="convert checkpoints from/to the Hugging Face layout (GPT-2, BERT, Marian)",
         description="--from-hf reads a Hugging Face GPT-2 or BERT directory (config.json, model.safetensors, "
-        "tokenizer files) into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout "
+        "tokenizer files), or a Marian one that --to-hf wrote (qkv's tokenizer files beside it; not opus-mt's "
+        "SentencePiece models), into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout "
         "(GPT2LMHeadModel, BERT, or MarianMTModel for an encoder-decoder with the paper's configuration). "
         "Only safetensors weights are read, never pickled ones.",
     )

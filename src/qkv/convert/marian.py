@@ -10,7 +10,10 @@ fixed eps of 1e-5, so outputs match exactly only for models with norm_eps = 1e-5
 
 `qkv convert --to-hf` uses `to_hf`: the model, plus qkv's tokenizer files as they are (Hugging Face
 `tokenizers` JSON, which `PreTrainedTokenizerFast` reads; Marian's own SentencePiece tokenizer is not
-written). Reading Marian checkpoints into qkv is not supported.
+written). `from_hf` reads such a directory back (after training in `transformers`, say): a
+MarianMTModel whose shape qkv's paper configuration can express, with qkv's tokenizer files beside it.
+Marian's SentencePiece checkpoints (opus-mt) come with no such files, an output bias and the SiLU
+activation, and are refused.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from qkv.checkpoint import CheckpointError
-from qkv.convert.common import copy_files, write_tensors
-from qkv.models.seq2seq import EncoderDecoder
+from qkv.checkpoint import CheckpointError, save
+from qkv.convert.common import copy_files, load_renamed, read_json, read_tensors, write_tensors
+from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 
 
 def _perm(d: int) -> torch.Tensor:
@@ -123,3 +126,105 @@ def _marian_config(c) -> dict:
         "decoder_start_token_id": c.bos_id,
         "forced_eos_token_id": c.eos_id,
     }
+
+
+def config_from_hf(hf: dict, source: Path) -> Seq2SeqConfig:
+    """The qkv config of a MarianConfig (as JSON), or a CheckpointError naming what qkv cannot express."""
+    need = {
+        "activation_function": "relu",
+        "scale_embedding": True,
+        "share_encoder_decoder_embeddings": True,
+        "decoder_vocab_size": hf.get("vocab_size"),
+        "decoder_attention_heads": hf.get("encoder_attention_heads"),
+        "decoder_ffn_dim": hf.get("encoder_ffn_dim"),
+    }
+    for key, value in need.items():
+        if hf.get(key, value) != value:  # absent: Marian's default, which is the wanted value for each
+            raise CheckpointError(f"{source}: {key} = {hf[key]!r} has no counterpart here (qkv needs {value!r})")
+    try:
+        return Seq2SeqConfig(
+            src_vocab_size=hf["vocab_size"],
+            tgt_vocab_size=hf["vocab_size"],
+            d_model=hf["d_model"],
+            n_heads=hf["encoder_attention_heads"],
+            n_encoder_layers=hf["encoder_layers"],
+            n_decoder_layers=hf["decoder_layers"],
+            d_ff=hf["encoder_ffn_dim"],
+            dropout=hf.get("dropout", 0.1),
+            attention_dropout=hf.get("attention_dropout", 0.0),
+            norm_eps=1e-5,  # Marian's LayerNorm eps is fixed
+            max_len=hf.get("max_position_embeddings", 1024),  # Marian's table; qkv's sinusoids grow past it
+            pad_id=hf["pad_token_id"],
+            bos_id=hf.get("decoder_start_token_id", hf.get("bos_token_id", 1)),
+            eos_id=hf["eos_token_id"],
+        )
+    except KeyError as err:
+        raise CheckpointError(f"{source}: no {err.args[0]!r}") from None
+
+
+def _from_marian_names(raw: dict, c: Seq2SeqConfig, source: Path) -> dict:
+    """Marian tensors -> qkv names, the width axis put back in qkv's order (the inverse of `to_marian`)."""
+    inv = torch.argsort(_perm(c.d_model))
+    take = lambda name: raw.pop(name)  # noqa: E731
+    shared = next((n for n in ("model.shared.weight", "model.encoder.embed_tokens.weight") if n in raw), None)
+    if shared is None:
+        raise CheckpointError(f"{source}: no shared embedding (model.shared.weight)")
+    t = {"src_embed.tokens.weight": take(shared)[:, inv]}
+    bias = raw.pop("final_logits_bias", None)
+    if bias is not None and bias.abs().max() > 0:
+        raise CheckpointError(f"{source}: final_logits_bias is not zero, and qkv's tied output has no bias")
+    for name in [n for n in raw if n.endswith("embed_positions.weight") or n in _TIED_COPIES]:
+        del raw[name]  # fixed sinusoids (recomputed), or copies of the shared embedding
+    for side, n in (("encoder", c.n_encoder_layers), ("decoder", c.n_decoder_layers)):
+        for i in range(n):
+            ours, hf = f"{side}.layers.{i}", f"model.{side}.layers.{i}"
+            parts = [("self_attn", "self_attn", "norm_self", "self_attn_layer_norm")]
+            if side == "decoder":
+                parts.append(("cross_attn", "encoder_attn", "norm_cross", "encoder_attn_layer_norm"))
+            for attn, hf_attn, norm, hf_norm in parts:
+                w = {x: take(f"{hf}.{hf_attn}.{x}_proj.weight")[:, inv] for x in "qkv"}
+                b = {x: take(f"{hf}.{hf_attn}.{x}_proj.bias") for x in "qkv"}
+                if attn == "self_attn":
+                    t[f"{ours}.{attn}.qkv.weight"] = torch.cat([w["q"], w["k"], w["v"]])
+                    t[f"{ours}.{attn}.qkv.bias"] = torch.cat([b["q"], b["k"], b["v"]])
+                else:
+                    t[f"{ours}.{attn}.q.weight"], t[f"{ours}.{attn}.q.bias"] = w["q"], b["q"]
+                    t[f"{ours}.{attn}.kv.weight"] = torch.cat([w["k"], w["v"]])
+                    t[f"{ours}.{attn}.kv.bias"] = torch.cat([b["k"], b["v"]])
+                t[f"{ours}.{attn}.out.weight"] = take(f"{hf}.{hf_attn}.out_proj.weight")[inv]
+                t[f"{ours}.{attn}.out.bias"] = take(f"{hf}.{hf_attn}.out_proj.bias")[inv]
+                t[f"{ours}.{norm}.weight"] = take(f"{hf}.{hf_norm}.weight")[inv]
+                t[f"{ours}.{norm}.bias"] = take(f"{hf}.{hf_norm}.bias")[inv]
+            t[f"{ours}.ff.up.weight"], t[f"{ours}.ff.up.bias"] = (
+                take(f"{hf}.fc1.weight")[:, inv],
+                take(f"{hf}.fc1.bias"),
+            )
+            t[f"{ours}.ff.down.weight"], t[f"{ours}.ff.down.bias"] = (
+                take(f"{hf}.fc2.weight")[inv],
+                take(f"{hf}.fc2.bias")[inv],
+            )
+            t[f"{ours}.norm_ff.weight"] = take(f"{hf}.final_layer_norm.weight")[inv]
+            t[f"{ours}.norm_ff.bias"] = take(f"{hf}.final_layer_norm.bias")[inv]
+    if raw:
+        raise CheckpointError(f"{source}: unexpected weights {sorted(raw)[:4]} for this Marian config")
+    return t
+
+
+_TIED_COPIES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight")
+
+
+def from_hf(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
+    """Read a MarianMTModel directory written by `to_hf` (or by `transformers` after it) into a qkv
+    checkpoint: config.json, model.safetensors and qkv's tokenizer file(s)."""
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    config = config_from_hf(read_json(hf_dir / "config.json"), hf_dir / "config.json")
+    weights = hf_dir / "model.safetensors"
+    try:
+        tensors = _from_marian_names(read_tensors(weights), config, weights)
+    except KeyError as err:
+        raise CheckpointError(f"{weights}: no {err.args[0]} for a {config.n_decoder_layers}-layer decoder") from None
+    model = EncoderDecoder(config)
+    load_renamed(model, tensors, weights)
+    save(model, out_dir)
+    copy_files(hf_dir, out_dir, TOKENIZER_FILES)
+    return model.eval()
