@@ -16,7 +16,8 @@ Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
 
 @dataclass(frozen=True)
 class OptimConfig(Config):
-    """Defaults are the paper's (sec 5.3, 5.4): Adam(0.9, 0.98, 1e-9), 4000 warm-up steps, eps_ls 0.1."""
+    """Defaults are the paper's (sec 5.3, 5.4): Adam(0.9, 0.98, 1e-9), 4000 warm-up steps, eps_ls 0.1.
+    A run config's [optim] starts from its task's own settings instead (`TASK_DEFAULTS`, `for_run`)."""
 
     schedule: Schedule = "noam"
     lr: float = 1.0  # the factor for "noam"; the peak learning rate for the others
