@@ -165,7 +165,7 @@ def config_from_hf(hf: dict, source: Path) -> Seq2SeqConfig:
 def _from_marian_names(raw: dict, c: Seq2SeqConfig, source: Path) -> dict:
     """Marian tensors -> qkv names, the width axis put back in qkv's order (the inverse of `to_marian`)."""
     inv = torch.argsort(_perm(c.d_model))
-    take = lambda name: raw.pop(name)  # noqa: E731
+    take = raw.pop  # each Marian tensor is taken once; what is left at the end is unexpected
     shared = next((n for n in ("model.shared.weight", "model.encoder.embed_tokens.weight") if n in raw), None)
     if shared is None:
         raise CheckpointError(f"{source}: no shared embedding (model.shared.weight)")
