@@ -239,6 +239,10 @@ label_smoothing = 0.0
     assert first.startswith("to be, or not to be") and first + "\n" == second  # greedy: the same twice
     assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", ""]) == 2
     assert "--prompt is empty" in capsys.readouterr().err
+    (tmp_path / "odd.txt").write_text("to be,\nor #")  # a character the model never saw: file, line, column
+    odd = ["--prompt-file", str(tmp_path / "odd.txt")]
+    assert main(["generate", "--model", str(tmp_path / "run" / "best"), *odd]) == 2
+    assert f"{tmp_path / 'odd.txt'}: line 2, column 4: character '#' is not in" in capsys.readouterr().err
     long = ["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", TEXT[:100], "--max-new-tokens", "8"]
     assert main(long) == 0  # longer than the 32-token window: cropped, with one line on stderr
     assert (

@@ -80,6 +80,6 @@ def test_cli_perplexity(tmp_path, capsys):
     assert out["bits_per_character"] == pytest.approx(expected.nll / math.log(2) / (len(TEXT) - 1), abs=1e-4)
     assert main([*argv, "--stride", "17"]) == 2
     assert "--stride 17: at most the context window, block_size = 16" in capsys.readouterr().err
-    (tmp_path / "z.txt").write_text("QED")  # 'Q' is not in the vocabulary
+    (tmp_path / "z.txt").write_text("the Quick")  # 'Q' is not in the vocabulary
     assert main([*argv[:3], "--file", str(tmp_path / "z.txt")]) == 2
-    assert "'Q' is not in the" in capsys.readouterr().err
+    assert f"{tmp_path / 'z.txt'}: line 1, column 5: character 'Q' is not in the" in capsys.readouterr().err

@@ -59,8 +59,10 @@ def test_gpt2_vocab_and_merges_files(tmp_path):
 def test_char_tokenizer(tmp_path):
     tok = CharTokenizer.train("hello world")
     assert tok.decode(tok.encode("low")) == "low" and tok.vocab_size == 8
-    with pytest.raises(TokenizerError, match="'z' is not in the 8-character vocabulary"):
-        tok.encode("z")
+    with pytest.raises(TokenizerError, match="line 1, column 3: character 'z' is not in the 8-character vocabulary"):
+        tok.encode("loz")
+    with pytest.raises(TokenizerError, match="line 2, column 3: character 'z'"):
+        CharTokenizer.train("ab\n").encode("ab\nbaz")
     tok.save(tmp_path)
     assert load_tokenizer(tmp_path).encode("hello") == tok.encode("hello")
 

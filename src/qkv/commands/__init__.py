@@ -129,3 +129,14 @@ def input_lines(path: str | None) -> list[str]:
         return sys.stdin.buffer.read().decode("utf-8").removeprefix(BOM).splitlines()
     except UnicodeDecodeError as err:
         raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None
+
+
+def encode_text(tokenizer, text: str, where: str) -> list[int]:
+    """tokenizer.encode(text), with a refusal naming where the text came from (a file, or --prompt)
+    before the line and column that the tokenizer names."""
+    from qkv.data.tokenizers import TokenizerError
+
+    try:
+        return tokenizer.encode(text)
+    except TokenizerError as err:
+        raise UsageError(f"{where}: {err}") from None

@@ -6,7 +6,15 @@ import argparse
 import sys
 import warnings
 
-from qkv.commands import UsageError, add_device_option, add_threads_option, at_least, in_range, load_gpt
+from qkv.commands import (
+    UsageError,
+    add_device_option,
+    add_threads_option,
+    at_least,
+    encode_text,
+    in_range,
+    load_gpt,
+)
 
 SEPARATOR = "---------------"  # a line of its own between samples (--samples N)
 
@@ -20,7 +28,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     text = read_text(args.prompt_file) if args.prompt_file else args.prompt
     model, tokenizer = load_gpt(args, "generate")
-    prompt = tokenizer.encode(text)
+    prompt = encode_text(tokenizer, text, args.prompt_file or "--prompt")
     if not prompt:
         raise UsageError("--prompt is empty: give at least one character to continue (the default is a newline)")
     with warnings.catch_warnings(record=True) as caught:  # one line on stderr, not Python's warning with source

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from qkv.commands import UsageError, add_device_option, add_threads_option, at_least, load_gpt
+from qkv.commands import UsageError, add_device_option, add_threads_option, at_least, encode_text, load_gpt
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
@@ -19,7 +19,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     if stride > block:
         raise UsageError(f"--stride {stride}: at most the context window, block_size = {block}")
     text = read_text(args.file)
-    ids = tokenizer.encode(text)
+    ids = encode_text(tokenizer, text, args.file)
     if len(ids) < 2:
         raise UsageError(f"{args.file}: {len(ids)} token(s), nothing to predict (it needs at least two)")
     result = score(model, ids, stride, args.batch_size, progress=not args.no_progress)

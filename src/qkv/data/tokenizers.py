@@ -42,8 +42,11 @@ class CharTokenizer:
         try:
             return [self.stoi[c] for c in text]
         except KeyError as err:
+            i = text.index(err.args[0])  # where the first unknown character is, for the message
+            line, column = text.count("\n", 0, i) + 1, i - text.rfind("\n", 0, i)
             raise TokenizerError(
-                f"character {err.args[0]!r} is not in the {self.vocab_size}-character vocabulary"
+                f"line {line}, column {column}: character {err.args[0]!r} is not in the "
+                f"{self.vocab_size}-character vocabulary"
             ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
