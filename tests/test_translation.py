@@ -221,3 +221,53 @@ def test_a_byte_order_mark_is_not_text(tmp_path):
     assert read_text(tmp_path / "a.txt") == "ein Hund\r\nzwei\r\n"
     (tmp_path / "s.tsv").write_bytes("\ufeffsentence\tlabel\r\ngood\t1\r\n".encode())
     assert read_tsv(str(tmp_path / "s.tsv")) == (["good"], [1])
+
+
+def test_learned_positions_bound_what_trains_and_what_translates(tmp_path, capsys):
+    """A model with learned positions has no vector past model.max_len: training data that would need
+    one is refused up front, validation pairs that would are left out, decoding stops there (it used
+    to run to the source length + 50 and fail), and a longer source line is refused by its line."""
+    src = write_corpus(tmp_path)
+    long = " ".join(["a big red dog"] * 10)  # 40 words: more than 32 positions in any vocabulary
+    (tmp_path / "valid.en").write_text("\n".join([*src[:20], long]) + "\n")
+    (tmp_path / "valid.de").write_text("\n".join(" ".join(LEXICON[w] for w in s.split()) for s in [*src[:20], long]))
+    config = tmp_path / "mt.toml"
+    config.write_text(f"""task = "translation"
+out = "{tmp_path / "run"}"
+[data]
+train_src = "{tmp_path / "train.en"}"
+train_tgt = "{tmp_path / "train.de"}"
+valid_src = "{tmp_path / "valid.en"}"
+valid_tgt = "{tmp_path / "valid.de"}"
+vocab_size = 60
+max_tokens = 512
+bleu_sentences = 21
+[model]
+preset = "small"
+d_model = 16
+n_heads = 2
+n_encoder_layers = 1
+n_decoder_layers = 1
+d_ff = 32
+positions = "learned"
+max_len = 32
+[train]
+steps = 2
+eval_every = 2
+""")
+    assert main(["train", str(config), "--no-progress"]) == 2  # data.max_len's default, 100, does not fit
+    err = capsys.readouterr().err
+    assert "max_len 100 needs more than the model's 32 learned positions" in err and "data.max_len <= 32" in err
+    assert not (tmp_path / "run").exists()
+    assert main(["train", str(config), "--no-progress", "--set", "data.max_len=32"]) == 0
+    err = capsys.readouterr().err
+    assert "validation pairs: 1 left out as longer than the model's 32 positions" in err
+    (tmp_path / "x.en").write_text(f"{src[0]}\n{long}\n")
+    one = ["translate", "--model", str(tmp_path / "run" / "best"), "--input"]
+    (tmp_path / "short.en").write_text(f"{src[0]}\n{src[1]}\n")
+    for beam in ("1", "3"):  # both decoders stop at the last learned position (they used to go on and fail)
+        assert main([*one, str(tmp_path / "short.en"), "--beam", beam]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main([*one, str(tmp_path / "x.en")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'x.en'}:2: " in err and "more than the model's 32 learned positions" in err

@@ -40,7 +40,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     model, tokenizer = _load_translator(args.model, args.device)
     lines = input_lines(args.input)
     progress = not args.no_progress and len(lines) > args.batch_size  # a bar (on stderr) when there is a wait
-    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size, progress):
+    where = args.input or "<stdin>"
+    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size, progress, where):
         print(line)
     return 0
 
@@ -60,7 +61,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(src) != len(ref):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
     start = time.perf_counter()
-    hyps = translate_lines(model, tokenizer, src, args.beam, args.alpha, args.batch_size, progress=not args.no_progress)
+    hyps = translate_lines(
+        model, tokenizer, src, args.beam, args.alpha, args.batch_size, not args.no_progress, args.src
+    )
     seconds = time.perf_counter() - start
     bleu = sacrebleu.metrics.BLEU()
     chrf = sacrebleu.metrics.CHRF()

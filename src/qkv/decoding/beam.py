@@ -30,12 +30,16 @@ def length_penalty(length: int, alpha: float) -> float:
 def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_extra: int = 50) -> list[Hypothesis]:
     """src: (B, S) padded ids -> the best hypothesis of each sentence.
 
-    `model` needs `config` (pad/bos/eos ids), `encode`, `decode` and `new_cache`, as EncoderDecoder has.
-    A sentence stops when K hypotheses have ended with EOS, or at its own source length + max_extra.
+    `model` needs `config` (a Seq2SeqConfig: pad/bos/eos ids, position_limit), `encode`, `decode` and
+    `new_cache`, as EncoderDecoder has.
+    A sentence stops when K hypotheses have ended with EOS, or at its own source length + max_extra
+    (at most the model's `position_limit`).
     """
     c, k = model.config, beam_size
     b = src.size(0)
     max_len = ((src != c.pad_id).sum(1) + max_extra).tolist()
+    if c.position_limit is not None:  # learned positions: no vector past the last one
+        max_len = [min(m, c.position_limit) for m in max_len]
     enc = model.encode(src)
     # one encoder row per sentence, shared by its K beams (rows j*K .. j*K+K-1): cross-attention
     # takes a sentence's K queries in one call, and the encoder keys are projected and kept once

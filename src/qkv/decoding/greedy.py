@@ -11,12 +11,15 @@ from qkv.models.seq2seq import EncoderDecoder
 @torch.inference_mode()
 def greedy_decode(model: EncoderDecoder, src: Tensor, max_len: int) -> Tensor:
     """src: (B, S) -> (B, <= max_len) generated ids after BOS; finished rows are padded after EOS.
+    With learned positions, max_len is at most the model's `position_limit`.
 
     Row i's output does not depend on the other rows. Finished rows leave the batch once they are a
     quarter of it (then their cache, memory and mask rows are dropped), so later steps compute only
     the sentences still being written; the loop ends when every row is done.
     """
     c = model.config
+    if c.position_limit is not None:  # learned positions: the decoder has no vector for later ones
+        max_len = min(max_len, c.position_limit)
     enc = model.encode(src)
     memory, src_mask, cache = enc.memory, enc.src_mask, model.new_cache()
     b = src.size(0)

@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from qkv.data.padding import pad_sequences
 from qkv.data.subword import PairTokenizer
+from qkv.data.text import DataError
 from qkv.decoding.beam import beam_search
 from qkv.decoding.greedy import greedy_decode
 from qkv.models.seq2seq import EncoderDecoder
@@ -29,6 +30,19 @@ def translate_ids(
     return result
 
 
+def check_lengths(src_ids: list[list[int]], limit: int | None, source: str) -> None:
+    """Refuse the first source that, with its EOS, needs more positions than the model has (learned
+    positions, `position_limit`): the encoder has no vector for them. DataError names the line."""
+    if limit is None:
+        return
+    for number, ids in enumerate(src_ids, 1):
+        if len(ids) + 1 > limit:
+            raise DataError(
+                f"{source}:{number}: {len(ids) + 1} tokens with its end mark, more than the model's {limit} "
+                "learned positions (model.max_len); split or shorten the line"
+            )
+
+
 def translate_lines(
     model: EncoderDecoder,
     tokenizer: PairTokenizer,
@@ -37,12 +51,15 @@ def translate_lines(
     alpha: float = 0.6,
     batch_size: int = 64,
     progress: bool = False,
+    source: str = "input",
 ) -> list[str]:
     """Translations of `lines`, same order. Sentences are decoded in batches of similar length; an
-    empty (or blank) line translates to an empty line instead of whatever the model says to nothing."""
+    empty (or blank) line translates to an empty line instead of whatever the model says to nothing.
+    source: what the lines are, for the error about one too long for the model (a file name)."""
     if beam < 1 or batch_size < 1:
         raise ValueError(f"beam ({beam}) and batch_size ({batch_size}) must be at least 1")
     src_ids = tokenizer.encode_src([line.strip() for line in lines])
+    check_lengths(src_ids, model.config.position_limit, source)
     order = sorted((i for i in range(len(lines)) if src_ids[i]), key=lambda i: len(src_ids[i]))
     out: list[list[int]] = [[] for _ in lines]
     model.eval()

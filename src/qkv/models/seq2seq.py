@@ -49,6 +49,12 @@ class Seq2SeqConfig(Config):
     residual: Residual = "add"  # experiment 4
     norm: Norm = "layer"  # experiment 8
 
+    @property
+    def position_limit(self) -> int | None:
+        """The most positions a source or target may have: max_len with learned positions (one trained
+        vector each), None otherwise (the sinusoid is defined at every position, sec 3.5)."""
+        return self.max_len if self.positions == "learned" else None
+
     def validate(self) -> None:
         BlockSpec.check(self)
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):

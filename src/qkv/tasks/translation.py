@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from qkv.config import Config, require
+from qkv.config import Config, ConfigError, require
 from qkv.data.batching import EpochBatches, token_batches
 from qkv.data.padding import pad_sequences
-from qkv.data.parallel import EmptyPolicy, read_parallel
+from qkv.data.parallel import EmptyPolicy, ParallelCorpus, read_parallel
 from qkv.data.subword import SPECIALS, PairTokenizer
 from qkv.decoding.translate import translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
@@ -20,7 +20,7 @@ from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
 from qkv.train.losses import label_smoothed_cross_entropy
-from qkv.train.runconfig import model_config, section_config
+from qkv.train.runconfig import model_config, section_config, where
 
 PAD, BOS, EOS = (SPECIALS.index(s) for s in ("<pad>", "<s>", "</s>"))  # the ids every translation tokenizer gives
 
@@ -146,6 +146,7 @@ def build(run: dict, loop: LoopConfig):
         bos_id=BOS,
         eos_id=EOS,
     )
+    valid = _fit_validation(valid, tokenizer, model_cfg.position_limit, cfg, run)
     optim = optim_for_run(run, loop.steps)
     torch.manual_seed(loop.seed)
     task = TranslationTask(
@@ -157,3 +158,23 @@ def build(run: dict, loop: LoopConfig):
         loop.seed,
     )
     return EncoderDecoder(model_cfg), task
+
+
+def _fit_validation(
+    valid: ParallelCorpus, tokenizer: PairTokenizer, limit: int | None, cfg: TranslationDataConfig, run: dict
+) -> ParallelCorpus:
+    """With learned positions (`limit`), training pairs must fit the model's positions, and validation
+    pairs that do not fit are left out (counted), as over-long training pairs are. A kept training
+    pair has fewer than data.max_len tokens a side, so with its BOS or EOS it needs data.max_len."""
+    if limit is None:
+        return valid
+    if cfg.max_len > limit:
+        raise ConfigError(
+            f"{where(run, 'data', 'max_len')}: max_len {cfg.max_len} needs more than the model's {limit} learned "
+            f"positions (model.max_len); set data.max_len <= {limit}, or model.max_len >= {cfg.max_len}"
+        )
+    v_src, v_tgt = tokenizer.encode_src(valid.src), tokenizer.encode_tgt(valid.tgt)
+    keep = [i for i in range(len(v_src)) if len(v_src[i]) < limit and len(v_tgt[i]) < limit]
+    if len(keep) < len(v_src):
+        info(f"validation pairs: {len(v_src) - len(keep):,} left out as longer than the model's {limit} positions")
+    return ParallelCorpus([valid.src[i] for i in keep], [valid.tgt[i] for i in keep], valid.skipped_empty)
