@@ -1,9 +1,11 @@
 """The decoder-only family: parity with Hugging Face GPT-2, the cache, sampling, training, the CLI."""
 
+import json
+
 import pytest
 import torch
 
-from qkv.checkpoint import load
+from qkv.checkpoint import load, save
 from qkv.cli import main
 from qkv.decoding.filters import sample, top_k, top_p
 from qkv.decoding.generate import generate
@@ -66,8 +68,6 @@ def test_hf_gpt2_parity_and_round_trip(hf_gpt2_dir, capsys):
 
 
 def test_convert_refuses_pickles_and_bad_shapes(hf_gpt2_dir, capsys):
-    import json
-
     tmp, _ = hf_gpt2_dir
     cfg = json.loads((tmp / "hf" / "config.json").read_text())
     cfg["n_embd"] = 64
@@ -207,8 +207,6 @@ label_smoothing = 0.0
 """)
     assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 0
     assert '"best_val_loss"' in capsys.readouterr().out
-    import json
-
     last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["val_loss"] < 0.3  # memorised: a uniform guess over 16 characters is 2.8
     threads = torch.get_num_threads()
@@ -261,3 +259,35 @@ label_smoothing = 0.0
     assert main(["train", str(tmp_path / "c.toml"), "--no-progress"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+    # to the Hugging Face layout and back keeps the character table (beside GPT-2's files; before,
+    # only vocab.json and merges.txt travelled, so the model came back without a tokenizer)
+    pytest.importorskip("transformers")
+    assert main(["convert", "--to-hf", str(tmp_path / "run" / "best"), "--out", str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] is None  # no such character
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert "no tokenizer" not in capsys.readouterr().err
+    greedy = ["--prompt", "to be, or ", "--temperature", "0", "--max-new-tokens", "12"]
+    outputs = []
+    for model in ("run/best", "back"):
+        assert main(["generate", "--model", str(tmp_path / model), *greedy]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].startswith("to be, or not to be")
+
+
+def test_a_bpe_trained_here_travels_to_the_hf_layout(tmp_path):
+    """qkv's own byte-level BPE (tokenizer.json) goes with --to-hf, transformers reads it and gets the
+    same ids, and the config's end-of-text id is the tokenizer's (not GPT-2's 50256)."""
+    transformers = pytest.importorskip("transformers")
+    from qkv.convert.gpt2 import to_hf
+    from qkv.data.tokenizers import BPETokenizer
+
+    (tmp_path / "t.txt").write_text("to be, or not to be, that is the question. " * 40 + "<|endoftext|> bé")
+    tok = BPETokenizer.train([str(tmp_path / "t.txt")], 300)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    save(model, tmp_path / "ck")
+    tok.save(tmp_path / "ck")
+    to_hf(model, tmp_path / "hf", tokenizer_dir=tmp_path / "ck")
+    text = "to be, or not? bé"
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(text)["input_ids"] == tok.encode(text)
+    eot = json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"]
+    assert eot == tok.tok.token_to_id("<|endoftext|>") == 0

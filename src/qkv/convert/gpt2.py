@@ -13,7 +13,9 @@ from qkv.checkpoint import CheckpointError, save
 from qkv.convert.common import copy_files, load_renamed, read_json, read_tensors, write_tensors
 from qkv.models.gpt import GPT, GPTConfig
 
-TOKENIZER_FILES = ("vocab.json", "merges.txt")
+# GPT-2's own files, then qkv's: a byte-level BPE trained here (tokenizers' format, which transformers
+# reads too) or a character table (transformers ignores it; --from-hf brings it back)
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "chars.json")
 _ACT_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 
 # (Hugging Face name inside transformer.h.{i}, qkv name inside blocks.layers.{i}, is a Conv1D weight)
@@ -98,6 +100,20 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path) -> GPT:
     return model.eval()
 
 
+def _end_of_text_id(tokenizer_dir: str | Path | None, vocab_size: int) -> int | None:
+    """The id of GPT-2's <|endoftext|> in this model's vocabulary, or None where it has none (a
+    character table; no tokenizer and not GPT-2's 50,257 tokens)."""
+    from qkv.data.tokenizers import BPETokenizer, TokenizerError, load_tokenizer
+
+    try:
+        tok = load_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
+    except TokenizerError:
+        tok = None
+    if isinstance(tok, BPETokenizer):
+        return tok.tok.token_to_id("<|endoftext|>")
+    return 50256 if tok is None and vocab_size == 50257 else None
+
+
 def to_hf(model: GPT, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
     """Write `model` as a Hugging Face GPT2LMHeadModel directory."""
     c, out_dir = model.config, Path(out_dir)
@@ -131,6 +147,9 @@ def to_hf(model: GPT, out_dir: str | Path, tokenizer_dir: str | Path | None = No
         "tie_word_embeddings": c.tie_output,
         "initializer_range": 0.02,
         "scale_attn_weights": True,
+        # transformers' default, GPT-2's 50256, lies outside a smaller vocabulary (and it says so on loading)
+        "bos_token_id": (eot := _end_of_text_id(tokenizer_dir, c.vocab_size)),
+        "eos_token_id": eot,
     }
     import json
 

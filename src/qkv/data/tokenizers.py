@@ -1,8 +1,8 @@
 """Text <-> ids for the language models: characters, or byte-level BPE with Hugging Face `tokenizers`.
 
 Both kinds save themselves into a checkpoint directory and `load_tokenizer(dir)` finds whichever is
-there: `chars.json` (character level), `tokenizer.json` (a BPE trained here), or GPT-2's own
-`vocab.json` + `merges.txt`.
+there: `chars.json` (character level), GPT-2's own `vocab.json` + `merges.txt`, or `tokenizer.json`
+(a BPE trained here).
 """
 
 from __future__ import annotations
@@ -115,12 +115,13 @@ def load_tokenizer(directory: str | Path) -> TextTokenizer:
     try:
         if (d / CharTokenizer.FILE).is_file():
             return CharTokenizer(json.loads((d / CharTokenizer.FILE).read_text(encoding="utf-8"))["chars"])
+        # GPT-2's files first: a Hugging Face GPT-2 directory may also hold its own tokenizer.json
+        if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
+            return BPETokenizer.from_gpt2_files(d / "vocab.json", d / "merges.txt")
         if (d / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
             return BPETokenizer(Tokenizer.from_file(str(d / "tokenizer.json")))
-        if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
-            return BPETokenizer.from_gpt2_files(d / "vocab.json", d / "merges.txt")
     except Exception as err:  # the tokenizers library raises its own exception types
         raise TokenizerError(f"{d}: tokenizer files cannot be read ({err})") from None
     raise TokenizerError(f"{d}: no tokenizer (chars.json, tokenizer.json, or vocab.json + merges.txt)")
