@@ -102,6 +102,18 @@ def test_cached_greedy_generation_equals_uncached():
     assert cached == uncached and len(cached) == 40  # 45 tokens: passes the 32-position window
 
 
+def test_generation_ends_at_the_stop_token_without_yielding_it():
+    model = tiny_gpt()
+    prompt = [3, 1, 4, 1, 5]
+    full = list(generate(model, prompt, 40, temperature=0.0))
+    first = next(i for i, t in enumerate(full) if i > 0 and t not in full[:i])  # a token's first appearance
+    for cached in (True, False):
+        assert (
+            list(generate(model, prompt, 40, temperature=0.0, use_cache=cached, stop_token=full[first]))
+            == (full[:first])
+        )
+
+
 def test_fixed_buffer_steps_give_the_full_forward_logits():
     # the steps a CUDA graph replays (GraphedSteps, here unrecorded): a prompt, then one token at a time
     # into buffers spanning the window, whose unwritten slots hold stale values that the mask must hide
@@ -290,4 +302,26 @@ def test_a_bpe_trained_here_travels_to_the_hf_layout(tmp_path):
     text = "to be, or not? bé"
     assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(text)["input_ids"] == tok.encode(text)
     eot = json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"]
-    assert eot == tok.tok.token_to_id("<|endoftext|>") == 0
+    assert eot == tok.end_of_text == 0
+
+
+def test_qkv_generate_ends_a_sample_at_end_of_text(tmp_path, capsys):
+    """GPT-2 separates documents with <|endoftext|>: a sample ends there (one line on stderr says so),
+    unless --ignore-eos."""
+    from qkv.data.tokenizers import BPETokenizer
+
+    (tmp_path / "t.txt").write_text("to be, or not to be, that is the question. " * 40)
+    tok = BPETokenizer.train([str(tmp_path / "t.txt")], 300)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    with torch.no_grad():  # every hidden state becomes the end-of-text embedding, whose logit then wins
+        model.blocks.final_norm.weight.zero_()
+        model.embed.tokens.weight[tok.end_of_text] *= 20
+        model.blocks.final_norm.bias.copy_(model.embed.tokens.weight[tok.end_of_text])
+    save(model, tmp_path / "ck")
+    tok.save(tmp_path / "ck")
+    argv = ["generate", "--model", str(tmp_path / "ck"), "--prompt", "to be", "--max-new-tokens", "5"]
+    assert main([*argv, "--temperature", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "to be\n" and "stopped at <|endoftext|> after 0 tokens" in err
+    assert main([*argv, "--temperature", "0", "--ignore-eos"]) == 0
+    assert "stopped" not in capsys.readouterr().err  # five end-of-text tokens, which print as nothing

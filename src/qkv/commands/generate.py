@@ -40,13 +40,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # text again on the same device; CPU and GPU random streams differ); one stream for all samples
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
+    stop = None if args.ignore_eos else tokenizer.end_of_text
     for n in range(args.samples):
         sys.stdout.write((SEPARATOR + "\n" if n else "") + text)
-        tokens = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator)
-        for piece in decode_stream(tokenizer, tokens):
+        made: list[int] = []  # the tokens of this sample, to tell an early stop from the full length
+        tokens = generate(
+            model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator, stop_token=stop
+        )
+        for piece in decode_stream(tokenizer, (made.append(t) or t for t in tokens)):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+        if len(made) < args.max_new_tokens:
+            print(
+                f"qkv generate: stopped at <|endoftext|> after {len(made)} tokens (--ignore-eos goes on)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -74,6 +83,11 @@ def add_parsers(sub) -> None:
         type=at_least(1),
         default=1,
         help="how many continuations of the prompt to write, one after another (default 1)",
+    )
+    gen.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="go on past <|endoftext|> (by default a sample ends there: GPT-2 puts it between documents)",
     )
     gen.add_argument("--seed", type=int, help="random seed, for reproducible samples")
     add_threads_option(gen, note="; a very small model's steps gain little from a second one")

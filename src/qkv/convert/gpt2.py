@@ -103,15 +103,15 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path) -> GPT:
 def _end_of_text_id(tokenizer_dir: str | Path | None, vocab_size: int) -> int | None:
     """The id of GPT-2's <|endoftext|> in this model's vocabulary, or None where it has none (a
     character table; no tokenizer and not GPT-2's 50,257 tokens)."""
-    from qkv.data.tokenizers import BPETokenizer, TokenizerError, load_tokenizer
+    from qkv.data.tokenizers import TokenizerError, load_tokenizer
 
     try:
         tok = load_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
     except TokenizerError:
         tok = None
-    if isinstance(tok, BPETokenizer):
-        return tok.tok.token_to_id("<|endoftext|>")
-    return 50256 if tok is None and vocab_size == 50257 else None
+    if tok is not None:
+        return tok.end_of_text
+    return 50256 if vocab_size == 50257 else None
 
 
 def to_hf(model: GPT, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:

@@ -16,8 +16,12 @@ class TokenizerError(ValueError):
     """A tokenizer file is missing or unreadable; the message names the file."""
 
 
+END_OF_TEXT = "<|endoftext|>"  # GPT-2's document separator; the BPE trained here has it too
+
+
 class TextTokenizer(Protocol):
     vocab_size: int
+    end_of_text: int | None  # the id of END_OF_TEXT, where the vocabulary has it
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Iterable[int]) -> str: ...
@@ -33,6 +37,7 @@ class CharTokenizer:
         self.chars = sorted(set(chars))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
         self.vocab_size = len(self.chars)
+        self.end_of_text = None  # characters only: no document separator
 
     @classmethod
     def train(cls, text: str) -> "CharTokenizer":
@@ -62,13 +67,14 @@ class BPETokenizer:
     def __init__(self, tokenizer) -> None:
         self.tok = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
+        self.end_of_text = tokenizer.token_to_id(END_OF_TEXT)
 
     @classmethod
     def train(cls, files: list[str], vocab_size: int) -> "BPETokenizer":
         from tokenizers import ByteLevelBPETokenizer
 
         tok = ByteLevelBPETokenizer()
-        tok.train(files, vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+        tok.train(files, vocab_size=vocab_size, min_frequency=2, special_tokens=[END_OF_TEXT], show_progress=False)
         return cls(tok._tokenizer)
 
     @classmethod

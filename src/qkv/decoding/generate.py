@@ -32,13 +32,16 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     cuda_graph: bool | None = None,
+    stop_token: int | None = None,
 ) -> Iterator[int]:
     """Yield new token ids one at a time (batch 1). The prompt is run once; each later step feeds only
     the newest token. When the context window fills, the cache restarts from the last half window
     (learned positions are absolute, so a sliding cache cannot simply drop its oldest entry).
 
     cuda_graph: replay each cached step as a CUDA graph (`qkv.decoding.graphed`); None means yes when
-    the model is on a CUDA device. True elsewhere runs the same fixed-buffer steps unrecorded."""
+    the model is on a CUDA device. True elsewhere runs the same fixed-buffer steps unrecorded.
+    stop_token: generation ends when the model produces it (not yielded): GPT-2's <|endoftext|> ends a
+    document, and what would follow it is the start of an unrelated one."""
     if not prompt:
         raise ValueError("the prompt is empty (give at least one token)")
     block = model.config.block_size
@@ -61,6 +64,8 @@ def generate(
                 logits = model(torch.tensor([feed], device=device), cache).logits[:, -1]
             length += len(feed)
         nxt = int(sample(logits, temperature, top_k, top_p, generator))
+        if nxt == stop_token:
+            return
         ids.append(nxt)
         feed = [nxt]
         yield nxt
