@@ -131,6 +131,15 @@ label_smoothing = 0.0
     out = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in out] == ["1", "0", "", "1"]  # the blank line stays blank
     assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in out if line)
+    # batches of similar length, then back in order: what each sentence gets alone
+    from qkv.commands.classify import predict
+    from qkv.data.wordpiece import WordPieceTokenizer
+
+    model, tok = load(tmp_path / "cls" / "best").eval(), WordPieceTokenizer.load(tmp_path / "cls" / "best")
+    varied = ["red tree great", "the dog sat on the red mat awful and then great", "awful", "the cat ran awful"]
+    together, alone = predict(model, tok, varied, 2), [predict(model, tok, [s], 1)[0] for s in varied]
+    assert [label for label, _ in together] == [label for label, _ in alone]
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(together, alone))
     # --eval: the accuracy the training loop reported for the same file
     assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--eval", str(tmp_path / "train.tsv")]) == 0
     scored = json.loads(capsys.readouterr().out)

@@ -9,24 +9,32 @@ import json
 from qkv.commands import UsageError, add_device_option, at_least, input_lines, load_model
 
 
-def predict(model, tok, sentences: list[str], batch_size: int) -> list[tuple[int, float]]:
-    """(label, its probability) for each sentence: [CLS] sentence [SEP], cut to the model's positions."""
+def predict(model, tok, sentences: list[str], batch_size: int, progress: bool = False) -> list[tuple[int, float]]:
+    """(label, its probability) for each sentence: [CLS] sentence [SEP], cut to the model's positions.
+    Batches hold sentences of similar length (less padding to compute), and the results come back in
+    the order of `sentences`; padding is masked, so a sentence's label does not depend on its batch."""
     import torch
+    from tqdm import tqdm
 
     from qkv.data.padding import pad_sequences
 
     device = next(model.parameters()).device
     limit = model.config.max_len - 2
-    out = []
+    ids = [[tok.cls_id, *x[:limit], tok.sep_id] for x in tok.encode_batch(sentences)]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: list[tuple[int, float]] = [(0, 0.0)] * len(ids)
     with torch.inference_mode():
-        for i in range(0, len(sentences), batch_size):
-            ids = [[tok.cls_id, *x[:limit], tok.sep_id] for x in tok.encode_batch(sentences[i : i + batch_size])]
-            probs = model(pad_sequences(ids, tok.pad_id).to(device)).logits.softmax(-1)  # (B, n_labels)
-            out += [(int(label), float(p)) for p, label in zip(*probs.max(-1))]
+        batches = range(0, len(order), batch_size)  # a bar (on stderr) only when there is a wait
+        for start in tqdm(batches, desc="classifying", unit="batch", disable=not progress or len(batches) < 2):
+            chunk = order[start : start + batch_size]
+            x = pad_sequences([ids[i] for i in chunk], tok.pad_id).to(device)  # (B, T)
+            probs = model(x).logits.softmax(-1)  # (B, n_labels)
+            for i, p, label in zip(chunk, *probs.max(-1)):
+                out[i] = (int(label), float(p))
     return out
 
 
-def accuracy(model, tok, path: str, batch_size: int) -> dict:
+def accuracy(model, tok, path: str, batch_size: int, progress: bool = False) -> dict:
     """Accuracy on a labelled TSV (`tasks.bert.read_tsv`), overall and per gold label (its recall)."""
     from qkv.data.text import DataError
     from qkv.tasks.bert import read_tsv
@@ -34,7 +42,7 @@ def accuracy(model, tok, path: str, batch_size: int) -> dict:
     sentences, gold = read_tsv(path)
     if max(gold) >= model.config.n_labels:
         raise DataError(f"{path}: has label {max(gold)}, the model only 0 to {model.config.n_labels - 1}")
-    guessed = [label for label, _ in predict(model, tok, sentences, batch_size)]
+    guessed = [label for label, _ in predict(model, tok, sentences, batch_size, progress)]
     hits = [g == p for g, p in zip(gold, guessed)]
     per_label = {str(c): sum(h for h, g in zip(hits, gold) if g == c) / gold.count(c) for c in sorted(set(gold))}
     return {
@@ -53,11 +61,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model}: is not a BERT sequence classifier")
     tok = WordPieceTokenizer.load(args.model)
     if args.eval:
-        print(json.dumps(accuracy(model, tok, args.eval, args.batch_size)))
+        print(json.dumps(accuracy(model, tok, args.eval, args.batch_size, not args.no_progress)))
         return 0
     lines = input_lines(args.input)
     filled = [line for line in lines if line.strip()]  # a blank line stays blank, as in `qkv translate`
-    predicted = iter(predict(model, tok, filled, args.batch_size))
+    predicted = iter(predict(model, tok, filled, args.batch_size, not args.no_progress))
     for line in lines:
         print("{}\t{:.4f}".format(*next(predicted)) if line.strip() else "")
     return 0
@@ -77,5 +85,6 @@ def add_parsers(sub) -> None:
     which.add_argument("--input", help="file of sentences (default: standard input)")
     which.add_argument("--eval", metavar="TSV", help="labelled sentences to score the model on")
     cls.add_argument("--batch-size", type=at_least(1), default=64, help="sentences per forward pass (default 64)")
+    cls.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to standard error)")
     add_device_option(cls)
     cls.set_defaults(handler=cmd_classify)
