@@ -325,3 +325,17 @@ def test_qkv_generate_ends_a_sample_at_end_of_text(tmp_path, capsys):
     assert out == "to be\n" and "stopped at <|endoftext|> after 0 tokens" in err
     assert main([*argv, "--temperature", "0", "--ignore-eos"]) == 0
     assert "stopped" not in capsys.readouterr().err  # five end-of-text tokens, which print as nothing
+
+
+def test_each_file_of_a_bpe_corpus_ends_in_end_of_text(tmp_path):
+    """GPT-2's documents end in <|endoftext|>: the token stream of several files has one after each
+    (no token spans two files); characters have no such token and are joined."""
+    from qkv.data.tokenizers import BPETokenizer, CharTokenizer
+    from qkv.tasks.lm import token_stream
+
+    (tmp_path / "t.txt").write_text("to be, or not to be, that is the question. " * 40)
+    tok = BPETokenizer.train([str(tmp_path / "t.txt")], 300)
+    a, b = "to be, or not", "that is the question"
+    assert token_stream(tok, [a, b]) == [*tok.encode(a), tok.end_of_text, *tok.encode(b), tok.end_of_text]
+    chars = CharTokenizer.train(a + b)
+    assert chars.end_of_text is None and token_stream(chars, [a, b]) == chars.encode(a + b)

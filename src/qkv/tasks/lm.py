@@ -46,6 +46,15 @@ def build_tokenizer(cfg: LMDataConfig, text: str) -> TextTokenizer:
     return BPETokenizer.from_gpt2_files(Path(cfg.gpt2_dir) / "vocab.json", Path(cfg.gpt2_dir) / "merges.txt")
 
 
+def token_stream(tokenizer: TextTokenizer, texts: list[str]) -> list[int]:
+    """The files' tokens, one after another. With a BPE vocabulary each file ends in <|endoftext|>, as
+    GPT-2's documents did: no token spans two files, and the model learns where a document ends
+    (`qkv generate` stops there). Characters have no such token: their texts are simply joined."""
+    if tokenizer.end_of_text is None:
+        return tokenizer.encode("".join(texts))
+    return [t for text in texts for t in [*tokenizer.encode(text), tokenizer.end_of_text]]
+
+
 class LMTask(GeneratorPosition):
     unit = "tokens"  # what `loss` counts
 
@@ -80,10 +89,10 @@ class LMTask(GeneratorPosition):
 def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "lm"."""
     data_cfg = section_config(run, "data", LMDataConfig)
-    text = "".join(read_text(f) for f in data_cfg.files)
+    texts = [read_text(f) for f in data_cfg.files]
     resumed = run.get("_resume")  # the tokenizer of the run being resumed (commands/train.py says why)
-    tokenizer = load_tokenizer(resumed) if resumed else build_tokenizer(data_cfg, text)
+    tokenizer = load_tokenizer(resumed) if resumed else build_tokenizer(data_cfg, "".join(texts))
     cfg = model_config(PRESETS, run, vocab_size=tokenizer.vocab_size)
-    data = LMData(tokenizer.encode(text), data_cfg.val_fraction, cfg.block_size, source=", ".join(data_cfg.files))
+    data = LMData(token_stream(tokenizer, texts), data_cfg.val_fraction, cfg.block_size, ", ".join(data_cfg.files))
     torch.manual_seed(loop.seed)
     return GPT(cfg), LMTask(data_cfg, loop, tokenizer, data)
