@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from typing import Iterator
 
 from qkv.commands import (
     UsageError,
@@ -43,11 +44,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     stop = None if args.ignore_eos else tokenizer.end_of_text
     for n in range(args.samples):
         sys.stdout.write((SEPARATOR + "\n" if n else "") + text)
-        made: list[int] = []  # the tokens of this sample, to tell an early stop from the full length
+        made: list[int] = []
         tokens = generate(
             model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator, stop_token=stop
         )
-        for piece in decode_stream(tokenizer, (made.append(t) or t for t in tokens)):
+        for piece in decode_stream(tokenizer, _copied(tokens, made)):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
@@ -57,6 +58,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _copied(tokens: Iterator[int], into: list[int]) -> Iterator[int]:
+    """The tokens, passed on as they come and kept in `into` (to tell a sample that stopped early)."""
+    for token in tokens:
+        into.append(token)
+        yield token
 
 
 def add_parsers(sub) -> None:
