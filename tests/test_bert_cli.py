@@ -128,9 +128,16 @@ label_smoothing = 0.0
     assert "`init_weights` needs `init`" in capsys.readouterr().err and not (tmp_path / "x").exists()
     (tmp_path / "in.txt").write_text("the dog sat great\nthe cat ran awful\n\nred tree great\n")
     assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--input", str(tmp_path / "in.txt")]) == 0
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert "note" not in captured.err  # no sentence was cut
     assert [line.split("\t")[0] for line in out] == ["1", "0", "", "1"]  # the blank line stays blank
     assert all(0.5 <= float(line.split("\t")[1]) <= 1.0 for line in out if line)
+    # a sentence longer than the model's positions is labelled from its beginning, and stderr says which
+    (tmp_path / "long.txt").write_text("the dog sat great\n\n" + "red " * 40 + "awful\n")
+    assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--input", str(tmp_path / "long.txt")]) == 0
+    cut_note = capsys.readouterr().err
+    assert f"long.txt:3 longer than the model's {load(tmp_path / 'cls' / 'best').config.max_len - 2} tokens" in cut_note
     # batches of similar length, then back in order: what each sentence gets alone
     from qkv.commands.classify import predict
     from qkv.data.wordpiece import WordPieceTokenizer

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from qkv.commands import UsageError, add_device_option, at_least, input_lines, load_model
 
 
-def predict(model, tok, sentences: list[str], batch_size: int, progress: bool = False) -> list[tuple[int, float]]:
-    """(label, its probability) for each sentence: [CLS] sentence [SEP], cut to the model's positions.
+def predict(
+    model, tok, sentences: list[str], batch_size: int, progress: bool = False, cut: list[int] | None = None
+) -> list[tuple[int, float]]:
+    """(label, its probability) for each sentence: [CLS] sentence [SEP], cut to the model's positions
+    (the index of each sentence that was cut is added to `cut` when given, so the caller can say so).
     Batches hold sentences of similar length (less padding to compute), and the results come back in
     the order of `sentences`; padding is masked, so a sentence's label does not depend on its batch."""
     import torch
@@ -20,7 +24,10 @@ def predict(model, tok, sentences: list[str], batch_size: int, progress: bool = 
 
     device = next(model.parameters()).device
     limit = model.config.max_len - 2
-    ids = [[tok.cls_id, *x[:limit], tok.sep_id] for x in tok.encode_batch(sentences)]
+    encoded = tok.encode_batch(sentences)
+    if cut is not None:
+        cut.extend(i for i, x in enumerate(encoded) if len(x) > limit)
+    ids = [[tok.cls_id, *x[:limit], tok.sep_id] for x in encoded]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[tuple[int, float]] = [(0, 0.0)] * len(ids)
     with torch.inference_mode():
@@ -34,6 +41,18 @@ def predict(model, tok, sentences: list[str], batch_size: int, progress: bool = 
     return out
 
 
+def note_cut(model, source: str, line_numbers: list[int]) -> None:
+    """One line on stderr when sentences were longer than the model's positions: the label of a cut
+    sentence comes from its beginning only, which the user should know (BERT reads at most max_len)."""
+    if line_numbers:
+        n, limit = len(line_numbers), model.config.max_len - 2
+        which = f"{source}:{line_numbers[0]}" + (f" and {n - 1} more" if n > 1 else "")
+        print(
+            f"qkv classify: note: {which} longer than the model's {limit} tokens: labelled from the first {limit}",
+            file=sys.stderr,
+        )
+
+
 def accuracy(model, tok, path: str, batch_size: int, progress: bool = False) -> dict:
     """Accuracy on a labelled TSV (`tasks.bert.read_tsv`), overall and per gold label (its recall)."""
     from qkv.data.text import DataError
@@ -42,7 +61,9 @@ def accuracy(model, tok, path: str, batch_size: int, progress: bool = False) -> 
     sentences, gold = read_tsv(path)
     if max(gold) >= model.config.n_labels:
         raise DataError(f"{path}: has label {max(gold)}, the model only 0 to {model.config.n_labels - 1}")
-    guessed = [label for label, _ in predict(model, tok, sentences, batch_size, progress)]
+    cut: list[int] = []
+    guessed = [label for label, _ in predict(model, tok, sentences, batch_size, progress, cut)]
+    note_cut(model, path, [i + 2 for i in cut])  # line 1 is the header
     hits = [g == p for g, p in zip(gold, guessed)]
     per_label = {str(c): sum(h for h, g in zip(hits, gold) if g == c) / gold.count(c) for c in sorted(set(gold))}
     return {
@@ -65,7 +86,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         return 0
     lines = input_lines(args.input)
     filled = [line for line in lines if line.strip()]  # a blank line stays blank, as in `qkv translate`
-    predicted = iter(predict(model, tok, filled, args.batch_size, not args.no_progress))
+    cut: list[int] = []
+    predicted = iter(predict(model, tok, filled, args.batch_size, not args.no_progress, cut))
+    filled_lines = [number for number, line in enumerate(lines, 1) if line.strip()]
+    note_cut(model, args.input or "<stdin>", [filled_lines[i] for i in cut])
     for line in lines:
         print("{}\t{:.4f}".format(*next(predicted)) if line.strip() else "")
     return 0
