@@ -78,6 +78,9 @@ def test_cli_perplexity(tmp_path, capsys):
     assert out["tokens"] == len(TEXT) - 1 and out["stride"] == 4 and out["min_context"] == 13
     assert out["loss"] == pytest.approx(expected.loss, abs=1e-4)
     assert out["bits_per_character"] == pytest.approx(expected.nll / math.log(2) / (len(TEXT) - 1), abs=1e-4)
+    # --input, the name the other commands use for their input file, is the same option
+    assert main([*argv[:3], "--input", str(tmp_path / "t.txt"), "--no-progress", "--stride", "4"]) == 0
+    assert json.loads(capsys.readouterr().out) == out
     assert main([*argv, "--stride", "17"]) == 2
     assert "--stride 17: at most the context window, block_size = 16" in capsys.readouterr().err
     (tmp_path / "z.txt").write_text("the Quick")  # 'Q' is not in the vocabulary

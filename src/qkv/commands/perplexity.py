@@ -52,7 +52,7 @@ def add_parsers(sub) -> None:
         "least block_size + 1 - stride tokens of context.",
     )
     p.add_argument("--model", required=True, help="GPT checkpoint directory (with its tokenizer)")
-    p.add_argument("--file", required=True, help="UTF-8 text file to score")
+    p.add_argument("--file", "--input", dest="file", required=True, help="UTF-8 text file to score")
     p.add_argument(
         "--stride",
         type=at_least(1),
