@@ -58,22 +58,38 @@ def main() -> None:
     def ours(beam):
         return lambda: len(ids) / timed(lambda: [translate_ids(model, b, beam) for b in batches])
 
+    def hf_batch(b, beam) -> torch.Tensor:
+        src = pad_sequences([x + [c.eos_id] for x in b], c.pad_id).to(args.device)
+        return hf.generate(
+            src,
+            attention_mask=(src != c.pad_id).long(),
+            num_beams=beam,
+            do_sample=False,
+            max_new_tokens=src.size(1) + 50,
+            # beam-only options only with beams (`transformers` warns that greedy ignores them)
+            **({"early_stopping": True, "length_penalty": 0.6} if beam > 1 else {}),
+        )  # (B, 1 + L): the start token, the output, EOS, then padding
+
     def theirs(beam):
         def run():
             with torch.inference_mode():
                 for b in batches:
-                    src = pad_sequences([x + [c.eos_id] for x in b], c.pad_id).to(args.device)
-                    hf.generate(
-                        src,
-                        attention_mask=(src != c.pad_id).long(),
-                        num_beams=beam,
-                        do_sample=False,
-                        max_new_tokens=src.size(1) + 50,
-                        # beam-only options only with beams (`transformers` warns that greedy ignores them)
-                        **({"early_stopping": True, "length_penalty": 0.6} if beam > 1 else {}),
-                    )
+                    hf_batch(b, beam)
 
         return lambda: len(ids) / timed(run)
+
+    def identical(beam) -> float:
+        """The share of sentences both sides translate to the same tokens (untimed). Greedy: all but a
+        sentence that never ends, which qkv cuts at its own source length + 51 tokens and `transformers`
+        at the longest in its batch + 51. Beam search: fewer, since `transformers` divides a hypothesis'
+        log-probability by length^0.6 and qkv by GNMT's ((5 + length) / 6)^0.6 (the paper's alpha)."""
+        same = 0
+        with torch.inference_mode():
+            for b in batches:
+                for ours_row, row in zip(translate_ids(model, b, beam), hf_batch(b, beam).tolist()):
+                    row = row[1:]
+                    same += ours_row == (row[: row.index(c.eos_id)] if c.eos_id in row else row)
+        return round(same / len(ids), 4)
 
     for beam in (1, 4):
         rates = alternate({"qkv": ours(beam), "hf_generate": theirs(beam)}, args.rounds)
@@ -85,6 +101,7 @@ def main() -> None:
             dtype="float32",
             batch=64,
             sentences=len(ids),
+            outputs_identical=identical(beam),
             model=args.model,
         )
 
