@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import random_tokens, tiny_config
 
+from qkv.checkpoint import load
 from qkv.convert.marian import to_marian
 from qkv.models.seq2seq import EncoderDecoder
 
@@ -87,13 +88,18 @@ def test_marian_from_hf_refuses_what_qkv_cannot_express(tmp_path, capsys):
     torch.manual_seed(0)
     to_marian(EncoderDecoder(tiny_config(norm_eps=1e-5)).eval(), tmp_path / "hf")
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
-    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg | {"activation_function": "swish"}))
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg | {"activation_function": "gelu"}))
     assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "a")]) == 2
-    assert "activation_function = 'swish' has no counterpart here (qkv needs 'relu')" in capsys.readouterr().err
+    assert "activation_function = 'gelu' has no counterpart here" in capsys.readouterr().err
+    del cfg["scale_embedding"]  # absent: MarianConfig's default, False, which qkv's sec 3.4 scaling is not
     (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
-    weights = load_file(tmp_path / "hf" / "model.safetensors")
-    weights["final_logits_bias"][0, 3] = 1.0  # opus-mt models carry an output bias
-    save_file(weights, tmp_path / "hf" / "model.safetensors")
     assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "b")]) == 2
-    assert "final_logits_bias is not zero" in capsys.readouterr().err
+    assert "scale_embedding = " in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # Marian's defaults for the rest; an output bias (opus-mt models carry one) is kept
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg | {"scale_embedding": True}))
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    weights["final_logits_bias"][0, 3] = 1.0
+    save_file(weights, tmp_path / "hf" / "model.safetensors")
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "c")]) == 0
+    assert load(tmp_path / "c").output.bias[3] == 1.0

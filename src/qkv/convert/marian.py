@@ -56,17 +56,17 @@ def to_marian(model: EncoderDecoder, out_dir: str | Path) -> Path:
         and c.positions == "sinusoidal"
         and c.norm_placement == "post"
         and c.scale_embeddings
-        and c.activation == "relu"
+        and c.activation in _ACTIVATIONS
         and c.d_model % 2 == 0
         and (c.attention_scale, c.decoder_mask, c.residual, c.norm) == ("sqrt_dk", "causal", "add", "layer")
     ):
         raise CheckpointError(
-            "only the paper's configuration (shared vocabulary, sinusoids, post-LN, ReLU) maps to Marian"
+            "only the paper's configuration (shared vocabulary, sinusoids, post-LN, ReLU or SiLU) maps to Marian"
         )
     sd, p = model.state_dict(), _perm(c.d_model)
     t = {
         "model.shared.weight": sd["src_embed.tokens.weight"][:, p],
-        "final_logits_bias": torch.zeros(1, c.tgt_vocab_size),
+        "final_logits_bias": sd["output.bias"][None] if c.output_bias else torch.zeros(1, c.tgt_vocab_size),
     }
     norm = lambda ours, hf: {f"{hf}.weight": sd[f"{ours}.weight"][p], f"{hf}.bias": sd[f"{ours}.bias"][p]}  # noqa: E731
     for side, n in (("encoder", c.n_encoder_layers), ("decoder", c.n_decoder_layers)):
@@ -87,6 +87,8 @@ def to_marian(model: EncoderDecoder, out_dir: str | Path) -> Path:
     return out_dir
 
 
+_MARIAN_DEFAULTS = {"scale_embedding": False, "share_encoder_decoder_embeddings": True}  # MarianConfig's
+_ACTIVATIONS = {"relu": "relu", "silu": "swish"}  # qkv's name -> Marian's (MarianConfig defaults to gelu)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.src.json", "tokenizer.tgt.json")  # PairTokenizer.save's
 
 
@@ -112,7 +114,7 @@ def _marian_config(c) -> dict:
         "decoder_attention_heads": c.n_heads,
         "encoder_ffn_dim": c.d_ff,
         "decoder_ffn_dim": c.d_ff,
-        "activation_function": "relu",
+        "activation_function": _ACTIVATIONS[c.activation],
         "dropout": c.dropout,
         "attention_dropout": c.attention_dropout,
         "activation_dropout": 0.0,
@@ -128,10 +130,10 @@ def _marian_config(c) -> dict:
     }
 
 
-def config_from_hf(hf: dict, source: Path) -> Seq2SeqConfig:
-    """The qkv config of a MarianConfig (as JSON), or a CheckpointError naming what qkv cannot express."""
+def config_from_hf(hf: dict, source: Path, output_bias: bool = False) -> Seq2SeqConfig:
+    """The qkv config of a MarianConfig (as JSON), or a CheckpointError naming what qkv cannot express.
+    output_bias: whether the model keeps Marian's final_logits_bias (qkv's own exports have zeros)."""
     need = {
-        "activation_function": "relu",
         "scale_embedding": True,
         "share_encoder_decoder_embeddings": True,
         "decoder_vocab_size": hf.get("vocab_size"),
@@ -139,8 +141,14 @@ def config_from_hf(hf: dict, source: Path) -> Seq2SeqConfig:
         "decoder_ffn_dim": hf.get("encoder_ffn_dim"),
     }
     for key, value in need.items():
-        if hf.get(key, value) != value:  # absent: Marian's default, which is the wanted value for each
-            raise CheckpointError(f"{source}: {key} = {hf[key]!r} has no counterpart here (qkv needs {value!r})")
+        if hf.get(key, _MARIAN_DEFAULTS.get(key, value)) != value:  # absent: MarianConfig's default
+            got = hf.get(key, _MARIAN_DEFAULTS.get(key))
+            raise CheckpointError(f"{source}: {key} = {got!r} has no counterpart here (qkv needs {value!r})")
+    activation = {v: k for k, v in _ACTIVATIONS.items()}.get(hf.get("activation_function", "gelu"))
+    if activation is None:
+        raise CheckpointError(
+            f"{source}: activation_function = {hf.get('activation_function', 'gelu')!r} has no counterpart here"
+        )
     try:
         return Seq2SeqConfig(
             src_vocab_size=hf["vocab_size"],
@@ -150,6 +158,8 @@ def config_from_hf(hf: dict, source: Path) -> Seq2SeqConfig:
             n_encoder_layers=hf["encoder_layers"],
             n_decoder_layers=hf["decoder_layers"],
             d_ff=hf["encoder_ffn_dim"],
+            activation=activation,
+            output_bias=output_bias,
             dropout=hf.get("dropout", 0.1),
             attention_dropout=hf.get("attention_dropout", 0.0),
             norm_eps=1e-5,  # Marian's LayerNorm eps is fixed
@@ -170,9 +180,11 @@ def _from_marian_names(raw: dict, c: Seq2SeqConfig, source: Path) -> dict:
     if shared is None:
         raise CheckpointError(f"{source}: no shared embedding (model.shared.weight)")
     t = {"src_embed.tokens.weight": take(shared)[:, inv]}
-    bias = raw.pop("final_logits_bias", None)
-    if bias is not None and bias.abs().max() > 0:
-        raise CheckpointError(f"{source}: final_logits_bias is not zero, and qkv's tied output has no bias")
+    bias = raw.pop("final_logits_bias", None)  # (1, V)
+    if c.output_bias:
+        t["output.bias"] = bias[0] if bias is not None else torch.zeros(c.tgt_vocab_size)
+    elif bias is not None and bias.abs().max() > 0:
+        raise CheckpointError(f"{source}: final_logits_bias is not zero, and this config has no output bias")
     for name in [n for n in raw if n.endswith("embed_positions.weight") or n in _TIED_COPIES]:
         del raw[name]  # fixed sinusoids (recomputed), or copies of the shared embedding
     for side, n in (("encoder", c.n_encoder_layers), ("decoder", c.n_decoder_layers)):
@@ -217,10 +229,14 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     """Read a MarianMTModel directory written by `to_hf` (or by `transformers` after it) into a qkv
     checkpoint: config.json, model.safetensors and qkv's tokenizer file(s)."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    config = config_from_hf(read_json(hf_dir / "config.json"), hf_dir / "config.json")
     weights = hf_dir / "model.safetensors"
+    raw = read_tensors(weights)
+    bias = raw.get("final_logits_bias")
+    config = config_from_hf(
+        read_json(hf_dir / "config.json"), hf_dir / "config.json", bool(bias is not None and bias.any())
+    )
     try:
-        tensors = _from_marian_names(read_tensors(weights), config, weights)
+        tensors = _from_marian_names(raw, config, weights)
     except KeyError as err:
         raise CheckpointError(f"{weights}: no {err.args[0]} for a {config.n_decoder_layers}-layer decoder") from None
     model = EncoderDecoder(config)

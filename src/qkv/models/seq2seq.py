@@ -40,6 +40,7 @@ class Seq2SeqConfig(Config):
     scale_embeddings: bool = True  # multiply embeddings by sqrt(d_model) (sec 3.4)
     share_embeddings: bool = True  # one matrix for source and target embeddings (sec 3.4)
     tie_output: bool = True  # the pre-softmax projection reuses the target embedding (sec 3.4)
+    output_bias: bool = False  # a bias on the logits (not in the paper; Marian's opus-mt models have one)
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -91,7 +92,7 @@ class EncoderDecoder(nn.Module):
         self.tgt_embed = Embeddings(c.tgt_vocab_size, c.d_model, c.positions, c.max_len, c.dropout, c.scale_embeddings)
         self.encoder = Stack(spec, c.n_encoder_layers, cross=False)
         self.decoder = Stack(spec, c.n_decoder_layers, cross=True)
-        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
         self._init_weights()
         if c.share_embeddings:
             self.tgt_embed.tokens.weight = self.src_embed.tokens.weight

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
 from qkv.nn.cache import KVCache, StaticKVCache
 
-Activation = Literal["relu", "gelu", "gelu_tanh"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
 NormPlacement = Literal["post", "pre"]
 Residual = Literal["add", "none"]  # "none" only for experiment 4 (what residual connections are for)
 Norm = Literal["layer", "batch"]  # "batch" only for experiment 8 (why LayerNorm)
@@ -25,6 +25,7 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,  # the paper's FFN, eq. (2)
     "gelu": F.gelu,  # BERT
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2
+    "silu": F.silu,  # x * sigmoid(x), Marian's "swish" (the opus-mt translation models)
 }
 
 
