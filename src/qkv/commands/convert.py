@@ -57,8 +57,9 @@ def add_parsers(sub) -> None:
         "convert",
         help="convert checkpoints from/to the Hugging Face layout (GPT-2, BERT, Marian)",
         description="--from-hf reads a Hugging Face GPT-2 or BERT directory (config.json, model.safetensors, "
-        "tokenizer files), or a Marian one that --to-hf wrote (qkv's tokenizer files beside it; not opus-mt's "
-        "SentencePiece models), into a qkv checkpoint; --to-hf writes a qkv checkpoint in the Hugging Face layout "
+        "tokenizer files), or a Marian one: one that --to-hf wrote (qkv's tokenizer files beside it) or an opus-mt one "
+        "(source.spm, target.spm, vocab.json), into a qkv checkpoint; --to-hf writes a qkv checkpoint in the "
+        "Hugging Face layout "
         "(GPT2LMHeadModel, BERT, or MarianMTModel for an encoder-decoder with the paper's configuration). "
         "Only safetensors weights are read, never pickled ones.",
     )

@@ -12,8 +12,8 @@ fixed eps of 1e-5, so outputs match exactly only for models with norm_eps = 1e-5
 `tokenizers` JSON, which `PreTrainedTokenizerFast` reads; Marian's own SentencePiece tokenizer is not
 written). `from_hf` reads such a directory back (after training in `transformers`, say): a
 MarianMTModel whose shape qkv's paper configuration can express, with qkv's tokenizer files beside it.
-Marian's SentencePiece checkpoints (opus-mt) come with no such files, an output bias and the SiLU
-activation, and are refused.
+Marian's SentencePiece checkpoints (opus-mt) come with no such files: `convert.opus_mt` reads them
+(their SiLU activation and output bias are expressed here too).
 """
 
 from __future__ import annotations
@@ -227,8 +227,13 @@ _TIED_COPIES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens
 
 def from_hf(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     """Read a MarianMTModel directory written by `to_hf` (or by `transformers` after it) into a qkv
-    checkpoint: config.json, model.safetensors and qkv's tokenizer file(s)."""
+    checkpoint: config.json, model.safetensors and qkv's tokenizer file(s); or an opus-mt one, with
+    SentencePiece tokenizers (`convert.opus_mt`)."""
+    from qkv.convert import opus_mt
+
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    if opus_mt.is_opus_mt(hf_dir) and not any((hf_dir / name).is_file() for name in TOKENIZER_FILES):
+        return opus_mt.from_opus_mt(hf_dir, out_dir)  # SentencePiece vocabularies: reordered for qkv
     weights = hf_dir / "model.safetensors"
     raw = read_tensors(weights)
     bias = raw.get("final_logits_bias")
