@@ -240,12 +240,18 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     config = config_from_hf(
         read_json(hf_dir / "config.json"), hf_dir / "config.json", bool(bias is not None and bias.any())
     )
+    model = model_from_tensors(raw, config, weights)
+    save(model, out_dir)
+    copy_files(hf_dir, out_dir, TOKENIZER_FILES)
+    return model.eval()
+
+
+def model_from_tensors(raw: dict, config: Seq2SeqConfig, weights: Path) -> EncoderDecoder:
+    """The qkv model holding a Marian checkpoint's tensors (read from `weights`, named in errors)."""
     try:
         tensors = _from_marian_names(raw, config, weights)
     except KeyError as err:
         raise CheckpointError(f"{weights}: no {err.args[0]} for a {config.n_decoder_layers}-layer decoder") from None
     model = EncoderDecoder(config)
     load_renamed(model, tensors, weights)
-    save(model, out_dir)
-    copy_files(hf_dir, out_dir, TOKENIZER_FILES)
-    return model.eval()
+    return model

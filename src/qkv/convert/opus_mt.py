@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from qkv.checkpoint import CheckpointError, save
-from qkv.convert.common import load_renamed, read_json, read_tensors
-from qkv.convert.marian import _from_marian_names, config_from_hf
+from qkv.convert.common import read_json, read_tensors
+from qkv.convert.marian import config_from_hf, model_from_tensors
 from qkv.data.sentencepiece import read_spm, unigram_tokenizer
 from qkv.data.subword import SPECIALS, PairTokenizer
 from qkv.models.seq2seq import EncoderDecoder
@@ -65,12 +65,7 @@ def from_opus_mt(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     size = {"vocab_size": len(pieces), "decoder_vocab_size": len(pieces)}
     ids = {"pad_token_id": 0, "decoder_start_token_id": 1, "eos_token_id": 2}
     config = config_from_hf(hf | size | ids, hf_dir / "config.json", output_bias=True)
-    try:
-        tensors = _from_marian_names(raw, config, weights)
-    except KeyError as err:
-        raise CheckpointError(f"{weights}: no {err.args[0]} for a {config.n_decoder_layers}-layer decoder") from None
-    model = EncoderDecoder(config)
-    load_renamed(model, tensors, weights)
+    model = model_from_tensors(raw, config, weights)
     src, tgt = (unigram_tokenizer(read_spm(hf_dir / f), pieces, SPECIALS, "<unk>") for f in FILES[:2])
     save(model, out_dir)
     PairTokenizer(src, tgt).save(out_dir)
