@@ -59,7 +59,7 @@ def from_opus_mt(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     for name in ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"):
         if name in raw:
             raw[name] = raw[name][index]  # (V + 1, D) rows in qkv's order
-    bias = raw.get("final_logits_bias", torch.zeros(1, hf["vocab_size"]))[:, index].clone()  # (1, V + 1)
+    bias = raw.get("final_logits_bias", torch.zeros(1, hf["vocab_size"]))[:, index]  # (1, V + 1), a copy
     bias[0, :2] = NEVER
     raw["final_logits_bias"] = bias
     size = {"vocab_size": len(pieces), "decoder_vocab_size": len(pieces)}

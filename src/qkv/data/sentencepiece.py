@@ -17,20 +17,19 @@ from pathlib import Path
 from qkv.data.text import DataError
 
 UNIGRAM = 1  # TrainerSpec.model_type; BPE is 2
-NORMAL, UNKNOWN, CONTROL = 1, 2, 3  # SentencePiece.type values used here
+NORMAL = 1  # SentencePiece.type of an ordinary piece (others: unknown, control, user-defined, byte)
 
 
 @dataclass(frozen=True)
 class SentencePieceModel:
     pieces: list[tuple[str, float, int]]  # (piece, log-probability, type), in the model's id order
-    model_type: int
     charsmap: bytes  # the normaliser's precompiled map; empty when it does not normalise
     add_dummy_prefix: bool  # a "▁" before the text, so a sentence's first word looks like the others
     remove_extra_whitespaces: bool  # strip, and squeeze runs of spaces
 
 
 def _fields(data: bytes):
-    """Yield (field number, wire type, value) of one protobuf message: varints as int, fixed32 as
+    """Yield (field number, value) of one protobuf message: varints as int, fixed32 as
     bytes, length-delimited fields as bytes (a nested message or a string)."""
     i = 0
     while i < len(data):
@@ -47,7 +46,7 @@ def _fields(data: bytes):
             value, i = data[i : i + 8], i + 8
         else:
             raise ValueError(f"wire type {wire}")
-        yield number, wire, value
+        yield number, value
 
 
 def _varint(data: bytes, i: int) -> tuple[int, int]:
@@ -66,10 +65,10 @@ def read_spm(path: str | Path) -> SentencePieceModel:
     path = Path(path)
     pieces, model_type, charsmap, dummy, squeeze = [], UNIGRAM, b"", True, True
     try:
-        for number, _, value in _fields(path.read_bytes()):
+        for number, value in _fields(path.read_bytes()):
             if number == 1:  # ModelProto.pieces: piece = 1, score = 2, type = 3 (default NORMAL)
                 piece, score, kind = "", 0.0, NORMAL
-                for n, _, v in _fields(value):
+                for n, v in _fields(value):
                     if n == 1:
                         piece = v.decode("utf-8")
                     elif n == 2:
@@ -78,9 +77,9 @@ def read_spm(path: str | Path) -> SentencePieceModel:
                         kind = v
                 pieces.append((piece, score, kind))
             elif number == 2:  # trainer_spec: model_type = 3
-                model_type = next((v for n, _, v in _fields(value) if n == 3), UNIGRAM)
+                model_type = next((v for n, v in _fields(value) if n == 3), UNIGRAM)
             elif number == 3:  # normalizer_spec: precompiled_charsmap = 2, add_dummy_prefix = 3, remove_... = 4
-                for n, _, v in _fields(value):
+                for n, v in _fields(value):
                     if n == 2:
                         charsmap = v
                     elif n == 3:
@@ -93,7 +92,7 @@ def read_spm(path: str | Path) -> SentencePieceModel:
         raise DataError(f"{path}: not a SentencePiece model (no pieces)")
     if model_type != UNIGRAM:
         raise DataError(f"{path}: a SentencePiece model of type {model_type}; only unigram models (opus-mt's) are read")
-    return SentencePieceModel(pieces, model_type, charsmap, dummy, squeeze)
+    return SentencePieceModel(pieces, charsmap, dummy, squeeze)
 
 
 def unigram_tokenizer(spm: SentencePieceModel, vocab: list[str], specials: list[str], unk: str):
