@@ -129,6 +129,20 @@ warmup_steps = 4
     assert main(["translate", "--model", str(run / "last"), "--input", str(tmp_path / "gaps.en"), "--beam", "1"]) == 0
     assert capsys.readouterr().out.splitlines() == [greedy[0], "", "", greedy[1]]
 
+    # inputs longer than every training source are translated, with one note naming the first of them
+    longest = json.loads((run / "last" / "training_lengths.json").read_text())["longest_source"]
+    assert 2 <= longest <= 7 * 4  # 2-7 words a sentence, each in at most a few subwords
+    assert "note:" not in capsys.readouterr().err  # (none for the inputs above)
+    long_line = " ".join(src[:20])  # 20 sentences' words: longer than any one of them
+    (tmp_path / "long.en").write_text(f"{lines[0]}\n{long_line}\n{lines[1]}\n{long_line}\n")
+    assert main(["translate", "--model", str(run / "last"), "--input", str(tmp_path / "long.en"), "--beam", "1"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[0::2] == [greedy[0], greedy[1]]
+    assert printed.err.strip() == (
+        f"qkv translate: note: {tmp_path / 'long.en'}:2 and 1 more are longer than any sentence the model was "
+        f"trained on ({longest} tokens): the translation may cover only part of them; give one sentence a line"
+    )
+
     out_file = tmp_path / "hyp.de"
     assert (
         main(
@@ -153,8 +167,14 @@ warmup_steps = 4
 
     assert main(["average", "--run", str(run), "--last", "2", "--out", str(tmp_path / "avg")]) == 0
     capsys.readouterr()
+    assert (tmp_path / "avg" / "training_lengths.json").read_text() == (
+        run / "last" / "training_lengths.json"
+    ).read_text()
     assert main(["translate", "--model", str(tmp_path / "avg"), "--input", str(tmp_path / "test.en")]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 25
+    (tmp_path / "avg" / "training_lengths.json").write_text('{"longest": 3}')  # damaged: one line, exit 2
+    assert main(["translate", "--model", str(tmp_path / "avg"), "--input", str(tmp_path / "test.en")]) == 2
+    assert "training_lengths.json: not a training-lengths file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

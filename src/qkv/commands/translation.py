@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from qkv.commands import (
@@ -34,15 +35,30 @@ def _load_translator(path: str, device: str):
     return model, tokenizer
 
 
+def note_long(command: str, source: str, longest: int | None, line_numbers: list[int]) -> None:
+    """One line on stderr when inputs were longer than any training sentence (`longest_trained_source`):
+    their translations may cover only part of them, which the user should know."""
+    if line_numbers:
+        n = len(line_numbers)
+        which = f"{source}:{line_numbers[0]}" + (f" and {n - 1} more are" if n > 1 else " is")
+        print(
+            f"qkv {command}: note: {which} longer than any sentence the model was trained on ({longest} "
+            f"tokens): the translation may cover only part of {'them' if n > 1 else 'it'}; give one sentence a line",
+            file=sys.stderr,
+        )
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
-    from qkv.decoding.translate import translate_lines
+    from qkv.decoding.translate import longest_trained_source, translate_lines
 
     model, tokenizer = _load_translator(args.model, args.device)
     lines = input_lines(args.input)
     progress = not args.no_progress and len(lines) > args.batch_size  # a bar (on stderr) when there is a wait
-    where = args.input or "<stdin>"
-    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size, progress, where):
+    where, longest, long_lines = args.input or "<stdin>", longest_trained_source(args.model), []
+    options = dict(source=where, longest=longest, long_lines=long_lines)
+    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size, progress, **options):
         print(line)
+    note_long("translate", where, longest, long_lines)
     return 0
 
 
@@ -51,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import sacrebleu
 
-    from qkv.decoding.translate import translate_lines
+    from qkv.decoding.translate import longest_trained_source, translate_lines
 
     if args.output:  # checked now, not after minutes of decoding
         writable(Path(args.output), "file", "--output")
@@ -60,11 +76,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-    start = time.perf_counter()
+    start, longest, long_lines = time.perf_counter(), longest_trained_source(args.model), []
+    options = dict(source=args.src, longest=longest, long_lines=long_lines)
     hyps = translate_lines(
-        model, tokenizer, src, args.beam, args.alpha, args.batch_size, not args.no_progress, args.src
+        model, tokenizer, src, args.beam, args.alpha, args.batch_size, not args.no_progress, **options
     )
     seconds = time.perf_counter() - start
+    note_long("evaluate", args.src, longest, long_lines)
     bleu = sacrebleu.metrics.BLEU()
     chrf = sacrebleu.metrics.CHRF()
     lower = sacrebleu.metrics.BLEU(lowercase=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from tqdm import tqdm
 
@@ -43,6 +46,26 @@ def check_lengths(src_ids: list[list[int]], limit: int | None, source: str) -> N
             )
 
 
+# Written beside a trained translator's weights (`TranslationTask.save_extras`): the longest source
+# sentence it was trained on, in tokens. A model trained on sentences rarely translates much past that
+# length: sinusoidal positions reach any length (sec 3.5), but what the model learned about where a
+# translation ends does not, and a paragraph comes back as one short sentence. `qkv translate` says
+# so when an input is longer.
+TRAINING_LENGTHS = "training_lengths.json"
+
+
+def longest_trained_source(directory: str | Path) -> int | None:
+    """The checkpoint's longest training source in tokens, or None where it was not recorded (a
+    converted checkpoint, or one trained before the file existed)."""
+    path = Path(directory) / TRAINING_LENGTHS
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["longest_source"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a training-lengths file ({err})") from None
+
+
 def translate_lines(
     model: EncoderDecoder,
     tokenizer: PairTokenizer,
@@ -52,14 +75,20 @@ def translate_lines(
     batch_size: int = 64,
     progress: bool = False,
     source: str = "input",
+    longest: int | None = None,
+    long_lines: list[int] | None = None,
 ) -> list[str]:
     """Translations of `lines`, same order. Sentences are decoded in batches of similar length; an
     empty (or blank) line translates to an empty line instead of whatever the model says to nothing.
-    source: what the lines are, for the error about one too long for the model (a file name)."""
+    source: what the lines are, for the error about one too long for the model (a file name).
+    longest, long_lines: the 1-based number of each line with more source tokens than `longest` is
+    added to `long_lines` (see TRAINING_LENGTHS), so that the caller can say so."""
     if beam < 1 or batch_size < 1:
         raise ValueError(f"beam ({beam}) and batch_size ({batch_size}) must be at least 1")
     src_ids = tokenizer.encode_src([line.strip() for line in lines])
     check_lengths(src_ids, model.config.position_limit, source)
+    if longest is not None and long_lines is not None:
+        long_lines.extend(i + 1 for i, ids in enumerate(src_ids) if len(ids) > longest)
     order = sorted((i for i in range(len(lines)) if src_ids[i]), key=lambda i: len(src_ids[i]))
     out: list[list[int]] = [[] for _ in lines]
     model.eval()

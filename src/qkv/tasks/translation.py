@@ -3,6 +3,7 @@ label-smoothed loss; validation loss and BLEU."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from qkv.data.batching import EpochBatches, token_batches
 from qkv.data.padding import pad_sequences
 from qkv.data.parallel import EmptyPolicy, ParallelCorpus, read_parallel
 from qkv.data.subword import SPECIALS, PairTokenizer
-from qkv.decoding.translate import translate_lines
+from qkv.decoding.translate import TRAINING_LENGTHS, translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
 from qkv.tasks.common import info, timed, to_model
 from qkv.train import distributed
@@ -104,6 +105,8 @@ class TranslationTask:
 
     def save_extras(self, directory: Path) -> None:
         self.tokenizer.save(directory)
+        longest = max((len(s) for s in self.train_src), default=0)
+        (directory / TRAINING_LENGTHS).write_text(json.dumps({"longest_source": longest}) + "\n")
 
     def shard(self, rank: int, world: int) -> None:
         self.stream.shard(rank, world)

@@ -10,7 +10,8 @@ from qkv.checkpoint import CheckpointError, load, read_config, save
 
 
 def average_checkpoints(directories: list[str | Path], out: str | Path) -> Path:
-    """Mean of the weights of checkpoints that share one config; tokenizer files come from the first."""
+    """Mean of the weights of checkpoints that share one config; tokenizer files (and a
+    translator's training lengths) come from the first."""
     if not directories:
         raise CheckpointError("no checkpoints to average")
     first_family, first_cfg = read_config(directories[0])
@@ -27,6 +28,6 @@ def average_checkpoints(directories: list[str | Path], out: str | Path) -> Path:
     out = Path(out)
     save(model, out)
     for f in Path(directories[0]).iterdir():
-        if f.name.startswith(("tokenizer", "chars", "vocab", "merges")) and f.is_file():
+        if f.name.startswith(("tokenizer", "chars", "vocab", "merges", "training_lengths")) and f.is_file():
             shutil.copyfile(f, out / f.name)
     return out
