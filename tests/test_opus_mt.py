@@ -5,6 +5,7 @@ translation as MarianMTModel, on a random tiny model with SentencePiece models t
 import io
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from qkv.checkpoint import load
 from qkv.cli import main
 from qkv.convert.opus_mt import reorder
 from qkv.data.padding import pad_sequences
+from qkv.data.sentencepiece import read_spm
 from qkv.data.subword import PairTokenizer
 from qkv.decoding.translate import translate_ids
 
@@ -117,3 +119,37 @@ def test_opus_mt_tokens_logits_and_translations(opus_dir, tmp_path):
     assert tok.decode_tgt(out) == [
         t.strip() for t in ref.batch_decode([[marian_id[i] for i in x] for x in out], skip_special_tokens=True)
     ]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "charsmap", "not_protobuf", "bpe"])
+def test_a_damaged_or_unsupported_spm_is_one_line_exit_2(opus_dir, tmp_path, capsys, damage):
+    d = tmp_path / "opus"
+    shutil.copytree(opus_dir, d)
+    data = (d / "source.spm").read_bytes()
+    if damage == "truncated":  # cut inside a piece: a length that runs past the end
+        (d / "source.spm").write_bytes(data[: len(data) // 2])
+        expected = "source.spm: not a SentencePiece model"
+    elif damage == "charsmap":  # the normaliser map's first field (its trie's size) beyond the map
+        at = data.index(read_spm(d / "source.spm").charsmap)
+        (d / "source.spm").write_bytes(data[:at] + b"\xff\xff\xff\x7f" + data[at + 4 :])
+        expected = "source.spm: not a SentencePiece model (its normaliser map"
+    elif damage == "not_protobuf":
+        (d / "source.spm").write_text("<html>404 Not Found</html>\n")
+        expected = "source.spm: not a SentencePiece model"
+    else:
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences(DE, random.Random(2))),
+            model_writer=model,
+            vocab_size=40,
+            hard_vocab_limit=False,
+            model_type="bpe",
+            minloglevel=2,
+        )
+        (d / "source.spm").write_bytes(model.getvalue())
+        expected = "source.spm: a SentencePiece model of type 2; only unigram models (opus-mt's) are read"
+    out = tmp_path / "q"
+    assert main(["convert", "--from-hf", str(d), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

@@ -37,15 +37,16 @@ def _fields(data: bytes):
         number, wire = key >> 3, key & 7
         if wire == 0:
             value, i = _varint(data, i)
-        elif wire == 2:
-            size, i = _varint(data, i)
-            value, i = data[i : i + size], i + size
-        elif wire == 5:
-            value, i = data[i : i + 4], i + 4
-        elif wire == 1:
-            value, i = data[i : i + 8], i + 8
         else:
-            raise ValueError(f"wire type {wire}")
+            if wire == 2:
+                size, i = _varint(data, i)
+            elif wire in (1, 5):
+                size = 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"wire type {wire}")
+            if i + size > len(data):  # a slice would silently come back short: a cut file
+                raise ValueError(f"a field of {size} bytes at byte {i} runs past the end")
+            value, i = data[i : i + size], i + size
         yield number, value
 
 
@@ -92,6 +93,13 @@ def read_spm(path: str | Path) -> SentencePieceModel:
         raise DataError(f"{path}: not a SentencePiece model (no pieces)")
     if model_type != UNIGRAM:
         raise DataError(f"{path}: a SentencePiece model of type {model_type}; only unigram models (opus-mt's) are read")
+    if charsmap:  # checked here, where the file can be named, not when a tokenizer is built from it
+        from tokenizers import normalizers
+
+        try:
+            normalizers.Precompiled(charsmap)
+        except Exception as err:  # tokenizers raises a bare Exception
+            raise DataError(f"{path}: not a SentencePiece model (its normaliser map: {err})") from None
     return SentencePieceModel(pieces, charsmap, dummy, squeeze)
 
 
