@@ -74,6 +74,36 @@ def test_tampered_weights(tmp_path, tiny_model):
         qkv.load(tmp_path)
 
 
+def test_nan_weights_are_refused_at_load(tmp_path, tiny_model):
+    """safetensors has no checksum: NaN read from damaged bytes (or saved by a diverged run) would
+    otherwise surface much later, as NaN scores."""
+    with torch.no_grad():
+        tiny_model.encoder.layers[0].ff.up.weight[3, 1] = float("nan")
+    qkv.save(tiny_model, tmp_path)
+    with pytest.raises(qkv.CheckpointError, match=r"encoder.layers.0.ff.up.weight holds NaN or infinite values"):
+        qkv.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ([1, 2], "not a qkv checkpoint config"),
+        ("newer", r"format_version 2; this qkv reads 1 to 1 \(written by a newer qkv\?\)"),
+        ("no family", "missing or unknown entry 'family'"),
+    ],
+)
+def test_a_config_json_qkv_did_not_write(tmp_path, tiny_model, meta, message):
+    qkv.save(tiny_model, tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    if meta == "newer":
+        meta = {**written, "format_version": 2}
+    elif meta == "no family":
+        meta = {k: v for k, v in written.items() if k != "family"}
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(qkv.CheckpointError, match=message):
+        qkv.load(tmp_path)
+
+
 def test_swapped_tokenizer_is_refused(tmp_path, capsys):
     from qkv.cli import main
     from qkv.data.subword import PairTokenizer

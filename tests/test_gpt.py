@@ -173,6 +173,18 @@ def test_sampling_is_reproducible_with_a_seed():
     assert torch.equal(sample(logits, 0.0), logits.argmax(-1))
 
 
+def test_sampling_from_nan_scores_blames_the_scores():
+    """Scores that are NaN or infinite (huge damaged weights) are named as such, not as PyTorch's
+    complaint about a probability tensor; `qkv generate` turns that into a one-line error."""
+    logits = torch.randn(2, 40)
+    logits[1, 7] = float("nan")
+    with pytest.raises(FloatingPointError, match="next-token scores are NaN or infinite"):
+        sample(logits, 1.0)
+    logits[1, 7] = float("inf")
+    with pytest.raises(FloatingPointError):
+        sample(logits, 0.5, 5)
+
+
 TEXT = "to be, or not to be, that is the question.\n" * 40
 
 

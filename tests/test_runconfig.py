@@ -149,3 +149,10 @@ def test_an_unknown_key_suggests_the_one_meant(tmp_path):
     run, _ = run_of(tmp_path, overrides=["train.xyzzy=3"])
     with pytest.raises(ConfigError, match=r"for LoopConfig; expected one of \['steps', 'batch_size', "):
         section_config(run, "train", LoopConfig)
+
+
+def test_a_missing_file_and_a_directory_are_told_apart(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.toml: no such file$"):
+        load_run_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match=r": is a directory, not a run config"):
+        load_run_config(tmp_path)

@@ -90,6 +90,13 @@ def read_config(path: str | Path):
     file = Path(path) / "config.json"
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{file}: not a qkv checkpoint config (a JSON object with family and config)")
+        version = meta.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            raise CheckpointError(
+                f"{file}: format_version {version!r}; this qkv reads 1 to {FORMAT_VERSION} (written by a newer qkv?)"
+            )
         family = meta["family"]
         config_cls, _ = FAMILIES[family]
         return family, config_cls.from_dict(meta["config"], source=str(file))
@@ -127,4 +134,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         raise CheckpointError(
             f"{weights}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+    # safetensors has no checksum: damaged bytes read as weights would surface later as NaN logits
+    bad = next((name for name, t in model.state_dict().items() if not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{weights}: {bad} holds NaN or infinite values (a damaged file, or a diverged run)")
     return model.to(device).eval()

@@ -23,6 +23,7 @@ SEPARATOR = "---------------"  # a line of its own between samples (--samples N)
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from qkv.checkpoint import CheckpointError
     from qkv.data.text import read_text
     from qkv.data.tokenizers import decode_stream
     from qkv.decoding.generate import crop_prompt, generate
@@ -48,9 +49,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         tokens = generate(
             model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator, stop_token=stop
         )
-        for piece in decode_stream(tokenizer, _copied(tokens, made)):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        try:
+            for piece in decode_stream(tokenizer, _copied(tokens, made)):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except FloatingPointError as err:
+            raise CheckpointError(f"{args.model}: {err}") from None
         sys.stdout.write("\n")
         if len(made) < args.max_new_tokens:
             print(

@@ -39,4 +39,9 @@ def sample(
     if temperature <= 0.0:
         return logits.argmax(-1)
     probs = top_p(top_k(logits / temperature, k), p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    try:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    except RuntimeError:  # PyTorch's message speaks of probabilities; the cause is the model's scores
+        if torch.isfinite(logits).all():
+            raise
+        raise FloatingPointError("the model's next-token scores are NaN or infinite (damaged weights?)") from None

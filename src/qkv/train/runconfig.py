@@ -42,6 +42,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     """The config file as a dict with every section present, overrides applied, top-level keys checked."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, not a run config (a TOML file, such as those in configs/)")
     if not p.is_file():
         raise ConfigError(f"{p}: no such file")
     try:
