@@ -1,5 +1,7 @@
 """BERT: parity with Hugging Face (pre-training and classification), padding, shared blocks."""
 
+import json
+
 import pytest
 import torch
 
@@ -34,29 +36,43 @@ def inputs():
     return tokens, segments, mask
 
 
-@pytest.mark.parametrize("arch", ["BertForPreTraining", "BertForSequenceClassification"])
-def test_hf_bert_parity_and_round_trip(tmp_path, arch):
+@pytest.mark.parametrize(
+    "arch", ["BertForPreTraining", "BertForMaskedLM", "bert-base-uncased", "BertForSequenceClassification"]
+)
+def test_hf_bert_parity_and_round_trip(tmp_path, capsys, arch):
+    """ "bert-base-uncased": pre-training weights under a config that says BertForMaskedLM, as that
+    checkpoint and most BERTs have; a BertForMaskedLM's own save has no pooler and no NSP head."""
     torch.manual_seed(0)
-    hf = getattr(transformers, arch)(hf_config(num_labels=3)).eval()
-    hf.save_pretrained(tmp_path / "hf")
+    hf = getattr(transformers, "BertForPreTraining" if arch == "bert-base-uncased" else arch)(hf_config(num_labels=3))
+    hf.eval().save_pretrained(tmp_path / "hf")
+    if arch == "bert-base-uncased":
+        config = json.loads((tmp_path / "hf" / "config.json").read_text())
+        (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
+    capsys.readouterr()
     assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "qkv")]) == 0
+    assert ("no pooler or next-sentence head" in capsys.readouterr().err) == (arch == "BertForMaskedLM")
     ours = load(tmp_path / "qkv")
     assert all(type(layer) is TransformerBlock for layer in ours.encoder.layers)
     tokens, segments, mask = inputs()
     with torch.no_grad():
         ref = hf(input_ids=tokens, token_type_ids=segments, attention_mask=mask)
         got = ours(tokens, segments)
-    if arch == "BertForPreTraining":
+    if arch == "BertForSequenceClassification":
+        assert got.logits.shape == (3, 3) and (got.logits - ref.logits).abs().max() <= 1e-4
+    elif arch == "BertForMaskedLM":
+        assert (got.logits - ref.logits).abs().max() <= 1e-4
+    else:
         assert (got.logits - ref.prediction_logits).abs().max() <= 1e-4
         assert (got.nsp_logits - ref.seq_relationship_logits).abs().max() <= 1e-4
-    else:
-        assert got.logits.shape == (3, 3) and (got.logits - ref.logits).abs().max() <= 1e-4
     assert main(["convert", "--to-hf", str(tmp_path / "qkv"), "--out", str(tmp_path / "back")]) == 0
-    back = getattr(transformers, arch).from_pretrained(tmp_path / "back").eval()
+    back_arch = arch if arch.startswith("BertForSeq") else "BertForPreTraining"  # what qkv writes
+    back = getattr(transformers, back_arch).from_pretrained(tmp_path / "back").eval()
     with torch.no_grad():
         again = back(input_ids=tokens, token_type_ids=segments, attention_mask=mask)
-    first = again.prediction_logits if arch == "BertForPreTraining" else again.logits
+    first = again.logits if arch.startswith("BertForSeq") else again.prediction_logits
     assert (first - got.logits).abs().max() <= 1e-4
+    if got.nsp_logits is not None:
+        assert (again.seq_relationship_logits - got.nsp_logits).abs().max() <= 1e-4
 
 
 def test_padding_does_not_change_real_positions():

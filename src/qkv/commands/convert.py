@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from qkv.commands import UsageError, not_an_input, refuse_nonempty
@@ -28,7 +29,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{src / 'config.json'}: model_type {model_type!r} is not supported ({sorted(by_model_type)})"
             )
-        model = by_model_type[model_type].from_hf(src, out)
+        with warnings.catch_warnings(record=True) as caught:  # one line each, not Python's warning format
+            warnings.simplefilter("always")
+            model = by_model_type[model_type].from_hf(src, out)
+        for w in caught:
+            print(f"note: {w.message}", file=sys.stderr)
         from qkv.data.subword import PairTokenizer
         from qkv.data.tokenizers import TokenizerError, load_tokenizer
         from qkv.data.wordpiece import WordPieceTokenizer

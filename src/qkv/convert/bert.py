@@ -1,4 +1,4 @@
-"""BERT checkpoints in the Hugging Face layout (BertForPreTraining, BertForSequenceClassification)
+"""BERT checkpoints in the Hugging Face layout (BertForPreTraining or ...ForMaskedLM, ...ForSequenceClassification)
 <-> qkv BERT checkpoints. Hugging Face keeps separate query/key/value projections; qkv fuses them
 into one (3D, D) matrix, so they are concatenated in that order (and split again on the way back).
 """
@@ -6,6 +6,7 @@ into one (3D, D) matrix, so they are concatenated in that order (and split again
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,7 +16,14 @@ from qkv.convert.common import copy_files, load_renamed, read_json, read_tensors
 from qkv.models.bert import Bert, BertConfig
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-_HEADS = {"BertForPreTraining": "pretraining", "BertForSequenceClassification": "sequence_classification"}
+_HEADS = {
+    "BertForPreTraining": "pretraining",
+    # what most BERT checkpoints name themselves, bert-base-uncased among them; their files hold the
+    # pre-training weights, or (when saved by BertForMaskedLM) all but the pooler and the NSP head
+    "BertForMaskedLM": "pretraining",
+    "BertForSequenceClassification": "sequence_classification",
+}
+_NOT_IN_MASKED_LM = ("pooler.weight", "pooler.bias", "nsp.weight", "nsp.bias")
 
 # (Hugging Face name inside bert.encoder.layer.{i}, qkv name inside encoder.layers.{i})
 _LAYER = [
@@ -94,6 +102,13 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path) -> Bert:
     if raw:
         raise CheckpointError(f"{hf_dir / 'model.safetensors'}: unexpected weights {sorted(raw)[:4]}")
     model = Bert(config)
+    absent = [name for name in _NOT_IN_MASKED_LM if config.head == "pretraining" and name not in tensors]
+    if absent:  # kept at their initial values, as transformers does when it loads such a file
+        tensors.update({name: model.state_dict()[name] for name in absent})
+        warnings.warn(
+            f"{hf_dir / 'model.safetensors'}: no pooler or next-sentence head (saved by BertForMaskedLM): they "
+            "start from random values, as in transformers; the masked-LM outputs are the checkpoint's"
+        )
     load_renamed(model, tensors, hf_dir / "model.safetensors")
     save(model, out_dir)
     copy_files(hf_dir, out_dir, TOKENIZER_FILES)
