@@ -82,6 +82,26 @@ def test_convert_refuses_pickles_and_bad_shapes(hf_gpt2_dir, capsys):
     assert not (tmp / "o2").exists() or not any((tmp / "o2").iterdir())
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"n_embd": None}, "config.json: no 'n_embd' entry"),  # None: the entry is removed
+        ({"n_embd": "48"}, "config.json: GPTConfig.d_model: expected int, got str '48'"),
+        ({"n_head": 5}, "config.json: d_model=48 is not divisible by n_heads=5"),
+    ],
+)
+def test_convert_names_the_config_entry_it_cannot_use(hf_gpt2_dir, capsys, change, message):
+    tmp, _ = hf_gpt2_dir
+    cfg = json.loads((tmp / "hf" / "config.json").read_text())
+    cfg = {k: v for k, v in (cfg | change).items() if v is not None}
+    bad = tmp / f"bad-{len(list(tmp.iterdir()))}"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps(cfg))
+    assert main(["convert", "--from-hf", str(bad), "--out", str(tmp / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_cached_logits_equal_full_forward_at_every_step():
     model = tiny_gpt()
     tokens = torch.randint(0, 50, (2, 20))

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from qkv.checkpoint import CheckpointError, save
-from qkv.convert.common import copy_files, load_renamed, read_json, read_tensors, write_tensors
+from qkv.convert.common import copy_files, load_renamed, names_the_file, read_json, read_tensors, write_tensors
 from qkv.models.bert import Bert, BertConfig
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -58,6 +58,7 @@ def _head_names(head: str) -> list[tuple[str, str]]:
     return _GLOBAL + (_PRETRAINING if head == "pretraining" else _CLASSIFIER)
 
 
+@names_the_file
 def config_from_hf(hf: dict, source: Path) -> BertConfig:
     arch = (hf.get("architectures") or ["BertForPreTraining"])[0]
     if hf.get("model_type", "bert") != "bert" or arch not in _HEADS:

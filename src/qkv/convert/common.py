@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -12,15 +14,38 @@ from safetensors.torch import save_file
 from torch import nn
 
 from qkv.checkpoint import CheckpointError, atomic_write
+from qkv.config import ConfigError
+
+T = TypeVar("T")
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object (config.json, vocab.json); CheckpointError naming the file otherwise."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return value
+
+
+def names_the_file(config_from_hf: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a `config_from_hf(hf, source, ...)`: an entry it needs that is missing, or a value of the
+    wrong type or range, becomes one CheckpointError naming `source` (the config.json)."""
+
+    @functools.wraps(config_from_hf)
+    def read(hf: dict, source: Path, *args, **kwargs) -> T:
+        try:
+            return config_from_hf(hf, source, *args, **kwargs)
+        except KeyError as err:
+            raise CheckpointError(f"{source}: no {err.args[0]!r} entry") from None
+        except (ConfigError, TypeError) as err:
+            raise CheckpointError(f"{source}: {err}") from None
+
+    return read
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qkv.checkpoint import CheckpointError, save
-from qkv.convert.common import copy_files, load_renamed, read_json, read_tensors, write_tensors
+from qkv.convert.common import copy_files, load_renamed, names_the_file, read_json, read_tensors, write_tensors
 from qkv.models.gpt import GPT, GPTConfig
 
 # GPT-2's own files, then qkv's: a byte-level BPE trained here (tokenizers' format, which transformers
@@ -41,6 +41,7 @@ _GLOBAL = [
 ]
 
 
+@names_the_file
 def config_from_hf(hf: dict, source: Path) -> GPTConfig:
     if hf.get("model_type", "gpt2") != "gpt2":
         raise CheckpointError(f"{source}: model_type is {hf.get('model_type')!r}, not 'gpt2'")

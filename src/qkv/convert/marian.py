@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from qkv.checkpoint import CheckpointError, save
-from qkv.convert.common import copy_files, load_renamed, read_json, read_tensors, write_tensors
+from qkv.convert.common import copy_files, load_renamed, names_the_file, read_json, read_tensors, write_tensors
 from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 
 
@@ -130,6 +130,7 @@ def _marian_config(c) -> dict:
     }
 
 
+@names_the_file
 def config_from_hf(hf: dict, source: Path, output_bias: bool = False) -> Seq2SeqConfig:
     """The qkv config of a MarianConfig (as JSON), or a CheckpointError naming what qkv cannot express.
     output_bias: whether the model keeps Marian's final_logits_bias (qkv's own exports have zeros)."""

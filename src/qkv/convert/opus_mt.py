@@ -50,8 +50,9 @@ def from_opus_mt(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     pad, eos = hf.get("pad_token_id"), hf.get("eos_token_id")
     if hf.get("decoder_start_token_id", pad) != pad or "<unk>" not in vocab:
         raise CheckpointError(f"{hf_dir}: expected decoding to start from <pad> and an <unk> in vocab.json")
-    if sorted(vocab.values()) != list(range(hf["vocab_size"])):
-        raise CheckpointError(f"{hf_dir / 'vocab.json'}: does not number 0..{hf['vocab_size'] - 1} once each")
+    n = hf.get("vocab_size")
+    if not isinstance(n, int) or sorted(vocab.values()) != list(range(n)):
+        raise CheckpointError(f"{hf_dir / 'vocab.json'}: does not number 0 .. vocab_size - 1 ({n!r}) once each")
     pieces, take = reorder(vocab, pad, eos, vocab["<unk>"])
     weights = hf_dir / "model.safetensors"
     raw = read_tensors(weights)
@@ -59,7 +60,7 @@ def from_opus_mt(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     for name in ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"):
         if name in raw:
             raw[name] = raw[name][index]  # (V + 1, D) rows in qkv's order
-    bias = raw.get("final_logits_bias", torch.zeros(1, hf["vocab_size"]))[:, index]  # (1, V + 1), a copy
+    bias = raw.get("final_logits_bias", torch.zeros(1, n))[:, index]  # (1, V + 1), a copy
     bias[0, :2] = NEVER
     raw["final_logits_bias"] = bias
     size = {"vocab_size": len(pieces), "decoder_vocab_size": len(pieces)}
