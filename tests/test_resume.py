@@ -325,6 +325,23 @@ def test_resume_with_another_model_is_refused(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in last.iterdir()} == before  # the checkpoint is untouched
 
 
+@pytest.mark.parametrize("damaged", ["model.safetensors", "training_state.safetensors"])
+def test_a_damaged_checkpoint_is_refused_before_anything_is_written(tmp_path, capsys, damaged):
+    """Once a cut file surfaced as a safetensors traceback after run_config.json had been rewritten."""
+    cfg = lm_config(tmp_path, "run", steps=4, eval_every=2)
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    data = (run / "last" / damaged).read_bytes()
+    (run / "last" / damaged).write_bytes(data[: len(data) // 2])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(run), "--set", "train.steps=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"qkv train: error: {run / 'last' / damaged}: cannot be read as safetensors (")
+    assert len(err.splitlines()) == 1
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_resuming_a_finished_run_says_to_raise_the_steps(tmp_path, capsys):
     """Resuming at or past train.steps once trained nothing and printed a summary as if it had."""
     cfg = lm_config(tmp_path, "run", steps=4, eval_every=2)

@@ -116,11 +116,9 @@ def read_config(path: str | Path):
         raise CheckpointError(str(err)) from None
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved in directory `path`, in eval mode."""
-    family, config = read_config(path)
-    model = FAMILIES[family][1](config)
-    weights = Path(path) / "model.safetensors"
+def load_weights(model: nn.Module, weights: Path, device: str | torch.device = "cpu") -> None:
+    """Read `weights` (a model.safetensors) into `model`, every name and shape checked; CheckpointError
+    naming the file when it is missing, damaged or of another model."""
     if not weights.is_file():
         raise CheckpointError(f"{weights}: no such file")
     try:
@@ -134,6 +132,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         raise CheckpointError(
             f"{weights}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in directory `path`, in eval mode."""
+    family, config = read_config(path)
+    model = FAMILIES[family][1](config)
+    weights = Path(path) / "model.safetensors"
+    load_weights(model, weights, device)
     # safetensors has no checksum: damaged bytes read as weights would surface later as NaN logits
     bad = next((name for name, t in model.state_dict().items() if not torch.isfinite(t).all()), None)
     if bad is not None:

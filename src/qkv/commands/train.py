@@ -37,7 +37,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import for_run as optim_for_run
     from qkv.train.runconfig import load_run_config, section_config
-    from qkv.train.state import saved_step
+    from qkv.train.state import check_readable, saved_step
 
     run = load_run_config(args.config, args.set)
     source = run["_source"]
@@ -70,6 +70,8 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     model, task = TASKS[run["task"]](run, loop)  # reads and checks the data before anything is written
     if resume is not None and read_config(resume)[1] != model.config:
         raise UsageError(f"{resume}/config.json: the model there differs from the one {source} describes")
+    if resume is not None:
+        check_readable(resume)
     if resume is not None and ranks.main:
         _say_if_the_schedule_changed(resume, optim, saved_step(resume) + 1, model.config.d_model)
     if ranks.world > 1:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from qkv.checkpoint import CheckpointError, replace_directory, save
+from qkv.checkpoint import CheckpointError, load_weights, replace_directory, save
 from qkv.config import Config, require
 from qkv.train import distributed, fsdp
 from qkv.train.distributed import Ranks
@@ -228,16 +228,14 @@ def _start(model, task, optimizer, optim: OptimConfig, resume: Path | None, rank
         task.shard(ranks.rank, ranks.world)  # before resuming, which restores this rank's own data position
     if resume is None:
         return 1, math.inf
-    from safetensors.torch import load_model
-
     if fsdp.is_sharded(model):  # read the single-process layout into plain copies, then shard them in
         plain = fsdp.plain_copy(model)
         plain_opt = optim.build(plain)
-        load_model(plain, str(resume / "model.safetensors"))
+        load_weights(plain, resume / "model.safetensors")
         record = load_state(resume, plain_opt, task, ranks.rank, ranks.world)
         fsdp.load_full(model, optimizer, plain, plain_opt)
     else:
-        load_model(model, str(resume / "model.safetensors"), device=str(next(model.parameters()).device))
+        load_weights(model, resume / "model.safetensors", next(model.parameters()).device)
         record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
     return record["step"] + 1, record.get("best_val_loss", math.inf)
 

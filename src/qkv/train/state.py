@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -54,6 +55,17 @@ def saved_step(directory: Path) -> int:
         raise CheckpointError(f"{directory / STATE_JSON}: training state cannot be read ({err})") from None
 
 
+def check_readable(directory: Path) -> None:
+    """Open the headers of a resumable checkpoint's two safetensors files (which also checks that
+    they cover the whole file): a damaged one is an error before a resumed run writes anything."""
+    for file in (directory / "model.safetensors", directory / STATE_TENSORS):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (OSError, SafetensorError) as err:
+            raise CheckpointError(f"{file}: cannot be read as safetensors ({err})") from None
+
+
 def load_state(
     directory: Path, optimizer: torch.optim.Optimizer, task, rank: int = 0, world: int = 1
 ) -> dict[str, Any]:
@@ -65,8 +77,8 @@ def load_state(
     try:
         record = json.loads(json_file.read_text(encoding="utf-8"))
         tensors = load_file(str(tensor_file))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{directory}: training state cannot be read ({err})") from None
+    except (OSError, ValueError, SafetensorError) as err:
+        raise CheckpointError(f"{tensor_file}: training state cannot be read ({err})") from None
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
