@@ -90,6 +90,21 @@ def test_plot_attention_gpt(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == "qkv plot: error: --text is empty: a GPT needs at least one token to attend over"
     )
+    long = [
+        "plot",
+        "attention",
+        "--model",
+        str(tmp_path / "gpt"),
+        "--text",
+        "how are you? " * 5,
+        "--out",
+        str(tmp_path / "l"),
+    ]
+    assert main(long) == 0  # 65 characters, 32 positions: the end of the text, and a note that says so
+    assert capsys.readouterr().err.strip() == (
+        "qkv plot: note: --text has 65 tokens; plotted its last 32, as many as fit the model's positions"
+    )
+    assert _is_png(tmp_path / "l" / "self_attention.png")
 
 
 def test_plot_positions_and_schedule(tmp_path):

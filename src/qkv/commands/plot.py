@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from qkv.commands import UsageError, at_least, visible, writable
@@ -54,18 +55,31 @@ def cmd_attention(args: argparse.Namespace) -> list[Path]:
         from qkv.data.wordpiece import WordPieceTokenizer
 
         tok = WordPieceTokenizer.load(model_dir)
-        ids = [tok.cls_id, *tok.encode_batch([args.text])[0][: model.config.max_len - 2], tok.sep_id]
+        words = _fitted(tok.encode_batch([args.text])[0], model.config.max_len - 2, "first")
+        ids = [tok.cls_id, *words, tok.sep_id]
         labels = [tok.tok.id_to_token(i) for i in ids]
         paths = plot_bert(model, ids, labels, out, args.layer, args.head)
     else:
         from qkv.data.tokenizers import load_tokenizer
 
         tok = load_tokenizer(model_dir)
-        ids = tok.encode(args.text)[-model.config.block_size :]
+        ids = _fitted(tok.encode(args.text), model.config.block_size, "last")
         if not ids:
             raise UsageError("--text is empty: a GPT needs at least one token to attend over")
         paths = plot_gpt(model, ids, [visible(tok.decode([i])) for i in ids], out, args.layer, args.head)
     return paths
+
+
+def _fitted(ids: list[int], room: int, keep: str) -> list[int]:
+    """The first or last `room` ids, with a note on stderr when that drops some (the plot would
+    otherwise show less than --text without saying so)."""
+    if len(ids) <= room:
+        return ids
+    print(
+        f"qkv plot: note: --text has {len(ids)} tokens; plotted its {keep} {room}, as many as fit the model's positions",
+        file=sys.stderr,
+    )
+    return ids[:room] if keep == "first" else ids[-room:]
 
 
 def cmd_positions(args: argparse.Namespace) -> list[Path]:
