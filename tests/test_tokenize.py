@@ -46,6 +46,10 @@ def test_bert_wordpiece_and_translation_bpe_sides(tmp_path, capsys):
     enc = wp.tok.encode("the dog runs", add_special_tokens=False)
     expected = " ".join(f"{t}[{i}]" for t, i in zip(enc.tokens, enc.ids))
     assert run(capsys, tmp_path / "bert", "the dog runs")[1] == expected
+    assert main(["tokenize", "--model", str(tmp_path / "bert"), "--text", "a", "--side", "target"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "qkv tokenize: error: --side target: a bert model has one tokenizer (--side chooses an encoder-decoder's)"
+    )
     pair = PairTokenizer.train(["ein Hund läuft"] * 20, ["a dog runs"] * 20, vocab_size=40, shared=False)
     sizes = pair.src.get_vocab_size(), pair.tgt.get_vocab_size()
     cfg = Seq2SeqConfig(*sizes, n_encoder_layers=1, n_decoder_layers=1, share_embeddings=False, **SMALL)

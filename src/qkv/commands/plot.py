@@ -76,7 +76,8 @@ def _fitted(ids: list[int], room: int, keep: str) -> list[int]:
     if len(ids) <= room:
         return ids
     print(
-        f"qkv plot: note: --text has {len(ids)} tokens; plotted its {keep} {room}, as many as fit the model's positions",
+        f"qkv plot: note: --text has {len(ids)} tokens; plotted its {keep} {room}, "
+        "as many as fit the model's positions",
         file=sys.stderr,
     )
     return ids[:room] if keep == "first" else ids[-room:]

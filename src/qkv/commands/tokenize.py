@@ -8,11 +8,14 @@ from pathlib import Path
 from qkv.commands import UsageError, visible
 
 
-def tokens(model_dir: Path, text: str, side: str) -> list[tuple[int, str]]:
-    """(id, token) pairs of `text` under the tokenizer saved with the checkpoint `model_dir`."""
+def tokens(model_dir: Path, text: str, side: str | None = None) -> list[tuple[int, str]]:
+    """(id, token) pairs of `text` under the tokenizer saved with the checkpoint `model_dir`; side:
+    an encoder-decoder's "source" (the default) or "target" tokenizer."""
     from qkv.checkpoint import read_config
 
     family, _ = read_config(model_dir)
+    if side is not None and family != "seq2seq":
+        raise UsageError(f"--side {side}: a {family} model has one tokenizer (--side chooses an encoder-decoder's)")
     if family == "gpt":  # characters or byte-level BPE; a token's text may be part of a character
         from qkv.data.tokenizers import load_tokenizer
 
@@ -31,7 +34,7 @@ def tokens(model_dir: Path, text: str, side: str) -> list[tuple[int, str]]:
     from qkv.data.subword import PairTokenizer
 
     pair = PairTokenizer.load(model_dir)
-    enc = (pair.src if side == "source" else pair.tgt).encode(text)
+    enc = (pair.tgt if side == "target" else pair.src).encode(text)
     return list(zip(enc.ids, enc.tokens))
 
 
@@ -55,5 +58,5 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--model", required=True, help="checkpoint directory (with its tokenizer)")
     p.add_argument("--text", required=True, help="the text to tokenize")
-    p.add_argument("--side", choices=["source", "target"], default="source", help="encoder-decoder: which tokenizer")
+    p.add_argument("--side", choices=["source", "target"], help="encoder-decoder: which tokenizer (default source)")
     p.set_defaults(handler=cmd_tokenize)
