@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from qkv.checkpoint import load
 from qkv.cli import main
@@ -45,9 +46,14 @@ def test_hf_bert_parity_and_round_trip(tmp_path, capsys, arch):
     torch.manual_seed(0)
     hf = getattr(transformers, "BertForPreTraining" if arch == "bert-base-uncased" else arch)(hf_config(num_labels=3))
     hf.eval().save_pretrained(tmp_path / "hf")
-    if arch == "bert-base-uncased":
+    if arch == "bert-base-uncased":  # and LayerNorm scales and shifts named as the TensorFlow original named them
         config = json.loads((tmp_path / "hf" / "config.json").read_text())
         (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
+        weights = load_file(tmp_path / "hf" / "model.safetensors")
+        old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in weights.items()}  # fmt: skip
+        assert sum(k.endswith("LayerNorm.gamma") for k in old) == 2 * 2 + 2  # 2 a layer, embeddings, MLM head
+        save_file(old, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
     capsys.readouterr()
     assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "qkv")]) == 0
     assert ("no pooler or next-sentence head" in capsys.readouterr().err) == (arch == "BertForMaskedLM")

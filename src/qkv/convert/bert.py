@@ -82,11 +82,20 @@ def config_from_hf(hf: dict, source: Path) -> BertConfig:
     )
 
 
+def _modern(name: str) -> str:
+    """Files converted from the original TensorFlow BERT (bert-base-uncased's model.safetensors among
+    them) name a LayerNorm's scale and shift `gamma` and `beta`; transformers renames them on load."""
+    for old, new in (("LayerNorm.gamma", "LayerNorm.weight"), ("LayerNorm.beta", "LayerNorm.bias")):
+        if name.endswith(old):
+            return name[: -len(old)] + new
+    return name
+
+
 def from_hf(hf_dir: str | Path, out_dir: str | Path) -> Bert:
     """Read a Hugging Face BERT directory (config.json, model.safetensors, vocab.txt) into a qkv checkpoint."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     config = config_from_hf(read_json(hf_dir / "config.json"), hf_dir / "config.json")
-    raw = read_tensors(hf_dir / "model.safetensors")
+    raw = {_modern(k): v for k, v in read_tensors(hf_dir / "model.safetensors").items()}
     raw.pop("bert.embeddings.position_ids", None)
     raw.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
     raw.pop("cls.predictions.decoder.bias", None)  # the same tensor as cls.predictions.bias
