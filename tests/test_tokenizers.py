@@ -4,6 +4,7 @@ import pytest
 
 from qkv.data.lm import LMData
 from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TokenizerError, decode_stream, load_tokenizer
+from qkv.data.wordpiece import WordPieceTokenizer
 
 TEXT = "Grüße aus Köln! 東京へ行きます。 naïve café — emoji 🙂 and plain ASCII words.\n" * 30
 
@@ -110,3 +111,20 @@ def test_wordpiece_training_gives_the_same_ids_in_every_process(tmp_path):
         vocabs.append((out / "vocab.txt").read_text())
     assert vocabs[0] == vocabs[1] == vocabs[2]
     assert vocabs[0].splitlines()[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.mark.parametrize("lower", [True, False, None])
+def test_a_bert_vocab_txt_lowercases_as_its_tokenizer_config_says(tmp_path, lower):
+    """A Hugging Face BERT directory may bring only vocab.txt: tokenizer_config.json's do_lower_case
+    says whether it is a cased model (bert-base-cased), absent meaning uncased; the ids must be the
+    ones transformers' BertTokenizer gives."""
+    transformers = pytest.importorskip("transformers")
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "The", "dog", "Dog", "café", "cafe", ",", "##s"]
+    (tmp_path / "vocab.txt").write_text("".join(p + "\n" for p in pieces), encoding="utf-8")
+    if lower is not None:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lower}))
+    text = "The Dogs, the café"
+    ours = WordPieceTokenizer.load(tmp_path).encode_batch([text])[0]
+    theirs = transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=lower is not False)
+    assert ours == theirs.encode(text, add_special_tokens=False)
+    assert (pieces.index("The") in ours) == (lower is False)

@@ -1,7 +1,8 @@
 """WordPiece tokenizers for BERT, trained with Hugging Face `tokenizers` or read from a BERT vocab.txt.
 
-Text is lower-cased and accents stripped (as the uncased BERT models), split on whitespace and
-punctuation, then into word pieces ("##" marks a piece that continues a word).
+Text is lower-cased and accents stripped (as the uncased BERT models; a vocab.txt whose
+tokenizer_config.json says `do_lower_case: false` keeps its case), split on whitespace and punctuation,
+then into word pieces ("##" marks a piece that continues a word).
 """
 
 from __future__ import annotations
@@ -73,9 +74,24 @@ class WordPieceTokenizer:
             if (d / "tokenizer.json").is_file():
                 return cls(Tokenizer.from_file(str(d / "tokenizer.json")))
             if (d / "vocab.txt").is_file():
-                return cls.from_vocab_txt(d / "vocab.txt")
+                return cls.from_vocab_txt(d / "vocab.txt", _lowercase(d))
         except TokenizerError:
             raise
         except Exception as err:  # the tokenizers library raises its own exception types
             raise TokenizerError(f"{d}: tokenizer cannot be read ({str(err).splitlines()[0]})") from None
         raise TokenizerError(f"{d}: no WordPiece tokenizer (tokenizer.json or vocab.txt)")
+
+
+def _lowercase(directory: Path) -> bool:
+    """Whether a vocab.txt's BERT lower-cases its text: `do_lower_case` in the tokenizer_config.json
+    beside it (a cased model, bert-base-cased, says false), else True, the uncased models' (and
+    transformers' BertTokenizer's) default."""
+    import json
+
+    config = directory / "tokenizer_config.json"
+    if not config.is_file():
+        return True
+    value = json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True)
+    if not isinstance(value, bool):
+        raise TokenizerError(f"{config}: do_lower_case is {value!r}, not true or false")
+    return value
