@@ -121,8 +121,8 @@ def test_opus_mt_tokens_logits_and_translations(opus_dir, tmp_path):
     ]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "charsmap", "not_protobuf", "bpe"])
-def test_a_damaged_or_unsupported_spm_is_one_line_exit_2(opus_dir, tmp_path, capsys, damage):
+@pytest.mark.parametrize("damage", ["truncated", "charsmap", "not_protobuf", "bpe", "separate_vocabs"])
+def test_a_damaged_or_unsupported_opus_mt_file_is_one_line_exit_2(opus_dir, tmp_path, capsys, damage):
     d = tmp_path / "opus"
     shutil.copytree(opus_dir, d)
     data = (d / "source.spm").read_bytes()
@@ -133,6 +133,9 @@ def test_a_damaged_or_unsupported_spm_is_one_line_exit_2(opus_dir, tmp_path, cap
         at = data.index(read_spm(d / "source.spm").charsmap)
         (d / "source.spm").write_bytes(data[:at] + b"\xff\xff\xff\x7f" + data[at + 4 :])
         expected = "source.spm: not a SentencePiece model (its normaliser map"
+    elif damage == "separate_vocabs":  # the newer models' layout: a vocabulary for each side
+        (d / "target_vocab.json").write_text((d / "vocab.json").read_text())
+        expected = "opus: separate source and target vocabularies (target_vocab.json, decoder_vocab_size)"
     elif damage == "not_protobuf":
         (d / "source.spm").write_text("<html>404 Not Found</html>\n")
         expected = "source.spm: not a SentencePiece model"

@@ -51,6 +51,11 @@ def from_opus_mt(hf_dir: str | Path, out_dir: str | Path) -> EncoderDecoder:
     if hf.get("decoder_start_token_id", pad) != pad or "<unk>" not in vocab:
         raise CheckpointError(f"{hf_dir}: expected decoding to start from <pad> and an <unk> in vocab.json")
     n = hf.get("vocab_size")
+    if (hf_dir / "target_vocab.json").exists() or hf.get("decoder_vocab_size", n) != n:
+        raise CheckpointError(
+            f"{hf_dir}: separate source and target vocabularies (target_vocab.json, decoder_vocab_size) are "
+            "not read here; only opus-mt models with one vocab.json"
+        )
     if not isinstance(n, int) or sorted(vocab.values()) != list(range(n)):
         raise CheckpointError(f"{hf_dir / 'vocab.json'}: does not number 0 .. vocab_size - 1 ({n!r}) once each")
     pieces, take = reorder(vocab, pad, eos, vocab["<unk>"])
