@@ -81,6 +81,22 @@ def test_hf_bert_parity_and_round_trip(tmp_path, capsys, arch):
         assert (again.seq_relationship_logits - got.nsp_logits).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize(
+    "extra, problem",
+    [
+        ({"num_labels": 1}, "regression"),
+        ({"num_labels": 3, "problem_type": "multi_label_classification"}, "multi_label"),
+    ],
+)
+def test_a_classifier_that_is_not_single_label_is_refused(tmp_path, capsys, extra, problem):
+    """qkv classify takes the softmax's best label: a regression head (STS-B) or independent sigmoid
+    labels converted as if single-label would print confident nonsense."""
+    transformers.BertForSequenceClassification(hf_config(**extra)).save_pretrained(tmp_path / "hf")
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "q")]) == 2
+    assert f"problem_type '{problem}" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists() or not any((tmp_path / "q").iterdir())
+
+
 def test_padding_does_not_change_real_positions():
     torch.manual_seed(0)
     model = Bert(BertConfig(vocab_size=50, max_len=32, d_model=32, n_heads=4, n_layers=2, d_ff=64)).eval()

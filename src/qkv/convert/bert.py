@@ -65,6 +65,12 @@ def config_from_hf(hf: dict, source: Path) -> BertConfig:
         raise CheckpointError(f"{source}: {arch!r} is not supported (supported: {sorted(_HEADS)})")
     if hf.get("position_embedding_type", "absolute") != "absolute" or hf.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"{source}: only absolute positions and the exact GELU are supported")
+    n_labels = len(hf.get("id2label") or {0: 0, 1: 1})
+    problem = hf.get("problem_type") or ("regression" if n_labels == 1 else "single_label_classification")
+    if _HEADS[arch] == "sequence_classification" and problem != "single_label_classification":
+        # qkv's classifier picks one label by softmax; a regression score or independent sigmoid labels
+        # would come out as a confident but meaningless label
+        raise CheckpointError(f"{source}: problem_type {problem!r}; only single-label classification converts")
     return BertConfig(
         vocab_size=hf["vocab_size"],
         max_len=hf["max_position_embeddings"],
@@ -77,7 +83,7 @@ def config_from_hf(hf: dict, source: Path) -> BertConfig:
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         norm_eps=hf.get("layer_norm_eps", 1e-12),
         head=_HEADS[arch],
-        n_labels=len(hf.get("id2label") or {0: 0, 1: 1}),
+        n_labels=n_labels,
         pad_id=hf.get("pad_token_id") or 0,
     )
 
