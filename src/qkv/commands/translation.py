@@ -22,11 +22,13 @@ from qkv.data.parallel import read_lines
 
 def _load_translator(path: str, device: str):
     from qkv.data.subword import PairTokenizer
+    from qkv.data.vocab import WordTranslatorTokenizer, saved_word_vocab
 
     model = load_model(path, device)
     if model.family != "seq2seq":
         raise UsageError(f"{path}: is a {model.family} model; translation needs an encoder-decoder")
-    tokenizer = PairTokenizer.load(path)
+    words = saved_word_vocab(path)  # the demo's model
+    tokenizer = WordTranslatorTokenizer(words) if words is not None else PairTokenizer.load(path)
     if tokenizer.vocab_sizes != (model.config.src_vocab_size, model.config.tgt_vocab_size):
         raise UsageError(
             f"{path}: tokenizer vocabulary {tokenizer.vocab_sizes} does not match the model's "

@@ -54,3 +54,19 @@ def saved_word_vocab(directory: str | Path) -> Vocab | None:
 def words_of(text: str) -> list[str]:
     """The demo's tokenization: words split at spaces and hyphens ("twenty-first" -> twenty, first)."""
     return text.replace("-", " ").split()
+
+
+class WordTranslatorTokenizer:
+    """The demo's tokenization behind a translator tokenizer's interface (`PairTokenizer`'s
+    encode_src, decode_tgt and vocab_sizes), so that `qkv translate` and `evaluate` read the demo's
+    model: words in (`words_of`), the date's characters out, one shared vocabulary."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self.vocab_sizes = (len(vocab), len(vocab))
+
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        return [self.vocab.encode(words_of(line)) for line in lines]
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return ["".join(self.vocab.decode(row)) for row in ids]

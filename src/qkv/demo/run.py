@@ -46,8 +46,10 @@ class DemoConfig(Config):
 
 
 def make_batch(pairs, vocab: Vocab):
-    """(date, style) pairs -> src (B, S), decoder input (B, T) starting with <s>, target (B, T) ending with </s>."""
-    src = pad_sequences([vocab.encode(spell(d, s)) for d, s in pairs], vocab.pad_id)
+    """(date, style) pairs -> src (B, S) ending with </s> (as every qkv translator's sources do, so that
+    `qkv translate` reads the demo's model too), decoder input (B, T) starting with <s>, target (B, T)
+    ending with </s>."""
+    src = pad_sequences([vocab.encode(spell(d, s), eos=True) for d, s in pairs], vocab.pad_id)
     tgt = pad_sequences([vocab.encode(iso(d), bos=True, eos=True) for d, _ in pairs], vocab.pad_id)
     return src, tgt[:, :-1], tgt[:, 1:]
 
@@ -109,7 +111,7 @@ def plot_cross_attention(model: EncoderDecoder, vocab: Vocab, pair, prediction: 
     last = weights[-1]["cross"][0]  # (H, T, S)
     heads = [f"head {h + 1}" for h in range(last.size(0))]
     title = f"Cross-attention, decoder layer {len(weights)}: rows produce output, columns are source words"
-    return attention_grid(last, produced, spell(*pair), path, title, heads)
+    return attention_grid(last, produced, spell(*pair) + ["</s>"], path, title, heads)
 
 
 def run_demo(out_dir: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = True, show: int = 6) -> dict:
@@ -127,7 +129,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool
     model_dir = save(model, out_dir / "model")
     vocab.save(model_dir / "vocab.json")
     png = plot_cross_attention(model, vocab, task.test[0], preds[0], out_dir / "cross_attention.png")
-    print(f"\nmodel saved to {model_dir} (qkv.load reads it back); cross-attention heat map: {png}")
+    print(f"\nmodel saved to {model_dir} (qkv translate --model {model_dir} reads it); cross-attention heat map: {png}")
     return {
         "accuracy": accuracy,
         "train_seconds": train_seconds,
