@@ -131,6 +131,12 @@ def input_lines(path: str | None) -> list[str]:
         raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None
 
 
+def lines_named(source: str, line_numbers: list[int]) -> str:
+    """How a note names the lines it is about: the first, and how many more ("in.txt:4 and 2 more")."""
+    n = len(line_numbers)
+    return f"{source}:{line_numbers[0]}" + (f" and {n - 1} more" if n > 1 else "")
+
+
 def encode_text(tokenizer, text: str, where: str) -> list[int]:
     """tokenizer.encode(text), with a refusal naming where the text came from (a file, or --prompt)
     before the line and column that the tokenizer names."""

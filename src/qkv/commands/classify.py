@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from qkv.commands import UsageError, add_device_option, at_least, input_lines, load_model
+from qkv.commands import UsageError, add_device_option, at_least, input_lines, lines_named, load_model
 
 
 def predict(
@@ -45,10 +45,10 @@ def note_cut(model, source: str, line_numbers: list[int]) -> None:
     """One line on stderr when sentences were longer than the model's positions: the label of a cut
     sentence comes from its beginning only, which the user should know (BERT reads at most max_len)."""
     if line_numbers:
-        n, limit = len(line_numbers), model.config.max_len - 2
-        which = f"{source}:{line_numbers[0]}" + (f" and {n - 1} more" if n > 1 else "")
+        limit = model.config.max_len - 2
         print(
-            f"qkv classify: note: {which} longer than the model's {limit} tokens: labelled from the first {limit}",
+            f"qkv classify: note: {lines_named(source, line_numbers)} longer than the model's {limit} tokens: "
+            f"labelled from the first {limit}",
             file=sys.stderr,
         )
 

@@ -12,6 +12,7 @@ from qkv.commands import (
     at_least,
     in_range,
     input_lines,
+    lines_named,
     load_model,
     not_an_input,
     refuse_nonempty,
@@ -41,11 +42,11 @@ def note_long(command: str, source: str, longest: int | None, line_numbers: list
     """One line on stderr when inputs were longer than any training sentence (`longest_trained_source`):
     their translations may cover only part of them, which the user should know."""
     if line_numbers:
-        n = len(line_numbers)
-        which = f"{source}:{line_numbers[0]}" + (f" and {n - 1} more are" if n > 1 else " is")
+        many = len(line_numbers) > 1
         print(
-            f"qkv {command}: note: {which} longer than any sentence the model was trained on ({longest} "
-            f"tokens): the translation may cover only part of {'them' if n > 1 else 'it'}; give one sentence a line",
+            f"qkv {command}: note: {lines_named(source, line_numbers)} {'are' if many else 'is'} longer than any "
+            f"sentence the model was trained on ({longest} tokens): the translation may cover only part of "
+            f"{'them' if many else 'it'}; give one sentence a line",
             file=sys.stderr,
         )
 
