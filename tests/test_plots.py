@@ -135,3 +135,23 @@ def test_plot_schedule_of_every_task(tmp_path, capsys):
     noam = ["--set", "optim.schedule=noam", "--set", "optim.lr=1.0", "--set", "model.preset=nope"]
     assert main(["plot", "schedule", "configs/sst2.toml", *noam, "--out", str(tmp_path / "n.png")]) == 2
     assert "[model] preset must be one of ['bert-base', " in capsys.readouterr().err
+
+
+def test_attention_grid_labels_the_outer_panels_only(tmp_path, monkeypatch):
+    """Every panel has the same tokens, so the rows are named on the left column and the columns under
+    the last panel of each column (a panel with an empty slot below it included)."""
+    from qkv.viz import heatmap
+
+    figures = []
+    monkeypatch.setattr(heatmap.plt, "close", figures.append)  # keep the figure to look at it
+    titles = [f"head {i}" for i in range(6)]
+    path = heatmap.attention_grid(torch.rand(6, 3, 4), list("abc"), list("wxyz"), tmp_path / "g.png", "t", titles)
+    assert _is_png(path)
+    panels = figures[0].axes[:6]  # 2 rows of 4 slots; the last two slots are empty
+
+    def named(labels):
+        return [t.get_text() for t in labels]
+
+    assert [i for i, ax in enumerate(panels) if ax.get_xticklabels()] == [2, 3, 4, 5]
+    assert [i for i, ax in enumerate(panels) if ax.get_yticklabels()] == [0, 4]
+    assert named(panels[3].get_xticklabels()) == list("wxyz") and named(panels[4].get_yticklabels()) == list("abc")
