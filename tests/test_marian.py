@@ -28,7 +28,8 @@ def test_marian_export_matches(tmp_path):
 
 def test_convert_to_hf_from_the_cli(tmp_path, capsys):
     """`qkv convert --to-hf` writes an encoder-decoder as MarianMTModel (tokenizer file alongside) and
-    refuses, with exit 2 and nothing written, a configuration Marian cannot express."""
+    says so when no tokenizer goes with it, and refuses, with exit 2 and nothing written, a configuration
+    Marian cannot express."""
     from qkv.checkpoint import save
     from qkv.cli import main
 
@@ -43,6 +44,14 @@ def test_convert_to_hf_from_the_cli(tmp_path, capsys):
     with torch.no_grad():
         theirs = hf(input_ids=src, attention_mask=torch.ones_like(src), decoder_input_ids=tgt).logits
         assert (model(src, tgt) - theirs).abs().max() <= 1e-4
+
+    assert "note:" not in capsys.readouterr().err
+    save(model, tmp_path / "bare")  # no tokenizer beside it (the demo's word vocabulary is no such file)
+    (tmp_path / "bare" / "vocab.json").write_text("{}")
+    assert main(["convert", "--to-hf", str(tmp_path / "bare"), "--out", str(tmp_path / "hf2")]) == 0
+    err = capsys.readouterr().err
+    assert "has no tokenizer file the Hugging Face layout takes" in err and err.count("\n") == 1
+    assert (tmp_path / "hf2" / "model.safetensors").is_file()
 
     save(EncoderDecoder(tiny_config(norm_placement="pre")), tmp_path / "pre")
     assert main(["convert", "--to-hf", str(tmp_path / "pre"), "--out", str(tmp_path / "no")]) == 2

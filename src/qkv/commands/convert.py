@@ -33,7 +33,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             warnings.simplefilter("always")
             model = by_model_type[model_type].from_hf(src, out)
         for w in caught:
-            print(f"note: {w.message}", file=sys.stderr)
+            note(str(w.message))
         from qkv.data.subword import PairTokenizer
         from qkv.data.tokenizers import TokenizerError, load_tokenizer
         from qkv.data.wordpiece import WordPieceTokenizer
@@ -41,20 +41,31 @@ def cmd_convert(args: argparse.Namespace) -> int:
         try:  # the loader the model's users will call: say now, not at their first command, if it fails
             {"gpt2": load_tokenizer, "bert": WordPieceTokenizer.load, "marian": PairTokenizer.load}[model_type](out)
         except TokenizerError as err:
-            print(f"note: {err}; {src} brought none, so {out} holds the weights only", file=sys.stderr)
+            note(f"{err}; {src} brought none, so {out} holds the weights only")
     else:
         model = load(args.to_hf)
         if model.family not in by_family:
             raise UsageError(f"{args.to_hf}: a {model.family} model has no Hugging Face layout here")
-        by_family[model.family].to_hf(model, out, tokenizer_dir=args.to_hf)
+        family = by_family[model.family]
+        family.to_hf(model, out, tokenizer_dir=args.to_hf)
+        if not any((out / name).is_file() for name in family.TOKENIZER_FILES):
+            files = ", ".join(family.TOKENIZER_FILES)
+            note(
+                f"{args.to_hf} has no tokenizer file the Hugging Face layout takes ({files}),"
+                f" so {out} holds the model only"
+            )
         if model.family == "seq2seq" and model.config.norm_eps != 1e-5:
-            print(
-                f"note: Marian's LayerNorm eps is fixed at 1e-5, this model's is {model.config.norm_eps:g}:"
-                " its logits there differ slightly",
-                file=sys.stderr,
+            note(
+                f"Marian's LayerNorm eps is fixed at 1e-5, this model's is {model.config.norm_eps:g}:"
+                " its logits there differ slightly"
             )
     print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)")
     return 0
+
+
+def note(text: str) -> None:
+    """One line on standard error, named like every command's notes."""
+    print(f"qkv convert: note: {text}", file=sys.stderr)
 
 
 def add_parsers(sub) -> None:
