@@ -1,4 +1,4 @@
-"""qkv demo: the built-in demo (a date translator trained in about a minute)."""
+"""qkv demo: the built-in demo (a date translator trained in under a minute)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     demo = sub.add_parser(
         "demo",
-        help="train a small translator of spelled-out dates (about a minute on a CPU) and plot its attention",
+        help="train a small translator of spelled-out dates (under a minute on a CPU) and plot its attention",
         description="Train a small encoder-decoder to turn dates written in words into ISO dates "
         "(e.g. 'twenty first of november two thousand twenty six' -> 2026-11-21), report exact match on "
         "1,000 held-out dates, print examples, save the model and a cross-attention heat map.",
     )
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.add_argument("--steps", type=int, help="training steps (default: 800)")
+    demo.add_argument("--steps", type=int, help="training steps (default: 500)")
     demo.add_argument("--seed", type=int, help="random seed (default: 0)")
     demo.add_argument("--min-accuracy", type=float, default=0.99, help="exit 1 below this exact match (default 0.99)")
     demo.add_argument("--overwrite", action="store_true", help="write into --out even if it holds other files")

@@ -1,6 +1,6 @@
 """`qkv demo`: train a small encoder-decoder on the date task, show what it learnt.
 
-Trains from scratch on 2 CPU cores in about a minute, then reports exact-match accuracy on 1,000
+Trains from scratch on 2 CPU cores in under a minute, then reports exact-match accuracy on 1,000
 held-out dates, prints a few translations, saves the model (`qkv.load` reads it back) and a heat map
 of the cross-attention, where each output digit looks at the word it comes from.
 """
@@ -28,13 +28,16 @@ from qkv.viz.heatmap import attention_grid
 
 @dataclass(frozen=True)
 class DemoConfig(Config):
-    steps: int = 800
+    steps: int = 500  # 350 already gave 100.0% for seeds 0 and 1; 500 for seeds 0-3
     batch_size: int = 128
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 2  # encoder and decoder each
     d_ff: int = 512
-    dropout: float = 0.1
+    # Dropout (sec 5.4) regularises; here every batch is freshly drawn dates, so there is nothing to
+    # over-fit, and on a CPU its random masks made each step 1.6x slower (800 steps: 83 s against 51 s,
+    # both 100.0%).
+    dropout: float = 0.0
     warmup_steps: int = 200
     lr_factor: float = 0.5  # the paper's schedule, eq. (3), times this
     seed: int = 0
