@@ -28,7 +28,7 @@ from qkv.config import ConfigError
 from qkv.data.download import DownloadError
 from qkv.data.text import DataError
 from qkv.data.tokenizers import TokenizerError
-from qkv.train.loop import TrainingError
+from qkv.train import TrainingError
 
 USER_ERRORS = (UsageError, ConfigError, CheckpointError, DataError, TokenizerError)
 

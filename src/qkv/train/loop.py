@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from qkv.checkpoint import CheckpointError, load_weights, replace_directory, save
 from qkv.config import Config, require
-from qkv.train import distributed, fsdp
+from qkv.train import TrainingError, distributed, fsdp
 from qkv.train.distributed import Ranks
 from qkv.train.optim import OptimConfig
 from qkv.train.state import load_state, rank_state, save_state
@@ -89,10 +89,6 @@ class Task(Protocol):
     def shard(self, rank: int, world: int) -> None:
         """With several processes: draw this rank's own share of the training batches."""
         ...
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss with on_nan = "stop"); the message says where."""
 
 
 class MetricsLog:
