@@ -201,12 +201,14 @@ def test_version_names_qkv_pytorch_and_python(capsys):
 
 
 def test_the_cli_imports_no_training_code_until_a_command_needs_it():
-    """Every command starts by importing `qkv.cli`; the training loop (and, through FSDP, torch.distributed's
-    checkpoint and tensor packages, 0.5-0.9 s) is imported only by `qkv train`."""
+    """Every command starts by importing `qkv.cli`; the training loop is imported only by `qkv train`,
+    and FSDP (torch.distributed's fsdp, checkpoint and tensor packages, 0.5-0.9 s) only by a run that
+    shards its model."""
     import subprocess
     import sys
 
-    heavy = ("qkv.train.loop", "torch.distributed.fsdp")
-    probe = f"import sys, qkv.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    for module, absent in (("qkv.cli", ("qkv.train.loop",)), ("qkv.train.loop", ())):
+        heavy = (*absent, "torch.distributed.fsdp")
+        probe = f"import sys, {module}; print(sorted(m for m in {heavy} if m in sys.modules))"
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == "[]", module + ": " + done.stdout + done.stderr

@@ -14,26 +14,28 @@ resumes in one process and vice versa.
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from qkv.nn.block import TransformerBlock
 
-_GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU only
-_FULL = StateDictOptions(full_state_dict=True)
+# torch.distributed's FSDP and state-dict packages take 0.5-0.9 s to import: each function that needs
+# them imports them, so a run that does not shard (and every rank of a DDP run) starts without them.
+
+
+def _options(cpu_offload: bool):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # whole tensors; with cpu_offload, gathered on rank 0's CPU only
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
 
 
 def shard(model: nn.Module) -> nn.Module:
     """Shard `model` in place: one FSDP unit per block, then the root (embeddings, norms, heads)."""
+    from torch.distributed.fsdp import fully_shard
+
     for module in model.modules():
         if isinstance(module, TransformerBlock):
             fully_shard(module)
@@ -42,11 +44,15 @@ def shard(model: nn.Module) -> nn.Module:
 
 
 def is_sharded(model: nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
+    """Whether `shard` made `model` an FSDP module (which cannot be before FSDP is imported)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
     """An unsharded CPU model of the same class and config (FSDP swaps the class for a subclass)."""
+    from torch.distributed.fsdp import FSDPModule
+
     cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
     return cls(model.config)
 
@@ -54,21 +60,34 @@ def plain_copy(model: nn.Module) -> nn.Module:
 def gathered(model: nn.Module, optimizer: torch.optim.Optimizer, build_optimizer):
     """(plain model, plain optimiser) holding the full state on rank 0, for it to save; (None, None) on
     the other ranks. Every rank must call this: it gathers."""
-    weights = get_model_state_dict(model, options=_GATHER)
-    moments = get_optimizer_state_dict(model, optimizer, options=_GATHER)
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    weights = get_model_state_dict(model, options=_options(cpu_offload=True))
+    moments = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
     if not weights:  # not rank 0: cpu_offload leaves the gathered state on rank 0 only
         return None, None
     plain = plain_copy(model)
     plain.load_state_dict(weights)
     plain_opt = build_optimizer(plain)
-    set_optimizer_state_dict(plain, plain_opt, moments, options=_FULL)
+    set_optimizer_state_dict(plain, plain_opt, moments, options=_options(cpu_offload=False))
     return plain, plain_opt
 
 
 def load_full(model: nn.Module, optimizer: torch.optim.Optimizer, plain: nn.Module, plain_opt) -> None:
     """Copy a plain model and optimiser (read from a checkpoint on every rank) into the sharded ones."""
-    set_model_state_dict(model, plain.state_dict(), options=_FULL)
-    set_optimizer_state_dict(model, optimizer, get_optimizer_state_dict(plain, plain_opt, options=_FULL), options=_FULL)
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    full = _options(cpu_offload=False)
+    set_model_state_dict(model, plain.state_dict(), options=full)
+    set_optimizer_state_dict(model, optimizer, get_optimizer_state_dict(plain, plain_opt, options=full), options=full)
 
 
 @contextlib.contextmanager
