@@ -25,11 +25,16 @@ from qkv.nn.block import TransformerBlock
 # them imports them, so a run that does not shard (and every rank of a DDP run) starts without them.
 
 
-def _options(cpu_offload: bool):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
+def _state_dicts():
+    """torch.distributed.checkpoint.state_dict, imported when first needed."""
+    import torch.distributed.checkpoint.state_dict as api
 
+    return api
+
+
+def _options(cpu_offload: bool):
     # whole tensors; with cpu_offload, gathered on rank 0's CPU only
-    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
+    return _state_dicts().StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
 
 
 def shard(model: nn.Module) -> nn.Module:
@@ -60,34 +65,24 @@ def plain_copy(model: nn.Module) -> nn.Module:
 def gathered(model: nn.Module, optimizer: torch.optim.Optimizer, build_optimizer):
     """(plain model, plain optimiser) holding the full state on rank 0, for it to save; (None, None) on
     the other ranks. Every rank must call this: it gathers."""
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        get_optimizer_state_dict,
-        set_optimizer_state_dict,
-    )
-
-    weights = get_model_state_dict(model, options=_options(cpu_offload=True))
-    moments = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
+    api, gather = _state_dicts(), _options(cpu_offload=True)
+    weights = api.get_model_state_dict(model, options=gather)
+    moments = api.get_optimizer_state_dict(model, optimizer, options=gather)
     if not weights:  # not rank 0: cpu_offload leaves the gathered state on rank 0 only
         return None, None
     plain = plain_copy(model)
     plain.load_state_dict(weights)
     plain_opt = build_optimizer(plain)
-    set_optimizer_state_dict(plain, plain_opt, moments, options=_options(cpu_offload=False))
+    api.set_optimizer_state_dict(plain, plain_opt, moments, options=_options(cpu_offload=False))
     return plain, plain_opt
 
 
 def load_full(model: nn.Module, optimizer: torch.optim.Optimizer, plain: nn.Module, plain_opt) -> None:
     """Copy a plain model and optimiser (read from a checkpoint on every rank) into the sharded ones."""
-    from torch.distributed.checkpoint.state_dict import (
-        get_optimizer_state_dict,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-
-    full = _options(cpu_offload=False)
-    set_model_state_dict(model, plain.state_dict(), options=full)
-    set_optimizer_state_dict(model, optimizer, get_optimizer_state_dict(plain, plain_opt, options=full), options=full)
+    api, full = _state_dicts(), _options(cpu_offload=False)
+    api.set_model_state_dict(model, plain.state_dict(), options=full)
+    moments = api.get_optimizer_state_dict(plain, plain_opt, options=full)
+    api.set_optimizer_state_dict(model, optimizer, moments, options=full)
 
 
 @contextlib.contextmanager
