@@ -151,6 +151,38 @@ def test_an_unknown_key_suggests_the_one_meant(tmp_path):
         section_config(run, "train", LoopConfig)
 
 
+def test_a_key_under_the_wrong_section_names_its_section(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('task = "lm"\nout = "x"\n[model]\npreset = "char-tiny"\n[train]\nsteps = 3\nlr = 1e-3\n')
+    run = load_run_config(path, ["optim.batch_size=4", "data.dropout=0.1"])
+    with pytest.raises(ConfigError, match=rf"^{path}:7 \[train\]: `lr` is a key of \[optim\], not \[train\]$"):
+        section_config(run, "train", LoopConfig)
+    with pytest.raises(ConfigError, match=r"\(--set optim.batch_size=4\): `batch_size` is a key of \[train\]"):
+        section_config(run, "optim", OptimConfig)
+    from qkv.tasks.lm import LMDataConfig
+
+    with pytest.raises(ConfigError, match=r"`dropout` is a key of \[model\], not \[data\]$"):
+        section_config(run, "data", LMDataConfig)
+    run = load_run_config(path, ["model.val_fraction=0.2"])
+    with pytest.raises(ConfigError, match=r"`val_fraction` is a key of \[data\], not \[model\]$"):
+        model_config(PRESETS, run)
+    # a key of another task's [data] is not "misplaced" here: the ordinary unknown-key error
+    run = load_run_config(path, ["model.src_files=[]"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['src_files'\] for GPTConfig"):
+        model_config(PRESETS, run)
+
+
+def test_model_keys_the_data_decides_are_refused_unless_they_agree(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('task = "lm"\nout = "x"\n[model]\npreset = "char-tiny"\nvocab_size = 500\n')
+    run = load_run_config(path, [])
+    # before, the tokenizer's size silently replaced the one asked for
+    message = rf"^{path}:5 \[model\]: `vocab_size` is decided by the data here \(65\), so \[model\] cannot set it; "
+    with pytest.raises(ConfigError, match=message + r"set \[data\] `bpe_vocab_size` instead$"):
+        model_config(PRESETS, run, vocab_size=65)
+    assert model_config(PRESETS, run, vocab_size=500).vocab_size == 500  # the same value: nothing to refuse
+
+
 def test_a_missing_file_and_a_directory_are_told_apart(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.toml: no such file$"):
         load_run_config(tmp_path / "nope.toml")

@@ -102,13 +102,19 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+def close_key(name: str, known: list[str], spelling: bool = True) -> str | None:
+    """The known key `name` is likely a misspelling of (when `spelling`) or a part of (`vocab_size`
+    for `bpe_vocab_size`), if any."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) if spelling else []
+    close = close or [k for k in known if k.endswith("_" + name) or k.startswith(name + "_")][:1]
+    return close[0] if close else None
+
+
 def unknown_key_hint(unknown: list[str], known: list[str]) -> str:
     """'did you mean ...' for a likely misspelling (or a name missing its prefix), else the known keys."""
     for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        close = close or [k for k in known if k.endswith("_" + name) or k.startswith(name + "_")][:1]
-        if close:
-            return f"did you mean {close[0]!r}?"
+        if (close := close_key(name, known)) is not None:
+            return f"did you mean {close!r}?"
     return f"expected one of {known}"
 
 

@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from qkv.config import ConfigError
+from qkv.config import ConfigError, close_key
 
 SECTIONS = ("data", "model", "train", "optim")
 # init: a checkpoint to start from (fine-tuning); init_weights = false takes only its shape and tokenizer
@@ -122,8 +122,33 @@ def _located(run: dict[str, Any], section: str, build: Callable[[str], C]) -> C:
         raise ConfigError(where(run, section, err.key) + message[len(plain) :], key=err.key) from None
 
 
+def _classes(task: str) -> dict[str, type]:
+    """Section -> its config class for `task` ([data] and [model] depend on the task)."""
+    from qkv.tasks.registry import SECTION_CLASSES  # here, not above: the tasks import this module
+    from qkv.train.loop import LoopConfig
+    from qkv.train.optim import OptimConfig
+
+    return {"train": LoopConfig, "optim": OptimConfig, **SECTION_CLASSES.get(task, {})}
+
+
+def check_placement(run: dict[str, Any], section: str, known: list[str]) -> None:
+    """Raise when a key of [section] is none of `known` but is a key of another section (`lr` under
+    [train], `dropout` under [train] instead of [model]), naming the section it belongs to, and the
+    key of this section it may be short for (`vocab_size` under an LM's [data]: `bpe_vocab_size`)."""
+    homes = _classes(run["task"])
+    for key in run[section]:
+        home = next((s for s, cls in homes.items() if s != section and key in cls.field_names()), None)
+        if key not in known and home is not None:
+            meant = close_key(key, known, spelling=False)
+            hint = f"; or did you mean {meant!r}?" if meant else ""
+            raise ConfigError(
+                f"{where(run, section, key)}: `{key}` is a key of [{home}], not [{section}]{hint}", key=key
+            )
+
+
 def section_config(run: dict[str, Any], section: str, cls: type[C]) -> C:
     """The run config's [section] table as the config class `cls` (strict: see `Config.from_dict`)."""
+    check_placement(run, section, cls.field_names())
     return _located(run, section, lambda source: cls.from_dict(run[section], source=source))
 
 
@@ -134,5 +159,16 @@ def model_config(presets: dict, run: dict[str, Any], **forced: Any):
     if name is None or name not in presets:
         raise ConfigError(f"{where(run, 'model', 'preset')}: preset must be one of {sorted(presets)}, got {name!r}")
     base = presets[name]
+    check_placement(run, "model", base.field_names())
+    for key in sorted(fields.keys() & forced.keys()):  # vocabulary sizes, special ids: the data's
+        if fields[key] != forced[key]:
+            data = _classes(run["task"]).get("data")
+            data_key = close_key(key, data.field_names()) if data else None
+            hint = f"; set [data] `{data_key}` instead" if data_key else ""
+            raise ConfigError(
+                f"{where(run, 'model', key)}: `{key}` is decided by the data here ({forced[key]!r}), so [model] "
+                f"cannot set it{hint}",
+                key=key,
+            )
     merged = {**base.to_dict(), **fields, **forced}
     return _located(run, "model", lambda source: type(base).from_dict(merged, source=source))
