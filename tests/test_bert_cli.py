@@ -8,7 +8,7 @@ import torch
 
 from qkv.checkpoint import load
 from qkv.cli import main
-from qkv.tasks.bert import build_classify
+from qkv.tasks.bert import build_classify, build_pretrain
 from qkv.train.loop import LoopConfig
 from qkv.train.runconfig import load_run_config
 
@@ -123,6 +123,15 @@ label_smoothing = 0.0
         state = model.state_dict()
         assert all(torch.equal(state[k], v) for k, v in pre.items()) == flag
         assert task.tok.vocab_size == pretrained.config.vocab_size
+    # more pre-training from a checkpoint: all of a pre-trained model carries over; of a classifier, the
+    # body (its pre-training heads start afresh)
+    for source, keep in (("pre", lambda k: True), ("cls", lambda k: k.startswith(("embed.", "encoder.", "pooler.")))):
+        run = load_run_config(tmp_path / "pre.toml", [f"init={tmp_path / source / 'best'}"])
+        model, _ = build_pretrain(run, LoopConfig())
+        saved = load(tmp_path / source / "best").state_dict()
+        assert model.config.head == "pretraining" and model.config.d_model == pretrained.config.d_model
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items() if keep(k))
+        assert torch.equal(model.nsp.weight, pretrained.nsp.weight) == (source == "pre")
     no_init = ["--set", "init=", "--set", "init_weights=false", "--set", f"out={tmp_path / 'x'}"]
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress", *no_init]) == 2
     assert "`init_weights` needs `init`" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -368,6 +368,75 @@ def test_each_file_of_a_bpe_corpus_ends_in_end_of_text(tmp_path):
     (tmp_path / "t.txt").write_text("to be, or not to be, that is the question. " * 40)
     tok = BPETokenizer.train([str(tmp_path / "t.txt")], 300)
     a, b = "to be, or not", "that is the question"
-    assert token_stream(tok, [a, b]) == [*tok.encode(a), tok.end_of_text, *tok.encode(b), tok.end_of_text]
+    assert token_stream(tok, [a, b], ["a", "b"]) == [*tok.encode(a), tok.end_of_text, *tok.encode(b), tok.end_of_text]
     chars = CharTokenizer.train(a + b)
-    assert chars.end_of_text is None and token_stream(chars, [a, b]) == chars.encode(a + b)
+    assert chars.end_of_text is None and token_stream(chars, [a, b], ["a", "b"]) == chars.encode(a + b)
+
+
+def test_a_gpt_run_can_start_from_a_checkpoint(tmp_path, capsys):
+    """`init = DIR` fine-tunes a GPT: the checkpoint's shape, tokenizer and weights (before, only BERT
+    classification read `init`, and a GPT run silently started from random weights)."""
+    from qkv.config import ConfigError
+    from qkv.data.tokenizers import CharTokenizer
+    from qkv.tasks.lm import build
+    from qkv.train.loop import LoopConfig
+    from qkv.train.runconfig import load_run_config
+
+    tok = CharTokenizer.train(TEXT)
+    model = tiny_gpt(vocab_size=tok.vocab_size)
+    with torch.no_grad():  # unlike any fresh model of the seed a run starts from
+        for p in model.parameters():
+            p.add_(0.01)
+    save(model, tmp_path / "pre")
+    tok.save(tmp_path / "pre")
+    (tmp_path / "t.txt").write_text(TEXT)
+    config = tmp_path / "c.toml"
+    config.write_text(f"""task = "lm"
+out = "{tmp_path / "run"}"
+init = "{tmp_path / "pre"}"
+[data]
+files = ["{tmp_path / "t.txt"}"]
+eval_batches = 2
+[model]
+preset = "char-tiny"  # ignored: the checkpoint's shape is used
+dropout = 0.1         # what fine-tuning may change
+[train]
+steps = 2
+batch_size = 4
+eval_every = 2
+""")
+    built, _ = build(load_run_config(config), LoopConfig())
+    assert built.config == model.config.replace(dropout=0.1)
+    assert all(torch.equal(built.state_dict()[k], v) for k, v in model.state_dict().items())
+    # a shorter context keeps the first learned positions (a longer one has no vectors to start from)
+    short, _ = build(load_run_config(config, ["model.block_size=16"]), LoopConfig())
+    assert torch.equal(short.embed.positions.weight, model.embed.positions.weight[:16])
+    with pytest.raises(ConfigError, match=r"`block_size` may be lowered from .*'s 32 .*, not raised to 48$"):
+        build(load_run_config(config, ["model.block_size=48"]), LoopConfig())
+    fresh, _ = build(load_run_config(config, ["init_weights=false"]), LoopConfig())
+    assert fresh.config == built.config and not torch.equal(fresh.output.weight, model.output.weight)
+    capsys.readouterr()
+
+    def refused(*sets: str) -> str:
+        args = [a for s in sets for a in ("--set", s)]
+        assert main(["train", str(config), "--no-progress", *args]) == 2
+        assert not (tmp_path / "run").exists()
+        return capsys.readouterr().err.strip()
+
+    # the shape is the checkpoint's: [model] may not change it
+    assert refused("model.n_layers=3").endswith(
+        f"`n_layers` is {tmp_path / 'pre'}'s (2) when the run starts from it (init); [model] may change only "
+        "dropout, attention_dropout, lower block_size"
+    )
+    (tmp_path / "u.txt").write_text("to be, or\nnot € to be")
+    assert refused(f'data.files=["{tmp_path / "u.txt"}"]').endswith(
+        f"{tmp_path / 'u.txt'}: line 2, column 5: character '€' is not in the {tok.vocab_size}-character vocabulary"
+    )
+    save(
+        tiny_gpt().__class__(GPTConfig(vocab_size=5, block_size=8, d_model=8, n_heads=2, n_layers=1, d_ff=8)),
+        tmp_path / "v",
+    )
+    assert "tokenizer" in refused(f"init={tmp_path / 'v'}")  # a checkpoint without its tokenizer
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert "init: starting from" in capsys.readouterr().err
+    assert load(tmp_path / "run" / "last").config == model.config.replace(dropout=0.1)

@@ -126,6 +126,14 @@ def test_the_section_overrides_the_task_defaults(tmp_path):
     assert (cfg.lr, cfg.warmup_steps, cfg.total_steps, cfg.beta2) == (1e-3, 7, 900, 0.95)
 
 
+def test_cosine_decay_ends_at_a_tenth_of_the_peak_set_and_never_rises(tmp_path):
+    # the LM default decays 6e-4 to 6e-5; a fine-tuning peak of 3e-5 used to "decay" up to 6e-5
+    assert _optim(tmp_path, 'task = "lm"\n[optim]\nlr = 3e-5\n').min_lr == pytest.approx(3e-6)
+    assert _optim(tmp_path, 'task = "lm"\n[optim]\nlr = 3e-5\nmin_lr = 0.0\n').min_lr == 0.0
+    with pytest.raises(ConfigError, match=r"run.toml:5 \[optim\]: min_lr 0.0001 is above lr 3e-05: the cosine"):
+        _optim(tmp_path, 'task = "lm"\n[optim]\nlr = 3e-5\nmin_lr = 1e-4\n')
+
+
 def test_a_schedule_without_its_peak_rate_is_an_error(tmp_path):
     # translation's default lr is eq. (3)'s factor 1.0, which as a cosine peak would diverge
     with pytest.raises(ConfigError, match=r"run.toml:4 \[optim\]: schedule 'cosine' needs `lr`"):

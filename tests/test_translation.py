@@ -291,3 +291,51 @@ eval_every = 2
     assert main([*one, str(tmp_path / "x.en")]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'x.en'}:2: " in err and "more than the model's 32 learned positions" in err
+
+
+def test_a_translation_run_can_start_from_a_checkpoint(tmp_path, capsys):
+    """`init = DIR` fine-tunes a translator on new pairs with its own tokenizer and weights (before, a
+    translation run ignored `init` and trained a new BPE and a new model)."""
+    import torch
+
+    from qkv.checkpoint import load
+    from qkv.tasks.translation import build
+    from qkv.train.loop import LoopConfig
+    from qkv.train.runconfig import load_run_config
+
+    write_corpus(tmp_path)
+    config = tmp_path / "mt.toml"
+    config.write_text(f"""task = "translation"
+out = "{tmp_path / "pre"}"
+[data]
+train_src = "{tmp_path / "train.en"}"
+train_tgt = "{tmp_path / "train.de"}"
+valid_src = "{tmp_path / "train.en"}"
+valid_tgt = "{tmp_path / "train.de"}"
+vocab_size = 60
+max_tokens = 512
+bleu_sentences = 4
+[model]
+preset = "small"
+d_model = 16
+n_heads = 2
+n_encoder_layers = 1
+n_decoder_layers = 1
+d_ff = 32
+[train]
+steps = 2
+eval_every = 2
+""")
+    assert main(["train", str(config), "--no-progress"]) == 0
+    pre = load(tmp_path / "pre" / "best")
+    fine_tune = [f"init={tmp_path / 'pre' / 'best'}", f"out={tmp_path / 'ft'}", "data.vocab_size=40"]
+    model, task = build(load_run_config(config, fine_tune), LoopConfig())
+    assert model.config == pre.config and task.tokenizer.vocab_sizes == (60, 60)  # not a new BPE of 40
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in pre.state_dict().items())
+    capsys.readouterr()
+    sets = [a for s in fine_tune for a in ("--set", s)]
+    assert main(["train", str(config), "--no-progress", *sets, "--set", "model.d_ff=64"]) == 2
+    assert "`d_ff` is " in capsys.readouterr().err and not (tmp_path / "ft").exists()
+    assert main(["train", str(config), "--no-progress", *sets]) == 0
+    assert "tokenizer: training" not in capsys.readouterr().err
+    assert load(tmp_path / "ft" / "last").config == pre.config

@@ -18,6 +18,7 @@ from qkv.data.text import DataError, read_text
 from qkv.data.wordpiece import WordPieceTokenizer
 from qkv.models.bert import PRESETS, Bert
 from qkv.tasks.common import GeneratorPosition, info, timed, to_model
+from qkv.tasks.init import fine_tune_config, pretrained, start_from
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -170,8 +171,11 @@ class PretrainTask(GeneratorPosition):
 def build_pretrain(run: dict, loop: LoopConfig):
     cfg = section_config(run, "data", PretrainDataConfig)
     docs = read_documents(cfg)
-    if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
-        tok = WordPieceTokenizer.load(run["_resume"])
+    source = pretrained(run, "bert")  # more pre-training: its shape and tokenizer
+    _check_positions(run, cfg.max_len, source)
+    # the tokenizer of the run being resumed (commands/train.py says why), or of the checkpoint
+    if run.get("_resume") or run.get("init"):
+        tok = WordPieceTokenizer.load(run.get("_resume") or run["init"])
     else:
         with timed(f"tokenizer: training WordPiece ({cfg.vocab_size:,} tokens) on {len(docs):,} documents"):
             tok = WordPieceTokenizer.train((s for d in docs for s in d), cfg.vocab_size)
@@ -188,16 +192,22 @@ def build_pretrain(run: dict, loop: LoopConfig):
         f"pre-training: {len(task.pairs):,} sentence pairs per pass from {len(train_docs)} documents, drawn"
         f" afresh each pass; {len(val):,} held-out pairs from {held} other documents"
     )
-    model_cfg = model_config(
-        PRESETS,
-        run,
-        vocab_size=tok.vocab_size,
-        max_len=cfg.max_len,
-        head="pretraining",
-        pad_id=tok.pad_id,
-    )
+    if source is not None:
+        model_cfg = fine_tune_config(run, source.config, head="pretraining")
+    else:
+        model_cfg = model_config(
+            PRESETS, run, vocab_size=tok.vocab_size, max_len=cfg.max_len, head="pretraining", pad_id=tok.pad_id
+        )
     torch.manual_seed(loop.seed)
-    return Bert(model_cfg), task
+    model = Bert(model_cfg)
+    if source is not None:  # the whole model, or the body of a classifier (the pre-training heads start afresh)
+        start_from(
+            model,
+            source.state_dict(),
+            run,
+            keep=lambda name: source.config.head == "pretraining" or name.startswith(BODY),
+        )
+    return model, task
 
 
 @dataclass(frozen=True)
@@ -276,12 +286,21 @@ class ClassifyTask(GeneratorPosition):
         self.tok.save(directory)
 
 
+BODY = ("embed.", "encoder.", "pooler.")  # what a BERT checkpoint passes on to a model with another head
+
+
+def _check_positions(run: dict, max_len: int, source: Bert | None) -> None:
+    if source is not None and max_len > source.config.max_len:
+        raise ConfigError(
+            f"{where(run, 'data', 'max_len')}: max_len {max_len} is longer than {run['init']}'s "
+            f"{source.config.max_len} positions; set data.max_len <= {source.config.max_len}"
+        )
+
+
 def build_classify(run: dict, loop: LoopConfig):
     """From scratch, or with `init = DIR` from a BERT checkpoint (its encoder, embeddings and pooler).
     `init_weights = false` keeps that checkpoint's shape and tokenizer but not its weights: the same
     model without pre-training, the baseline that isolates what pre-training gave."""
-    from qkv.checkpoint import CheckpointError, load
-
     cfg = section_config(run, "data", ClassifyDataConfig)
     train, valid = read_tsv(cfg.train), read_tsv(cfg.valid)
     n_labels = max(train[1] + valid[1]) + 1
@@ -291,23 +310,13 @@ def build_classify(run: dict, loop: LoopConfig):
             f"{cfg.train}: label(s) {unseen} never occur in the training data (labels are 0 to {n_labels - 1})"
         )
     torch.manual_seed(loop.seed)
-    if run.get("init"):
-        pretrained = load(run["init"])
-        if pretrained.family != "bert":
-            raise CheckpointError(f"{run['init']}: is a {pretrained.family} model, not a BERT")
-        if cfg.max_len > pretrained.config.max_len:
-            raise ConfigError(
-                f"{where(run, 'data', 'max_len')}: max_len {cfg.max_len} is longer than {run['init']}'s "
-                f"{pretrained.config.max_len} positions; set data.max_len <= {pretrained.config.max_len}"
-            )
+    source = pretrained(run, "bert")
+    if source is not None:
+        _check_positions(run, cfg.max_len, source)
         tok = WordPieceTokenizer.load(run["init"])
-        overrides = {k: v for k, v in run["model"].items() if k in ("dropout", "attention_dropout")}
-        model_cfg = pretrained.config.replace(head="sequence_classification", n_labels=n_labels, **overrides)
+        model_cfg = fine_tune_config(run, source.config, head="sequence_classification", n_labels=n_labels)
         model = Bert(model_cfg)
-        if run.get("init_weights", True):
-            state = pretrained.state_dict()
-            body = {k: v for k, v in state.items() if k.startswith(("embed.", "encoder.", "pooler."))}
-            model.load_state_dict(body, strict=False)
+        start_from(model, source.state_dict(), run, keep=lambda name: name.startswith(BODY))  # a new classifier head
     else:
         resumed = run.get("_resume")
         if resumed:

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from qkv.config import Config, require
 from qkv.data.lm import LMData
 from qkv.data.text import read_text
-from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer, load_tokenizer
+from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer, TokenizerError, load_tokenizer
 from qkv.models.gpt import GPT, PRESETS
 from qkv.tasks.common import GeneratorPosition, timed, to_model
+from qkv.tasks.init import fine_tune_config, pretrained, start_from
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -46,13 +47,20 @@ def build_tokenizer(cfg: LMDataConfig, text: str) -> TextTokenizer:
     return BPETokenizer.from_gpt2_files(Path(cfg.gpt2_dir) / "vocab.json", Path(cfg.gpt2_dir) / "merges.txt")
 
 
-def token_stream(tokenizer: TextTokenizer, texts: list[str]) -> list[int]:
+def token_stream(tokenizer: TextTokenizer, texts: list[str], names: list[str]) -> list[int]:
     """The files' tokens, one after another. With a BPE vocabulary each file ends in <|endoftext|>, as
     GPT-2's documents did: no token spans two files, and the model learns where a document ends
-    (`qkv generate` stops there). Characters have no such token: their texts are simply joined."""
-    if tokenizer.end_of_text is None:
-        return tokenizer.encode("".join(texts))
-    return [t for text in texts for t in [*tokenizer.encode(text), tokenizer.end_of_text]]
+    (`qkv generate` stops there). Characters have no such token: their texts are simply joined.
+    names: the files', for the error when a text has a character a saved vocabulary lacks."""
+    ids: list[int] = []
+    for text, name in zip(texts, names, strict=True):
+        try:
+            ids += tokenizer.encode(text)
+        except TokenizerError as err:
+            raise TokenizerError(f"{name}: {err}") from None
+        if tokenizer.end_of_text is not None:
+            ids.append(tokenizer.end_of_text)
+    return ids
 
 
 class LMTask(GeneratorPosition):
@@ -90,9 +98,28 @@ def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "lm"."""
     data_cfg = section_config(run, "data", LMDataConfig)
     texts = [read_text(f) for f in data_cfg.files]
-    resumed = run.get("_resume")  # the tokenizer of the run being resumed (commands/train.py says why)
-    tokenizer = load_tokenizer(resumed) if resumed else build_tokenizer(data_cfg, "".join(texts))
-    cfg = model_config(PRESETS, run, vocab_size=tokenizer.vocab_size)
-    data = LMData(token_stream(tokenizer, texts), data_cfg.val_fraction, cfg.block_size, ", ".join(data_cfg.files))
+    source = pretrained(run, "gpt")  # fine-tuning: its shape and tokenizer
+    # the tokenizer of the run being resumed (commands/train.py says why), or of the checkpoint
+    saved = run.get("_resume") or run.get("init")
+    tokenizer = load_tokenizer(saved) if saved else build_tokenizer(data_cfg, "".join(texts))
+    if source is not None:
+        cfg = fine_tune_config(run, source.config, lower=("block_size",))
+        if tokenizer.vocab_size != cfg.vocab_size:
+            raise TokenizerError(
+                f"{run['init']}: tokenizer vocabulary ({tokenizer.vocab_size}) does not match the model's "
+                f"({cfg.vocab_size})"
+            )
+    else:
+        cfg = model_config(PRESETS, run, vocab_size=tokenizer.vocab_size)
+    data = LMData(
+        token_stream(tokenizer, texts, data_cfg.files), data_cfg.val_fraction, cfg.block_size, ", ".join(data_cfg.files)
+    )
     torch.manual_seed(loop.seed)
-    return GPT(cfg), LMTask(data_cfg, loop, tokenizer, data)
+    model = GPT(cfg)
+    if source is not None:
+        weights = source.state_dict()
+        # a shorter context (GPT-2's 1,024 is slow to train on a CPU) keeps the first learned positions
+        if "embed.positions.weight" in weights:  # learned positions (a sinusoid has no weights)
+            weights["embed.positions.weight"] = weights["embed.positions.weight"][: cfg.block_size]
+        start_from(model, weights, run)
+    return model, LMTask(data_cfg, loop, tokenizer, data)

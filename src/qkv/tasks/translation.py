@@ -14,9 +14,11 @@ from qkv.data.batching import EpochBatches, token_batches
 from qkv.data.padding import pad_sequences
 from qkv.data.parallel import EmptyPolicy, ParallelCorpus, read_parallel
 from qkv.data.subword import SPECIALS, PairTokenizer
+from qkv.data.tokenizers import TokenizerError
 from qkv.decoding.translate import TRAINING_LENGTHS, translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
 from qkv.tasks.common import info, timed, to_model
+from qkv.tasks.init import fine_tune_config, pretrained, start_from
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -125,8 +127,10 @@ def build(run: dict, loop: LoopConfig):
     cfg = section_config(run, "data", TranslationDataConfig)
     train = read_parallel(cfg.train_src, cfg.train_tgt, cfg.empty_lines)
     valid = read_parallel(cfg.valid_src, cfg.valid_tgt, cfg.empty_lines)
-    if run.get("_resume"):  # the tokenizer of the run being resumed (commands/train.py says why)
-        tokenizer = PairTokenizer.load(run["_resume"])
+    source = pretrained(run, "seq2seq")  # fine-tuning: its shape and tokenizer
+    # the tokenizer of the run being resumed (commands/train.py says why), or of the checkpoint
+    if run.get("_resume") or run.get("init"):
+        tokenizer = PairTokenizer.load(run.get("_resume") or run["init"])
     else:
         kind = "one shared BPE vocabulary" if cfg.shared_vocab else "a BPE vocabulary for each side"
         with timed(f"tokenizer: training {kind} ({cfg.vocab_size:,} tokens) on {len(train.src):,} sentence pairs"):
@@ -139,19 +143,30 @@ def build(run: dict, loop: LoopConfig):
         f"{train.skipped_empty:,} skipped as empty"
     )
     v_src, v_tgt = tokenizer.vocab_sizes
-    model_cfg = model_config(
-        PRESETS,
-        run,
-        src_vocab_size=v_src,
-        tgt_vocab_size=v_tgt,
-        share_embeddings=cfg.shared_vocab,
-        pad_id=PAD,
-        bos_id=BOS,
-        eos_id=EOS,
-    )
+    if source is not None:
+        model_cfg = fine_tune_config(run, source.config)
+        if (v_src, v_tgt) != (model_cfg.src_vocab_size, model_cfg.tgt_vocab_size):
+            raise TokenizerError(
+                f"{run['init']}: tokenizer vocabulary {(v_src, v_tgt)} does not match the model's "
+                f"{(model_cfg.src_vocab_size, model_cfg.tgt_vocab_size)}"
+            )
+    else:
+        model_cfg = model_config(
+            PRESETS,
+            run,
+            src_vocab_size=v_src,
+            tgt_vocab_size=v_tgt,
+            share_embeddings=cfg.shared_vocab,
+            pad_id=PAD,
+            bos_id=BOS,
+            eos_id=EOS,
+        )
     valid = _fit_validation(valid, tokenizer, model_cfg.position_limit, cfg, run)
     optim = optim_for_run(run, loop.steps)
     torch.manual_seed(loop.seed)
+    model = EncoderDecoder(model_cfg)
+    if source is not None:
+        start_from(model, source.state_dict(), run)
     task = TranslationTask(
         cfg,
         optim.label_smoothing,
@@ -160,7 +175,7 @@ def build(run: dict, loop: LoopConfig):
         (valid.src, valid.tgt),
         loop.seed,
     )
-    return EncoderDecoder(model_cfg), task
+    return model, task
 
 
 def _fit_validation(

@@ -40,6 +40,12 @@ class OptimConfig(Config):
             require(getattr(self, name) >= 0, f"{name} must be at least 0", key=name)
         for name in ("beta1", "beta2", "label_smoothing"):
             require(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)", key=name)
+        if self.schedule == "cosine":
+            require(
+                self.min_lr <= self.lr,
+                f"min_lr {self.min_lr:g} is above lr {self.lr:g}: the cosine decay would raise the rate",
+                key="min_lr",
+            )
 
     def lr_at(self, step: int, d_model: int) -> float:
         if self.schedule == "noam":
@@ -91,6 +97,9 @@ def for_run(run: dict[str, Any], steps: int) -> OptimConfig:
     defaults = {**TASK_DEFAULTS.get(run["task"], {}), "total_steps": steps}
     if run["task"] in WARMUP_SHARE:
         defaults["warmup_steps"] = max(1, round(WARMUP_SHARE[run["task"]] * steps))
+    peak = given.get("lr")
+    if isinstance(peak, (int, float)) and "min_lr" in defaults:  # the decay ends at the same share of this peak
+        defaults["min_lr"] = defaults["min_lr"] / defaults["lr"] * peak
     merged = defaults | given
     if merged.get("schedule", "noam") != "noam" and "lr" not in merged:
         raise ConfigError(
