@@ -440,3 +440,23 @@ eval_every = 2
     assert main(["train", str(config), "--no-progress"]) == 0
     assert "init: starting from" in capsys.readouterr().err
     assert load(tmp_path / "run" / "last").config == model.config.replace(dropout=0.1)
+
+
+def test_a_directory_in_data_files_means_its_text_files(tmp_path, capsys):
+    from qkv.tasks.lm import text_files
+
+    (tmp_path / "books").mkdir()
+    for name in ("b.txt", "a.txt", "README.md"):
+        (tmp_path / "books" / name).write_text(TEXT)
+    (tmp_path / "one.txt").write_text(TEXT)
+    books = str(tmp_path / "books")
+    assert text_files((str(tmp_path / "one.txt"), books)) == [
+        str(tmp_path / "one.txt"),
+        str(tmp_path / "books" / "a.txt"),
+        str(tmp_path / "books" / "b.txt"),
+    ]
+    (tmp_path / "empty").mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'task = "lm"\nout = "{tmp_path / "run"}"\n[data]\nfiles = ["{tmp_path / "empty"}"]\n')
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'empty'}: a directory with no .txt files")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from qkv.config import Config, require
 from qkv.data.lm import LMData
-from qkv.data.text import read_text
+from qkv.data.text import DataError, read_text
 from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer, TokenizerError, load_tokenizer
 from qkv.models.gpt import GPT, PRESETS
 from qkv.tasks.common import GeneratorPosition, timed, to_model
@@ -24,7 +24,7 @@ from qkv.train.runconfig import model_config, section_config
 
 @dataclass(frozen=True)
 class LMDataConfig(Config):
-    files: tuple[str, ...] = ("../shared/data/tinyshakespeare/input.txt",)
+    files: tuple[str, ...] = ("../shared/data/tinyshakespeare/input.txt",)  # a directory: its .txt files
     tokenizer: Literal["char", "bpe", "gpt2"] = "char"
     bpe_vocab_size: int = 8000  # when tokenizer = "bpe" (trained on `files`)
     gpt2_dir: str = ""  # when tokenizer = "gpt2": a directory with GPT-2's vocab.json and merges.txt
@@ -38,12 +38,26 @@ class LMDataConfig(Config):
         require(self.tokenizer != "gpt2" or bool(self.gpt2_dir), "data.gpt2_dir is needed with tokenizer = 'gpt2'")
 
 
-def build_tokenizer(cfg: LMDataConfig, text: str) -> TextTokenizer:
+def text_files(entries: tuple[str, ...]) -> list[str]:
+    """data.files with each directory replaced by the .txt files in it, in name order."""
+    files = []
+    for entry in entries:
+        if Path(entry).is_dir():
+            found = sorted(str(f) for f in Path(entry).glob("*.txt"))
+            if not found:
+                raise DataError(f"{entry}: a directory with no .txt files")
+            files += found
+        else:
+            files.append(entry)
+    return files
+
+
+def build_tokenizer(cfg: LMDataConfig, files: list[str], text: str) -> TextTokenizer:
     if cfg.tokenizer == "char":
         return CharTokenizer.train(text)
     if cfg.tokenizer == "bpe":
         with timed(f"tokenizer: training byte-level BPE ({cfg.bpe_vocab_size:,} tokens) on {len(text):,} characters"):
-            return BPETokenizer.train(list(cfg.files), cfg.bpe_vocab_size)
+            return BPETokenizer.train(files, cfg.bpe_vocab_size)
     return BPETokenizer.from_gpt2_files(Path(cfg.gpt2_dir) / "vocab.json", Path(cfg.gpt2_dir) / "merges.txt")
 
 
@@ -97,11 +111,12 @@ class LMTask(GeneratorPosition):
 def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "lm"."""
     data_cfg = section_config(run, "data", LMDataConfig)
-    texts = [read_text(f) for f in data_cfg.files]
+    files = text_files(data_cfg.files)
+    texts = [read_text(f) for f in files]
     source = pretrained(run, "gpt")  # fine-tuning: its shape and tokenizer
     # the tokenizer of the run being resumed (commands/train.py says why), or of the checkpoint
     saved = run.get("_resume") or run.get("init")
-    tokenizer = load_tokenizer(saved) if saved else build_tokenizer(data_cfg, "".join(texts))
+    tokenizer = load_tokenizer(saved) if saved else build_tokenizer(data_cfg, files, "".join(texts))
     if source is not None:
         cfg = fine_tune_config(run, source.config, lower=("block_size",))
         if tokenizer.vocab_size != cfg.vocab_size:
@@ -112,7 +127,7 @@ def build(run: dict, loop: LoopConfig):
     else:
         cfg = model_config(PRESETS, run, vocab_size=tokenizer.vocab_size)
     data = LMData(
-        token_stream(tokenizer, texts, data_cfg.files), data_cfg.val_fraction, cfg.block_size, ", ".join(data_cfg.files)
+        token_stream(tokenizer, texts, files), data_cfg.val_fraction, cfg.block_size, ", ".join(data_cfg.files)
     )
     torch.manual_seed(loop.seed)
     model = GPT(cfg)
