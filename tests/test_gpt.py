@@ -1,6 +1,7 @@
 """The decoder-only family: parity with Hugging Face GPT-2, the cache, sampling, training, the CLI."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -440,6 +441,12 @@ eval_every = 2
     assert main(["train", str(config), "--no-progress"]) == 0
     assert "init: starting from" in capsys.readouterr().err
     assert load(tmp_path / "run" / "last").config == model.config.replace(dropout=0.1)
+    # resuming reads the run's own checkpoint: the one it started from may be gone by then
+    shutil.rmtree(tmp_path / "pre")
+    assert (
+        main(["train", str(config), "--no-progress", "--resume", str(tmp_path / "run"), "--set", "train.steps=4"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["steps"] == 4
 
 
 def test_a_directory_in_data_files_means_its_text_files(tmp_path, capsys):

@@ -23,16 +23,20 @@ NAMES = {"gpt": "a GPT", "seq2seq": "an encoder-decoder", "bert": "a BERT"}
 
 
 def pretrained(run: dict[str, Any], family: str) -> nn.Module | None:
-    """The `init` checkpoint's model, checked to be of `family`; None for a run from scratch."""
+    """The `init` checkpoint's model, checked to be of `family`; None for a run from scratch. A resumed
+    run reads its own checkpoint instead: the same shape, its weights replace these anyway, and the
+    `init` directory need not be there any more."""
     from qkv.checkpoint import CheckpointError, load
 
     if not run.get("init"):
         return None
-    model = load(run["init"])
+    path = run.get("_resume") or run["init"]
+    model = load(path)
     if model.family != family:
-        raise CheckpointError(f"{run['init']}: is {NAMES.get(model.family, model.family)} model, not {NAMES[family]}")
-    weights = "its weights" if run.get("init_weights", True) else "fresh weights (init_weights = false)"
-    info(f"init: starting from {run['init']}: its shape and tokenizer, {weights}")
+        raise CheckpointError(f"{path}: is {NAMES.get(model.family, model.family)} model, not {NAMES[family]}")
+    if not run.get("_resume"):
+        weights = "its weights" if run.get("init_weights", True) else "fresh weights (init_weights = false)"
+        info(f"init: starting from {run['init']}: its shape and tokenizer, {weights}")
     return model
 
 
