@@ -467,3 +467,14 @@ def test_a_directory_in_data_files_means_its_text_files(tmp_path, capsys):
     config.write_text(f'task = "lm"\nout = "{tmp_path / "run"}"\n[data]\nfiles = ["{tmp_path / "empty"}"]\n')
     assert main(["train", str(config), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'empty'}: a directory with no .txt files")
+
+
+def test_a_bpe_size_for_a_character_model_is_noted(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("abc\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'task = "lm"\nout = "{tmp_path / "run"}"\n[data]\nfiles = ["{tmp_path / "t.txt"}"]\n')
+    assert main(["train", str(config), "--no-progress", "--set", "data.bpe_vocab_size=300"]) == 2  # 4 characters
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"note: {config} [data] (--set data.bpe_vocab_size=300): `bpe_vocab_size` is used only with"
+        ' tokenizer = "bpe" (this one is "char"), so not here'
+    )

@@ -196,3 +196,24 @@ def test_a_missing_file_and_a_directory_are_told_apart(tmp_path):
         load_run_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match=r": is a directory, not a run config"):
         load_run_config(tmp_path)
+
+
+def test_keys_this_run_does_not_use_are_noted(tmp_path, capsys):
+    # a --set that switches the schedule leaves the cosine keys in the file on purpose: a note, not an error
+    cfg = _optim(tmp_path, 'task = "lm"\n[optim]\nlr = 1e-3\nwarmup_steps = 7\ntotal_steps = 900\nmin_lr = 0.0\n')
+    assert capsys.readouterr().err == ""
+    path = tmp_path / "run.toml"
+    run = load_run_config(path, ["optim.schedule=constant"])
+    cfg = for_run(run, 1000)
+    assert cfg.lr_at(1, 256) == cfg.lr_at(500, 256) == 1e-3
+    assert capsys.readouterr().err.splitlines() == [
+        f'note: {path}:{line} [optim]: `{key}` is used only with schedule = {readers} (this one is "constant"),'
+        " so not here"
+        for line, key, readers in (
+            (5, "warmup_steps", '"noam" or "inverse_sqrt" or "cosine"'),
+            (6, "total_steps", '"cosine"'),
+            (7, "min_lr", '"cosine"'),
+        )
+    ]
+    for_run(run, 1000)  # once a run, not once a call
+    assert capsys.readouterr().err == ""

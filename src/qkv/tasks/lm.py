@@ -19,7 +19,7 @@ from qkv.tasks.init import fine_tune_config, pretrained, start_from
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
-from qkv.train.runconfig import model_config, section_config
+from qkv.train.runconfig import model_config, note_unused, section_config
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,9 @@ class LMTask(GeneratorPosition):
 def build(run: dict, loop: LoopConfig):
     """(model, task) for a run config whose task is "lm"."""
     data_cfg = section_config(run, "data", LMDataConfig)
+    for key, kind in (("bpe_vocab_size", "bpe"), ("gpt2_dir", "gpt2")):
+        if data_cfg.tokenizer != kind:
+            note_unused(run, "data", key, f'with tokenizer = "{kind}" (this one is "{data_cfg.tokenizer}")')
     files = text_files(data_cfg.files)
     texts = [read_text(f) for f in files]
     source = pretrained(run, "gpt")  # fine-tuning: its shape and tokenizer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -86,14 +86,21 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 # nanoGPT's 100 of 5,000 on Tiny Shakespeare (2%) for pre-training; 10% for fine-tuning, as BERT's
 # released fine-tuning code does
 WARMUP_SHARE = {"lm": 0.02, "bert_pretrain": 0.02, "classify": 0.1}
+# the schedules that read each key; "constant" reads only lr
+USED_BY = {"warmup_steps": ("noam", "inverse_sqrt", "cosine"), "total_steps": ("cosine",), "min_lr": ("cosine",)}
 
 
 def for_run(run: dict[str, Any], steps: int) -> OptimConfig:
     """The run config's [optim] over its task's defaults. Where the section does not say, cosine decay
     ends at the run's last step (total_steps = train.steps) and warm-up is WARMUP_SHARE of the steps."""
-    from qkv.train.runconfig import section_config, where
+    from qkv.train.runconfig import note_unused, section_config, where
 
     given = run["optim"]
+    schedule = given.get("schedule", TASK_DEFAULTS.get(run["task"], {}).get("schedule", "noam"))
+    for key, readers in USED_BY.items():
+        if schedule in get_args(Schedule) and schedule not in readers:  # (an unknown one is refused below)
+            quoted = " or ".join(f'"{s}"' for s in readers)
+            note_unused(run, "optim", key, f'with schedule = {quoted} (this one is "{schedule}")')
     defaults = {**TASK_DEFAULTS.get(run["task"], {}), "total_steps": steps}
     if run["task"] in WARMUP_SHARE:
         defaults["warmup_steps"] = max(1, round(WARMUP_SHARE[run["task"]] * steps))

@@ -15,6 +15,7 @@ where one key is to blame, the line that sets it (or the `--set` that did).
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -144,6 +145,17 @@ def check_placement(run: dict[str, Any], section: str, known: list[str]) -> None
             raise ConfigError(
                 f"{where(run, section, key)}: `{key}` is a key of [{home}], not [{section}]{hint}", key=key
             )
+
+
+def note_unused(run: dict[str, Any], section: str, key: str, condition: str) -> None:
+    """One line on stderr for a key that the run config sets but this run does not use (`min_lr`
+    without cosine decay, `bpe_vocab_size` with a character tokenizer): it may be there by mistake, or
+    something else may be; a note, not a refusal, since a `--set` that switches the schedule or the
+    tokenizer leaves the other's keys in the file on purpose."""
+    noted = run.setdefault("_noted", set())
+    if key in run[section] and (section, key) not in noted:
+        noted.add((section, key))
+        print(f"note: {where(run, section, key)}: `{key}` is used only {condition}, so not here", file=sys.stderr)
 
 
 def section_config(run: dict[str, Any], section: str, cls: type[C]) -> C:
