@@ -478,3 +478,21 @@ def test_a_bpe_size_for_a_character_model_is_noted(tmp_path, capsys):
         f"note: {config} [data] (--set data.bpe_vocab_size=300): `bpe_vocab_size` is used only with"
         ' tokenizer = "bpe" (this one is "char"), so not here'
     )
+
+
+def test_sampling_options_with_greedy_decoding_are_noted(tmp_path, capsys):
+    from qkv.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train(TEXT)
+    save(tiny_gpt(vocab_size=tok.vocab_size), tmp_path / "m")
+    tok.save(tmp_path / "m")
+    base = ["generate", "--model", str(tmp_path / "m"), "--prompt", "to be", "--max-new-tokens", "4"]
+    assert main([*base, "--temperature", "0", "--top-p", "0.9", "--samples", "2"]) == 0
+    out, err = capsys.readouterr()
+    first, second = out.split("---------------\n")
+    assert first == second  # what the second note says
+    assert err.splitlines() == [
+        "qkv generate: note: --temperature 0 is greedy, so --top-p changes nothing",
+        "qkv generate: note: --temperature 0 is greedy, so the 2 samples are the same",
+    ]
+    assert main([*base, "--top-p", "0.9", "--seed", "1"]) == 0 and capsys.readouterr().err == ""

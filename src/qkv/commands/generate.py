@@ -29,6 +29,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from qkv.decoding.generate import crop_prompt, generate
 
     text = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    _note_greedy(args)
     model, tokenizer = load_gpt(args, "generate")
     prompt = encode_text(tokenizer, text, args.prompt_file or "--prompt")
     if not prompt:
@@ -62,6 +63,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _note_greedy(args: argparse.Namespace) -> None:
+    """Temperature 0 picks the most likely token every step: a sampling option given with it does
+    nothing, and several samples are the same text; one line says so rather than nothing."""
+    if args.temperature > 0:
+        return
+    unused = [
+        flag
+        for flag, given in (("--top-k", args.top_k), ("--top-p", args.top_p < 1.0), ("--seed", args.seed is not None))
+        if given
+    ]
+    if unused:
+        verb = "changes" if len(unused) == 1 else "change"
+        print(f"qkv generate: note: --temperature 0 is greedy, so {', '.join(unused)} {verb} nothing", file=sys.stderr)
+    if args.samples > 1:
+        print(
+            f"qkv generate: note: --temperature 0 is greedy, so the {args.samples} samples are the same",
+            file=sys.stderr,
+        )
 
 
 def _copied(tokens: Iterator[int], into: list[int]) -> Iterator[int]:
