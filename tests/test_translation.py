@@ -339,3 +339,21 @@ eval_every = 2
     assert main(["train", str(config), "--no-progress", *sets]) == 0
     assert "tokenizer: training" not in capsys.readouterr().err
     assert load(tmp_path / "ft" / "last").config == pre.config
+
+
+def test_a_length_penalty_with_greedy_decoding_is_noted(tmp_path, capsys):
+    from qkv.checkpoint import save
+    from qkv.data.subword import PairTokenizer
+    from qkv.models.seq2seq import EncoderDecoder, Seq2SeqConfig
+
+    src = write_corpus(tmp_path, n=50)
+    tok = PairTokenizer.train(src, src, 40, True)
+    v = tok.vocab_sizes[0]
+    cfg = Seq2SeqConfig(v, v, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32)
+    save(EncoderDecoder(cfg), tmp_path / "m")
+    tok.save(tmp_path / "m")
+    base = ["translate", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "train.en"), "--no-progress"]
+    assert main([*base, "--beam", "1", "--alpha", "1.0"]) == 0
+    assert capsys.readouterr().err == "qkv translate: note: --beam 1 is greedy, so --alpha changes nothing\n"
+    for options in (["--beam", "1"], ["--beam", "2", "--alpha", "1.0"]):
+        assert main([*base, *options]) == 0 and capsys.readouterr().err == ""

@@ -51,15 +51,24 @@ def note_long(command: str, source: str, longest: int | None, line_numbers: list
         )
 
 
+def length_penalty(args: argparse.Namespace, command: str) -> float:
+    """--alpha, 0.6 (the paper's) when not given; greedy decoding (--beam 1) ranks nothing by length,
+    so an --alpha given with it gets a note that it changes nothing."""
+    if args.alpha is not None and args.beam == 1:
+        print(f"qkv {command}: note: --beam 1 is greedy, so --alpha changes nothing", file=sys.stderr)
+    return 0.6 if args.alpha is None else args.alpha
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     from qkv.decoding.translate import longest_trained_source, translate_lines
 
+    alpha = length_penalty(args, "translate")
     model, tokenizer = _load_translator(args.model, args.device)
     lines = input_lines(args.input)
     progress = not args.no_progress and len(lines) > args.batch_size  # a bar (on stderr) when there is a wait
     where, longest, long_lines = args.input or "<stdin>", longest_trained_source(args.model), []
     options = dict(source=where, longest=longest, long_lines=long_lines)
-    for line in translate_lines(model, tokenizer, lines, args.beam, args.alpha, args.batch_size, progress, **options):
+    for line in translate_lines(model, tokenizer, lines, args.beam, alpha, args.batch_size, progress, **options):
         print(line)
     note_long("translate", where, longest, long_lines)
     return 0
@@ -72,6 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from qkv.decoding.translate import longest_trained_source, translate_lines
 
+    alpha = length_penalty(args, "evaluate")
     if args.output:  # checked now, not after minutes of decoding
         writable(Path(args.output), "file", "--output")
         not_an_input(Path(args.output), "--output", {"--src": args.src, "--ref": args.ref})
@@ -81,9 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
     start, longest, long_lines = time.perf_counter(), longest_trained_source(args.model), []
     options = dict(source=args.src, longest=longest, long_lines=long_lines)
-    hyps = translate_lines(
-        model, tokenizer, src, args.beam, args.alpha, args.batch_size, not args.no_progress, **options
-    )
+    hyps = translate_lines(model, tokenizer, src, args.beam, alpha, args.batch_size, not args.no_progress, **options)
     seconds = time.perf_counter() - start
     note_long("evaluate", args.src, longest, long_lines)
     bleu = sacrebleu.metrics.BLEU()
@@ -146,7 +154,6 @@ def add_parsers(sub) -> None:
         p.add_argument(
             "--alpha",
             type=in_range(0.0, 10.0),
-            default=0.6,
             help="length penalty alpha in [0, 10]: 0 ranks by total log-probability, larger favours longer "
             "translations (default 0.6, as the paper)",
         )
