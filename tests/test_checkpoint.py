@@ -56,6 +56,14 @@ def test_truncated_weights(tmp_path, tiny_model):
         qkv.load(tmp_path)
 
 
+def test_a_hugging_face_directory_is_told_to_be_converted(tmp_path):
+    """`--model gpt2` straight after downloading GPT-2: say what to do, not which entry is missing."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 12}))
+    message = rf"^{tmp_path}: is a Hugging Face checkpoint \(model_type 'gpt2'\), not a qkv one; convert it first: "
+    with pytest.raises(qkv.CheckpointError, match=message + rf"qkv convert --from-hf {tmp_path} --out DIR$"):
+        qkv.load(tmp_path)
+
+
 def test_unknown_config_key(tmp_path, tiny_model):
     qkv.save(tiny_model, tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())

@@ -92,6 +92,11 @@ def read_config(path: str | Path):
         meta = json.loads(file.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
             raise CheckpointError(f"{file}: not a qkv checkpoint config (a JSON object with family and config)")
+        if "family" not in meta and "model_type" in meta:  # the Hugging Face layout, not yet converted
+            raise CheckpointError(
+                f"{path}: is a Hugging Face checkpoint (model_type {meta['model_type']!r}), not a qkv one; "
+                f"convert it first: qkv convert --from-hf {path} --out DIR"
+            )
         version = meta.get("format_version", FORMAT_VERSION)
         if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             raise CheckpointError(
