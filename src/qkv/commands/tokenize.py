@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qkv.commands import UsageError, visible
+from qkv.commands import UsageError, encode_text, visible
 
 
 def tokens(model_dir: Path, text: str, side: str | None = None) -> list[tuple[int, str]]:
@@ -20,7 +20,7 @@ def tokens(model_dir: Path, text: str, side: str | None = None) -> list[tuple[in
         from qkv.data.tokenizers import load_tokenizer
 
         tok = load_tokenizer(model_dir)
-        return [(i, tok.decode([i])) for i in tok.encode(text)]
+        return [(i, tok.decode([i])) for i in encode_text(tok, text, "--text")]
     if family == "bert":
         from qkv.data.wordpiece import WordPieceTokenizer
 
