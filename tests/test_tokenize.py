@@ -30,12 +30,12 @@ def test_gpt_characters_and_byte_level_bpe(tmp_path, capsys):
         f"a[{ids[0]}] \u2423[{ids[1]}] d[{ids[2]}] o[{ids[3]}] g[{ids[4]}]",
     ]
     # a character the vocabulary lacks: the model cannot read it, and the error says where it is
-    assert main(["tokenize", "--model", str(tmp_path / "c"), "--text", "a dog\nand a ☃"]) == 2
+    assert main(["tokenize", "--model", str(tmp_path / "c"), "--text", "a dog and a ☃"]) == 2
     assert (
         capsys.readouterr()
         .err.strip()
         .endswith(
-            f"error: --text: line 2, column 7: character '☃' is not in the {chars.vocab_size}-character vocabulary"
+            f"error: --text: line 1, column 13: character '☃' is not in the {chars.vocab_size}-character vocabulary"
         )
     )
     (tmp_path / "t.txt").write_text(TEXT)
