@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -129,9 +130,11 @@ def build(run: dict, loop: LoopConfig):
             )
     else:
         cfg = model_config(PRESETS, run, vocab_size=tokenizer.vocab_size)
-    data = LMData(
-        token_stream(tokenizer, texts, files), data_cfg.val_fraction, cfg.block_size, ", ".join(data_cfg.files)
-    )
+    chars = sum(map(len, texts))
+    # a byte-level BPE encodes about 2 MB a second here: a large corpus gets a line saying what the wait is
+    with timed(f"tokenizing {chars:,} characters") if chars > 5_000_000 else nullcontext():
+        ids = token_stream(tokenizer, texts, files)
+    data = LMData(ids, data_cfg.val_fraction, cfg.block_size, ", ".join(data_cfg.files))
     torch.manual_seed(loop.seed)
     model = GPT(cfg)
     if source is not None:
