@@ -134,7 +134,8 @@ def add_parsers(sub) -> None:
         help="train a model from a TOML run config",
         description="Train the model a TOML config describes (see configs/). Writes OUT/best, OUT/last "
         "(checkpoint directories; last is resumable), OUT/metrics.jsonl and OUT/run_config.json. "
-        "Ctrl-C (or SIGTERM) saves OUT/last and stops; a second one stops at once.",
+        "Ctrl-C (or SIGTERM) saves OUT/last and stops; a second one stops at once. To fine-tune, start "
+        "from a checkpoint: --set init=DIR (its shape, tokenizer and weights).",
     )
     train.add_argument("config", help="TOML run config, e.g. configs/shakespeare_char.toml")
     train.add_argument(
