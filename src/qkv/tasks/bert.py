@@ -18,7 +18,7 @@ from qkv.data.text import DataError, read_text
 from qkv.data.wordpiece import WordPieceTokenizer
 from qkv.models.bert import PRESETS, Bert
 from qkv.tasks.common import GeneratorPosition, info, timed, to_model
-from qkv.tasks.init import fine_tune_config, pretrained, start_from
+from qkv.tasks.init import fine_tune_config, pretrained, saved_tokenizer, start_from
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -173,9 +173,8 @@ def build_pretrain(run: dict, loop: LoopConfig):
     docs = read_documents(cfg)
     source = pretrained(run, "bert")  # more pre-training: its shape and tokenizer
     _check_positions(run, cfg.max_len, source)
-    # the tokenizer of the run being resumed (commands/train.py says why), or of the checkpoint
-    if run.get("_resume") or run.get("init"):
-        tok = WordPieceTokenizer.load(run.get("_resume") or run["init"])
+    if saved_tokenizer(run):
+        tok = WordPieceTokenizer.load(saved_tokenizer(run))
     else:
         with timed(f"tokenizer: training WordPiece ({cfg.vocab_size:,} tokens) on {len(docs):,} documents"):
             tok = WordPieceTokenizer.train((s for d in docs for s in d), cfg.vocab_size)
@@ -311,19 +310,17 @@ def build_classify(run: dict, loop: LoopConfig):
         )
     torch.manual_seed(loop.seed)
     source = pretrained(run, "bert")
+    _check_positions(run, cfg.max_len, source)
+    if saved_tokenizer(run):
+        tok = WordPieceTokenizer.load(saved_tokenizer(run))
+    else:
+        with timed(f"tokenizer: training WordPiece ({cfg.vocab_size:,} tokens) on {len(train[0]):,} sentences"):
+            tok = WordPieceTokenizer.train(train[0], cfg.vocab_size)
     if source is not None:
-        _check_positions(run, cfg.max_len, source)
-        tok = WordPieceTokenizer.load(run["init"])
         model_cfg = fine_tune_config(run, source.config, head="sequence_classification", n_labels=n_labels)
         model = Bert(model_cfg)
         start_from(model, source.state_dict(), run, keep=lambda name: name.startswith(BODY))  # a new classifier head
     else:
-        resumed = run.get("_resume")
-        if resumed:
-            tok = WordPieceTokenizer.load(resumed)
-        else:
-            with timed(f"tokenizer: training WordPiece ({cfg.vocab_size:,} tokens) on {len(train[0]):,} sentences"):
-                tok = WordPieceTokenizer.train(train[0], cfg.vocab_size)
         model_cfg = model_config(
             PRESETS,
             run,

@@ -40,6 +40,13 @@ def pretrained(run: dict[str, Any], family: str) -> nn.Module | None:
     return model
 
 
+def saved_tokenizer(run: dict[str, Any]) -> str | None:
+    """The checkpoint whose tokenizer the run reads: the one it resumes (a new training need not give
+    the same vocabulary: the WordPiece trainer breaks ties by hash order), else the `init` one; None
+    when the task trains its own."""
+    return run.get("_resume") or run.get("init") or None
+
+
 def fine_tune_config(run: dict[str, Any], config: Config, lower: tuple[str, ...] = (), **changes: Any) -> Config:
     """The checkpoint's `config` with the [model] keys that may change applied, then `changes` (what the
     task sets, such as a classifier's head). `preset` is ignored: the checkpoint's shape is used.

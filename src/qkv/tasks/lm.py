@@ -16,7 +16,7 @@ from qkv.data.text import DataError, read_text
 from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer, TokenizerError, load_tokenizer
 from qkv.models.gpt import GPT, PRESETS
 from qkv.tasks.common import GeneratorPosition, timed, to_model
-from qkv.tasks.init import fine_tune_config, pretrained, start_from
+from qkv.tasks.init import fine_tune_config, pretrained, saved_tokenizer, start_from
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -118,8 +118,7 @@ def build(run: dict, loop: LoopConfig):
     files = text_files(data_cfg.files)
     texts = [read_text(f) for f in files]
     source = pretrained(run, "gpt")  # fine-tuning: its shape and tokenizer
-    # the tokenizer of the run being resumed (commands/train.py says why), or of the checkpoint
-    saved = run.get("_resume") or run.get("init")
+    saved = saved_tokenizer(run)
     tokenizer = load_tokenizer(saved) if saved else build_tokenizer(data_cfg, files, "".join(texts))
     if source is not None:
         cfg = fine_tune_config(run, source.config, lower=("block_size",))

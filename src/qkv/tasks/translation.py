@@ -18,7 +18,7 @@ from qkv.data.tokenizers import TokenizerError
 from qkv.decoding.translate import TRAINING_LENGTHS, translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
 from qkv.tasks.common import info, timed, to_model
-from qkv.tasks.init import fine_tune_config, pretrained, start_from
+from qkv.tasks.init import fine_tune_config, pretrained, saved_tokenizer, start_from
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
@@ -128,9 +128,8 @@ def build(run: dict, loop: LoopConfig):
     train = read_parallel(cfg.train_src, cfg.train_tgt, cfg.empty_lines)
     valid = read_parallel(cfg.valid_src, cfg.valid_tgt, cfg.empty_lines)
     source = pretrained(run, "seq2seq")  # fine-tuning: its shape and tokenizer
-    # the tokenizer of the run being resumed (commands/train.py says why), or of the checkpoint
-    if run.get("_resume") or run.get("init"):
-        tokenizer = PairTokenizer.load(run.get("_resume") or run["init"])
+    if saved_tokenizer(run):
+        tokenizer = PairTokenizer.load(saved_tokenizer(run))
     else:
         kind = "one shared BPE vocabulary" if cfg.shared_vocab else "a BPE vocabulary for each side"
         with timed(f"tokenizer: training {kind} ({cfg.vocab_size:,} tokens) on {len(train.src):,} sentence pairs"):
