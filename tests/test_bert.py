@@ -220,3 +220,43 @@ def test_each_pass_draws_new_pairs_and_uses_each_once():
         assert abs(sum(label == 0 for _, _, label in pairs) / len(pairs) - 0.5) < 3 * (0.25 / len(pairs)) ** 0.5
     task.shard(1, 2)  # another rank of a multi-process run draws its own pairs for the same pass
     assert task.pass_ == 1 and sorted(task.pairs) != sorted(second)
+
+
+def test_fill_mask_ranks_as_transformers_does(tmp_path, capsys):
+    """`qkv fill-mask` on a converted BertForMaskedLM: the same candidates for each [MASK], with the
+    same probabilities, as the transformers model and tokenizer give on the same text."""
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(hf_config(initializer_range=0.5)).eval()  # peaked: no near-ties in the top 3
+    hf.save_pretrained(tmp_path / "hf")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(94))]
+    (tmp_path / "hf" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "qkv")]) == 0
+    text = "w3 w17 [MASK] w5 [MASK] w9"
+    capsys.readouterr()
+    assert main(["fill-mask", "--model", str(tmp_path / "qkv"), "--text", text, "--top-k", "3"]) == 0
+    filled, *lines = capsys.readouterr().out.splitlines()
+    ids = transformers.BertTokenizerFast.from_pretrained(tmp_path / "hf")(text, return_tensors="pt")["input_ids"]
+    assert ids[0].tolist() == [2, 8, 22, 4, 10, 4, 14, 3]  # [CLS] w3 w17 [MASK] w5 [MASK] w9 [SEP]
+    with torch.no_grad():
+        probs = hf(input_ids=ids).logits[0, ids[0] == 4].softmax(-1)  # (2 masks, V)
+    top = probs.topk(3)
+    assert len(lines) == 2
+    for n, (line, p, i) in enumerate(zip(lines, top.values, top.indices), 1):
+        label, shown = line.split(": ")
+        pairs = [c.split(" ") for c in shown.split(", ")]
+        assert label == f"[MASK] {n}" and [t for t, _ in pairs] == [vocab[j] for j in i]
+        assert all(abs(float(q) - float(r)) <= 1e-3 for (_, q), r in zip(pairs, p))
+    assert filled.split() == ["w3", "w17", vocab[top.indices[0, 0]], "w5", vocab[top.indices[1, 0]], "w9"]
+
+    def refused(*args) -> str:
+        assert main(["fill-mask", "--model", str(tmp_path / "qkv"), *args]) == 2
+        return capsys.readouterr().err.strip()
+
+    assert refused("--text", "w3 w4").endswith("--text has no [MASK]: write [MASK] where a word is to be predicted")
+    assert "more than the model's 38" in refused("--text", "[MASK] " + "w1 " * 40)
+    hf_cls = transformers.BertForSequenceClassification(hf_config(num_labels=2))
+    hf_cls.save_pretrained(tmp_path / "hf_cls")
+    assert main(["convert", "--from-hf", str(tmp_path / "hf_cls"), "--out", str(tmp_path / "cls")]) == 0
+    capsys.readouterr()
+    assert main(["fill-mask", "--model", str(tmp_path / "cls"), "--text", "[MASK]"]) == 2
+    assert "has no masked-LM head" in capsys.readouterr().err

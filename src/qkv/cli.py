@@ -17,6 +17,7 @@ from qkv.commands import (
     convert,
     demo,
     download,
+    fill_mask,
     generate,
     perplexity,
     plot,
@@ -39,7 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version(), help="show the versions (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, train, translation, generate, perplexity, classify, convert, plot, tokenize, download):
+    for module in (
+        demo,
+        train,
+        translation,
+        generate,
+        perplexity,
+        classify,
+        fill_mask,
+        convert,
+        plot,
+        tokenize,
+        download,
+    ):
         module.add_parsers(sub)
     return parser
 
