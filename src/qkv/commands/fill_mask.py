@@ -41,7 +41,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
     ids, candidates = fill(model, tok, args.text, args.top_k)
     best = iter(c[0][0] for c in candidates)
     filled = [next(best) if t == tok.mask_id else t for t in ids]
-    print(f"{tok.decode(filled)}")  # every [MASK] by its most likely token
+    print(tok.decode(filled))  # every [MASK] by its most likely token
     for n, ranked in enumerate(candidates, 1):
         shown = ", ".join(f"{tok.tok.id_to_token(i)} {p:.3f}" for i, p in ranked)
         print(f"[MASK] {n}: {shown}")

@@ -31,6 +31,14 @@ def no_such_file(path: Path) -> DataError:
     return DataError(f"{path}: no such file{where}{fetch}")
 
 
+def text_files_in(directory: Path) -> list[Path]:
+    """The .txt files of a directory, in name order: a corpus kept one document a file (the books)."""
+    files = sorted(Path(directory).glob("*.txt"))
+    if not files:
+        raise DataError(f"{directory}: a directory with no .txt files")
+    return files
+
+
 def read_text(path: str | Path) -> str:
     """The whole file as text; missing, empty and non-UTF-8 files are errors naming file and line."""
     p = Path(path)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from qkv.config import Config, ConfigError, require
 from qkv.data.bert_pretraining import IGNORE, SentencePair, hold_out_documents, mask_tokens, nsp_pairs, pack
 from qkv.data.padding import pad_sequences
-from qkv.data.text import DataError, read_text
+from qkv.data.text import DataError, read_text, text_files_in
 from qkv.data.wordpiece import WordPieceTokenizer
 from qkv.models.bert import PRESETS, Bert
 from qkv.tasks.common import GeneratorPosition, info, timed, to_model
@@ -49,10 +49,7 @@ def read_documents(cfg: PretrainDataConfig) -> list[list[str]]:
     """Documents as lists of sentences (paragraphs split after . ! ?)."""
     root = Path(cfg.docs)
     if root.is_dir():
-        files = sorted(root.glob("*.txt"))
-        if not files:
-            raise DataError(f"{root}: no .txt documents")
-        texts = [read_text(f) for f in files[: cfg.max_docs or None]]
+        texts = [read_text(f) for f in text_files_in(root)[: cfg.max_docs or None]]
     else:
         texts = re.split(r"\n\s*\n\s*\n", read_text(root))[: cfg.max_docs or None]
     docs = []

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from qkv.config import Config, require
 from qkv.data.lm import LMData
-from qkv.data.text import DataError, read_text
+from qkv.data.text import read_text, text_files_in
 from qkv.data.tokenizers import BPETokenizer, CharTokenizer, TextTokenizer, TokenizerError, load_tokenizer
 from qkv.models.gpt import GPT, PRESETS
 from qkv.tasks.common import GeneratorPosition, timed, to_model
@@ -44,10 +44,7 @@ def text_files(entries: tuple[str, ...]) -> list[str]:
     files = []
     for entry in entries:
         if Path(entry).is_dir():
-            found = sorted(str(f) for f in Path(entry).glob("*.txt"))
-            if not found:
-                raise DataError(f"{entry}: a directory with no .txt files")
-            files += found
+            files += map(str, text_files_in(Path(entry)))
         else:
             files.append(entry)
     return files
