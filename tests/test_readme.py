@@ -12,7 +12,9 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for code in blocks:
         exec(compile(code, str(README), "exec"), {})
-    assert "torch.Size([1, 3, 100])" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "torch.Size([1, 3, 100])" in out  # the encoder-decoder example
+    assert "torch.Size([1, 12, 32])" in out and "to be or not" in out  # the GPT example
 
 
 def test_quick_start_is_exactly_two_commands():
