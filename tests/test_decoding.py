@@ -1,7 +1,10 @@
+import pytest
 import torch
 from conftest import random_tokens
 
+from qkv.decoding.beam import beam_search
 from qkv.decoding.greedy import greedy_decode
+from qkv.decoding.translate import translate_ids
 
 
 def _greedy_without_cache(model, src, max_len):
@@ -73,3 +76,27 @@ def test_cache_reorders_in_a_row_keep_the_selected_history():
         cache.reorder(torch.tensor(index))
         k_ref, v_ref = k_ref[index], v_ref[index]
         assert torch.equal(cache.k[:, :, : cache.length], k_ref) and torch.equal(cache.v[:, :, : cache.length], v_ref)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(beam=0), r"beam size must be >= 1 \(1 is greedy\), got 0"),
+        (dict(beam=4, max_extra=-1), "max_extra must be >= 0"),
+        (dict(beam=4, alpha=float("nan")), "alpha .* must be finite and >= 0, got nan"),
+        (dict(beam=4, alpha=-0.5), "alpha .* must be finite and >= 0, got -0.5"),
+        (dict(src_ids=[[3, 4], [5, 10_000]]), r"source token id 10000 is outside the model's vocabulary \(0 to 22\)"),
+    ],
+)
+def test_translating_from_python_refuses_settings_it_would_read_otherwise(tiny_model, settings, message):
+    """A beam of 0 used to decode greedily (and beam_search's own call failed with an IndexError), a
+    negative max_extra cut every output short, a NaN alpha ranked beams by NaN, an id past the
+    vocabulary was PyTorch's "index out of range in self"; the command line's parser never let these
+    through, the library now names them."""
+    settings = {"src_ids": [[3, 4, 5]], "beam": 1, **settings}
+    with pytest.raises(ValueError, match=message):
+        translate_ids(tiny_model, **settings)
+    if "beam" in settings and settings["beam"] < 1:
+        with pytest.raises(ValueError, match="beam size must be >= 1"):
+            beam_search(tiny_model, torch.tensor([[3, 4, 2]]), settings["beam"])
+    assert translate_ids(tiny_model, [], beam=4) == []  # nothing to translate: nothing back

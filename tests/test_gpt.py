@@ -206,6 +206,26 @@ def test_sampling_from_nan_scores_blames_the_scores():
         sample(logits, 0.5, 5)
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(temperature=-0.5), "temperature must be >= 0"),
+        (dict(temperature=float("nan")), "temperature must be >= 0"),
+        (dict(top_k=-1), "top_k must be >= 0"),
+        (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+        (dict(prompt=[3, 50]), "prompt token id 50 is outside the model's vocabulary \\(0 to 49\\)"),
+        (dict(prompt=[-1]), "prompt token id -1 is outside"),
+    ],
+)
+def test_generate_from_python_refuses_settings_it_would_read_otherwise(settings, message):
+    """The library call checks what the CLI's parser checks: a negative temperature used to be
+    greedy, top_p 1.5 no filter, and an id beyond the vocabulary PyTorch's "index out of range"."""
+    settings = {"prompt": [1, 2], **settings}
+    with pytest.raises(ValueError, match=message):
+        list(generate(tiny_gpt(), max_new_tokens=3, **settings))
+
+
 TEXT = "to be, or not to be, that is the question.\n" * 40
 
 

@@ -26,6 +26,19 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def check_search(beam: int, alpha: float, max_extra: int) -> None:
+    """Refuse what decoding would otherwise read as something else without a word: a beam below 1
+    (greedy, or an IndexError), a negative, NaN or infinite alpha (beams ranked by NaN), a negative
+    max_extra (outputs cut short, to a token or none). ValueError naming the setting; the command line
+    refuses the same values when it parses them."""
+    if beam < 1:
+        raise ValueError(f"beam size must be >= 1 (1 is greedy), got {beam}")
+    if not 0.0 <= alpha < float("inf"):
+        raise ValueError(f"alpha (the length penalty's exponent) must be finite and >= 0, got {alpha}")
+    if max_extra < 0:
+        raise ValueError(f"max_extra must be >= 0 (the tokens allowed beyond the source length), got {max_extra}")
+
+
 @torch.inference_mode()
 def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_extra: int = 50) -> list[Hypothesis]:
     """src: (B, S) padded ids -> the best hypothesis of each sentence.
@@ -35,6 +48,7 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
     A sentence stops when K hypotheses have ended with EOS, or at its own source length + max_extra
     (at most the model's `position_limit`).
     """
+    check_search(beam_size, alpha, max_extra)
     c, k = model.config, beam_size
     b = src.size(0)
     max_len = ((src != c.pad_id).sum(1) + max_extra).tolist()

@@ -32,6 +32,17 @@ def top_p(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def check_sampling(temperature: float, k: int, p: float) -> None:
+    """Refuse settings that `sample` would otherwise read as something else without a word (a negative
+    temperature as greedy, p above 1 as no filter): ValueError naming the setting."""
+    if not temperature >= 0.0:  # also NaN
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 is off), got {k}")
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (1 is off), got {p}")
+
+
 def sample(
     logits: Tensor, temperature: float, k: int = 0, p: float = 1.0, generator: torch.Generator | None = None
 ) -> Tensor:

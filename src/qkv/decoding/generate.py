@@ -7,7 +7,8 @@ from typing import Iterator
 
 import torch
 
-from qkv.decoding.filters import sample
+from qkv.decoding import check_ids
+from qkv.decoding.filters import check_sampling, sample
 from qkv.decoding.graphed import GraphedSteps
 from qkv.models.gpt import GPT
 
@@ -44,6 +45,8 @@ def generate(
     document, and what would follow it is the start of an unrelated one."""
     if not prompt:
         raise ValueError("the prompt is empty (give at least one token)")
+    check_sampling(temperature, top_k, top_p)
+    check_ids(prompt, model.config.vocab_size, "prompt")
     block = model.config.block_size
     ids = crop_prompt(list(prompt), block, max_new_tokens)
     device = next(model.parameters()).device

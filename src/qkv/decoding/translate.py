@@ -11,7 +11,8 @@ from tqdm import tqdm
 from qkv.data.padding import pad_sequences
 from qkv.data.subword import PairTokenizer
 from qkv.data.text import DataError
-from qkv.decoding.beam import beam_search
+from qkv.decoding import check_ids
+from qkv.decoding.beam import beam_search, check_search
 from qkv.decoding.greedy import greedy_decode
 from qkv.models.seq2seq import EncoderDecoder
 
@@ -20,7 +21,11 @@ def translate_ids(
     model: EncoderDecoder, src_ids: list[list[int]], beam: int, alpha: float = 0.6, max_extra: int = 50
 ) -> list[list[int]]:
     """One batch of source id lists -> output id lists (no BOS/EOS). beam 1 is greedy decoding."""
+    check_search(beam, alpha, max_extra)
+    if not src_ids:
+        return []
     c = model.config
+    check_ids((i for ids in src_ids for i in ids), c.src_vocab_size, "source")
     src = pad_sequences([ids + [c.eos_id] for ids in src_ids], c.pad_id).to(next(model.parameters()).device)
     if beam > 1:
         return [h.tokens for h in beam_search(model, src, beam, alpha, max_extra)]
