@@ -1,5 +1,6 @@
 """The decoder-only family: parity with Hugging Face GPT-2, the cache, sampling, training, the CLI."""
 
+import io
 import json
 import shutil
 
@@ -248,7 +249,7 @@ preset = "char-tiny"
     assert not (tmp_path / "run").exists()
 
 
-def test_tiny_gpt_overfits_and_generates_from_the_cli(tmp_path, capsys):
+def test_tiny_gpt_overfits_and_generates_from_the_cli(tmp_path, capsys, monkeypatch):
     (tmp_path / "t.txt").write_text(TEXT)
     (tmp_path / "c.toml").write_text(f"""
 task = "lm"
@@ -300,6 +301,15 @@ label_smoothing = 0.0
     assert main(["generate", "--model", str(tmp_path / "run" / "best"), *two, "--max-new-tokens", "12"]) == 0
     first, second = capsys.readouterr().out.split("\n---------------\n")
     assert first.startswith("to be, or not to be") and first + "\n" == second  # greedy: the same twice
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"to be, or ")))  # --prompt-file - : stdin
+    assert (
+        main(["generate", "--model", str(tmp_path / "run" / "best"), *two[:1], "-", *two[2:], "--max-new-tokens", "12"])
+        == 0
+    )
+    assert capsys.readouterr().out.split("\n---------------\n") == [first, second]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"  \n")))
+    assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt-file", "-"]) == 2
+    assert "<stdin>: no text came" in capsys.readouterr().err
     assert main(["generate", "--model", str(tmp_path / "run" / "best"), "--prompt", ""]) == 2
     assert "--prompt is empty" in capsys.readouterr().err
     (tmp_path / "odd.txt").write_text("to be,\nor #")  # a character the model never saw: file, line, column

@@ -1,5 +1,6 @@
 """Scoring a text with a GPT: every token once, with the context its window gives, batched or not."""
 
+import io
 import json
 import math
 
@@ -65,7 +66,7 @@ def test_a_text_that_fits_one_window_is_the_plain_cross_entropy():
         score(model, ids[:1], stride=32)
 
 
-def test_cli_perplexity(tmp_path, capsys):
+def test_cli_perplexity(tmp_path, capsys, monkeypatch):
     tok = CharTokenizer.train(TEXT)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, d_model=16, n_heads=2, n_layers=1, d_ff=32))
     qkv.save(model, tmp_path / "m")
@@ -81,6 +82,13 @@ def test_cli_perplexity(tmp_path, capsys):
     # --input, the name the other commands use for their input file, is the same option
     assert main([*argv[:3], "--input", str(tmp_path / "t.txt"), "--no-progress", "--stride", "4"]) == 0
     assert json.loads(capsys.readouterr().out) == out
+    # "-" reads the text from standard input
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(TEXT.encode())))
+    assert main([*argv[:3], "--file", "-", "--no-progress", "--stride", "4"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**out, "file": "<stdin>"}
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"the \xff")))
+    assert main([*argv[:3], "--file", "-"]) == 2
+    assert "<stdin>: invalid UTF-8 at byte 4" in capsys.readouterr().err
     assert main([*argv, "--stride", "17"]) == 2
     assert "--stride 17: at most the context window, block_size = 16" in capsys.readouterr().err
     (tmp_path / "z.txt").write_text("the Quick")  # 'Q' is not in the vocabulary

@@ -119,16 +119,40 @@ def input_lines(path: str | None) -> list[str]:
     import sys
 
     from qkv.data.parallel import read_lines
-    from qkv.data.text import BOM
 
     if path:
         return read_lines(path)
     if sys.stdin.isatty():  # a bare command at a terminal would otherwise seem to hang
         print("reading sentences from standard input, one a line; end with Ctrl-D (or give --input)", file=sys.stderr)
+    return _stdin_text().splitlines()
+
+
+def _stdin_text() -> str:
+    import sys
+
+    from qkv.data.text import BOM
+
     try:
-        return sys.stdin.buffer.read().decode("utf-8").removeprefix(BOM).splitlines()
+        return sys.stdin.buffer.read().decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as err:
         raise UsageError(f"<stdin>: invalid UTF-8 at byte {err.start}") from None
+
+
+def input_text(path: str) -> str:
+    """The whole text of a file, or of standard input for "-" (UTF-8 checked either way; an empty
+    one is an error naming it)."""
+    import sys
+
+    from qkv.data.text import read_text
+
+    if path != "-":
+        return read_text(path)
+    if sys.stdin.isatty():
+        print("reading the text from standard input; end with Ctrl-D", file=sys.stderr)
+    text = _stdin_text()
+    if not text.strip():
+        raise UsageError('<stdin>: no text came ("-" reads it from standard input)')
+    return text
 
 
 def lines_named(source: str, line_numbers: list[int]) -> str:

@@ -14,6 +14,7 @@ from qkv.commands import (
     at_least,
     encode_text,
     in_range,
+    input_text,
     load_gpt,
 )
 
@@ -24,14 +25,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from qkv.checkpoint import CheckpointError
-    from qkv.data.text import read_text
     from qkv.data.tokenizers import decode_stream
     from qkv.decoding.generate import crop_prompt, generate
 
-    text = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    text = input_text(args.prompt_file) if args.prompt_file else args.prompt
     _note_greedy(args)
     model, tokenizer = load_gpt(args, "generate")
-    prompt = encode_text(tokenizer, text, args.prompt_file or "--prompt")
+    source = {None: "--prompt", "-": "<stdin>"}.get(args.prompt_file, args.prompt_file)
+    prompt = encode_text(tokenizer, text, source)
     if not prompt:
         raise UsageError("--prompt is empty: give at least one character to continue (the default is a newline)")
     with warnings.catch_warnings(record=True) as caught:  # one line on stderr, not Python's warning with source
@@ -101,7 +102,9 @@ def add_parsers(sub) -> None:
     gen.add_argument("--model", required=True, help="checkpoint directory")
     start = gen.add_mutually_exclusive_group()
     start.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    start.add_argument("--prompt-file", help="continue the text of this UTF-8 file instead")
+    start.add_argument(
+        "--prompt-file", help="continue the text of this UTF-8 file instead (- reads it from standard input)"
+    )
     gen.add_argument("--max-new-tokens", type=at_least(1), default=200, help="tokens to generate (default 200)")
     gen.add_argument("--temperature", type=in_range(0.0, float("inf")), default=1.0, help="0 = greedy (default 1.0)")
     gen.add_argument("--top-k", type=at_least(0), default=0, help="keep only the k most likely tokens (0 = off)")

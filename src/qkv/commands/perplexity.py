@@ -6,11 +6,18 @@ import argparse
 import json
 import math
 
-from qkv.commands import UsageError, add_device_option, add_threads_option, at_least, encode_text, load_gpt
+from qkv.commands import (
+    UsageError,
+    add_device_option,
+    add_threads_option,
+    at_least,
+    encode_text,
+    input_text,
+    load_gpt,
+)
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
-    from qkv.data.text import read_text
     from qkv.tasks.perplexity import score
 
     model, tokenizer = load_gpt(args, "perplexity")
@@ -18,16 +25,17 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     stride = args.stride or max(1, block // 2)
     if stride > block:
         raise UsageError(f"--stride {stride}: at most the context window, block_size = {block}")
-    text = read_text(args.file)
-    ids = encode_text(tokenizer, text, args.file)
+    text = input_text(args.file)
+    where = "<stdin>" if args.file == "-" else args.file
+    ids = encode_text(tokenizer, text, where)
     if len(ids) < 2:
-        raise UsageError(f"{args.file}: {len(ids)} token(s), nothing to predict (it needs at least two)")
+        raise UsageError(f"{where}: {len(ids)} token(s), nothing to predict (it needs at least two)")
     result = score(model, ids, stride, args.batch_size, progress=not args.no_progress)
     context = block + 1 - stride
     print(
         json.dumps(
             {
-                "file": args.file,
+                "file": where,
                 "tokens": result.tokens,
                 "loss": round(result.loss, 4),  # nats per token, as training's val_loss
                 "perplexity": round(result.perplexity, 3),
@@ -52,7 +60,9 @@ def add_parsers(sub) -> None:
         "least block_size + 1 - stride tokens of context.",
     )
     p.add_argument("--model", required=True, help="GPT checkpoint directory (with its tokenizer)")
-    p.add_argument("--file", "--input", dest="file", required=True, help="UTF-8 text file to score")
+    p.add_argument(
+        "--file", "--input", dest="file", required=True, help="UTF-8 text file to score (- reads standard input)"
+    )
     p.add_argument(
         "--stride",
         type=at_least(1),
