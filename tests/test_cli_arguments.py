@@ -147,10 +147,11 @@ def test_a_one_file_plot_into_a_directory_lands_inside_it(tmp_path, capsys):
 
 
 def test_reading_a_terminal_says_so(monkeypatch, capsys):
-    """`qkv translate --model M` with no --input at a terminal waits for typed lines: it says so on stderr."""
+    """`qkv translate --model M` with no --input (or `--input -`) at a terminal waits for typed lines: it says
+    so on stderr."""
     import io
 
-    from qkv.commands import input_lines
+    from qkv.commands import input_lines, input_name, input_text
 
     class Terminal(io.TextIOWrapper):
         def isatty(self) -> bool:
@@ -162,6 +163,11 @@ def test_reading_a_terminal_says_so(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a\nb\n")))  # a pipe: nothing said
     assert input_lines(None) == ["a", "b"]
     assert capsys.readouterr().err == ""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"c\n")))  # "-" is standard input too
+    assert input_lines("-") == ["c"] and input_name("-") == input_name(None) == "<stdin>"
+    monkeypatch.setattr("sys.stdin", Terminal(io.BytesIO("the whole\ntext".encode())))
+    assert input_text("-") == "the whole\ntext"  # --prompt-file -, perplexity --file -
+    assert "end with Ctrl-D" in capsys.readouterr().err
 
 
 def test_a_reader_that_goes_away_ends_quietly(tmp_path):

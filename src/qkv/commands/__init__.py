@@ -115,16 +115,21 @@ def refuse_nonempty(out: Path, overwrite: bool) -> None:
 
 
 def input_lines(path: str | None) -> list[str]:
-    """The lines of --input, or of standard input when it is not given (UTF-8 checked either way)."""
+    """The lines of --input, or of standard input when it is not given or "-" (UTF-8 checked either way)."""
     import sys
 
     from qkv.data.parallel import read_lines
 
-    if path:
+    if path and path != "-":
         return read_lines(path)
     if sys.stdin.isatty():  # a bare command at a terminal would otherwise seem to hang
         print("reading sentences from standard input, one a line; end with Ctrl-D (or give --input)", file=sys.stderr)
     return _stdin_text().splitlines()
+
+
+def input_name(path: str | None) -> str:
+    """How messages name an input: its path, or <stdin> (not given, or "-")."""
+    return "<stdin>" if path in (None, "-") else path
 
 
 def _stdin_text() -> str:

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from qkv.commands import UsageError, add_device_option, at_least, input_lines, lines_named, load_model
+from qkv.commands import UsageError, add_device_option, at_least, input_lines, input_name, lines_named, load_model
 
 
 def predict(
@@ -89,7 +89,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     cut: list[int] = []
     predicted = iter(predict(model, tok, filled, args.batch_size, not args.no_progress, cut))
     filled_lines = [number for number, line in enumerate(lines, 1) if line.strip()]
-    note_cut(model, args.input or "<stdin>", [filled_lines[i] for i in cut])
+    note_cut(model, input_name(args.input), [filled_lines[i] for i in cut])
     for line in lines:
         print("{}\t{:.4f}".format(*next(predicted)) if line.strip() else "")
     return 0
@@ -106,7 +106,7 @@ def add_parsers(sub) -> None:
     )
     cls.add_argument("--model", required=True, help="checkpoint directory of a fine-tuned classifier")
     which = cls.add_mutually_exclusive_group()
-    which.add_argument("--input", help="file of sentences (default: standard input)")
+    which.add_argument("--input", help="file of sentences (default, or -: standard input)")
     which.add_argument("--eval", metavar="TSV", help="labelled sentences to score the model on")
     cls.add_argument("--batch-size", type=at_least(1), default=64, help="sentences per forward pass (default 64)")
     cls.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to standard error)")

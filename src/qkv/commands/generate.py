@@ -14,6 +14,7 @@ from qkv.commands import (
     at_least,
     encode_text,
     in_range,
+    input_name,
     input_text,
     load_gpt,
 )
@@ -31,8 +32,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     text = input_text(args.prompt_file) if args.prompt_file else args.prompt
     _note_greedy(args)
     model, tokenizer = load_gpt(args, "generate")
-    source = {None: "--prompt", "-": "<stdin>"}.get(args.prompt_file, args.prompt_file)
-    prompt = encode_text(tokenizer, text, source)
+    prompt = encode_text(tokenizer, text, input_name(args.prompt_file) if args.prompt_file else "--prompt")
     if not prompt:
         raise UsageError("--prompt is empty: give at least one character to continue (the default is a newline)")
     with warnings.catch_warnings(record=True) as caught:  # one line on stderr, not Python's warning with source

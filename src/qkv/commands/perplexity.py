@@ -12,6 +12,7 @@ from qkv.commands import (
     add_threads_option,
     at_least,
     encode_text,
+    input_name,
     input_text,
     load_gpt,
 )
@@ -26,7 +27,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     if stride > block:
         raise UsageError(f"--stride {stride}: at most the context window, block_size = {block}")
     text = input_text(args.file)
-    where = "<stdin>" if args.file == "-" else args.file
+    where = input_name(args.file)
     ids = encode_text(tokenizer, text, where)
     if len(ids) < 2:
         raise UsageError(f"{where}: {len(ids)} token(s), nothing to predict (it needs at least two)")

@@ -12,6 +12,7 @@ from qkv.commands import (
     at_least,
     in_range,
     input_lines,
+    input_name,
     lines_named,
     load_model,
     not_an_input,
@@ -66,7 +67,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     model, tokenizer = _load_translator(args.model, args.device)
     lines = input_lines(args.input)
     progress = not args.no_progress and len(lines) > args.batch_size  # a bar (on stderr) when there is a wait
-    where, longest, long_lines = args.input or "<stdin>", longest_trained_source(args.model), []
+    where, longest, long_lines = input_name(args.input), longest_trained_source(args.model), []
     options = dict(source=where, longest=longest, long_lines=long_lines)
     for line in translate_lines(model, tokenizer, lines, args.beam, alpha, args.batch_size, progress, **options):
         print(line)
@@ -136,7 +137,7 @@ def add_parsers(sub) -> None:
         "translations to standard output, one a line, in the same order.",
     )
     tr.add_argument("--model", required=True, help="checkpoint directory (with its tokenizer)")
-    tr.add_argument("--input", help="file of source sentences (default: standard input)")
+    tr.add_argument("--input", help="file of source sentences (default, or -: standard input)")
     ev = sub.add_parser(
         "evaluate",
         help="translate a test set and score it with sacreBLEU (BLEU, chrF)",
