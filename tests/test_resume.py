@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from qkv.cli import main
+from qkv.tasks.lm import LMTask
 
 TEXT = "to be, or not to be, that is the question.\n" * 60
 
@@ -396,3 +397,34 @@ def test_resuming_into_another_runs_directory_is_refused(tmp_path, capsys):
     assert main(["train", str(b), "--resume", str(tmp_path / "a"), *more, *fork]) == 0
     assert [step for step, _ in losses(tmp_path / "c")] == [5, 6]  # a log of its own, from the resumed step
     assert {p: p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()} == files["a"]
+
+
+def test_patience_stops_a_run_that_no_longer_improves_and_a_resume_goes_on_counting(tmp_path, capsys, monkeypatch):
+    """train.patience = N: the run stops once N evaluations in a row bring no val_loss below the best
+    (early stopping); the count travels in `last`, so a resume refuses to start a run that would stop
+    again at once, and with a raised patience goes on counting from where it was."""
+    scripted = iter([3.0, 2.0, 2.5, 2.1] + [2.2, 1.5, 1.6, 1.7, 1.8, 1.9])  # the validation losses, in order
+    monkeypatch.setattr(LMTask, "evaluate", lambda self, model, ranks: {"val_loss": next(scripted)})
+    cfg = lm_config(tmp_path, "run", steps=40, eval_every=2)
+    cfg.write_text(cfg.read_text().replace("seed = 3\n", "seed = 3\npatience = 2\n"))
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert (result["steps"], result["best_val_loss"], result["stopped_early"]) == (8, 2.0, True)
+    assert "stopping at step 8: the last 2 evaluations brought no val_loss below 2.0000 (train.patience = 2)" in err
+    assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == 4  # the best stays the best
+    assert json.loads((run / "last" / "trainer_state.json").read_text())["evaluations_since_best"] == 2
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"qkv train: error: {run / 'last'}: the run stopped early, its last 2 evaluations brought no lower val_loss"
+        " than 2.0000 (train.patience = 2); to go on anyway, raise it: --set train.patience=4"
+    )
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # patience 4: 2.2 is the third without a new best, 1.5 starts the count again, 1.6 .. 1.9 end it
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(run), "--set", "train.patience=4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["steps"], result["best_val_loss"], result["stopped_early"]) == (20, 1.5, True)
+    assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == 12
+    assert next(scripted, None) is None  # every scripted evaluation was used, none more

@@ -48,11 +48,8 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     distributed.device(loop.device)  # a device that is not there is an error before anything is written
     out = writable(Path(run["out"]), "directory", f"`out` in {source}")
     resume = resumable_checkpoint(Path(args.resume)) if args.resume else None
-    if resume is not None and (done := saved_step(resume)) >= loop.steps:
-        raise UsageError(
-            f"{resume}: the run is already at step {done} of train.steps = {loop.steps}, so there is nothing "
-            f"to train (to go on, raise it: --set train.steps={2 * done})"
-        )
+    if resume is not None:
+        _check_resume_goes_on(resume, loop)
     # a resumed run writes into `out`: its own directory, or a new one (a fork), never another run's
     own = resume is not None and out.resolve() == resume.parent.resolve()
     if not own and out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -91,6 +88,26 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     if ranks.main:
         print(json.dumps(result))
     return {"SIGINT": 130, "SIGTERM": 143}.get(result["interrupted"], 0)
+
+
+def _check_resume_goes_on(resume: Path, loop) -> None:
+    """Refuse a resume that would train nothing, or stop again at its first evaluation: the run is at
+    train.steps already, or train.patience had stopped it (each says which setting to raise)."""
+    from qkv.train.state import saved_record
+
+    record = saved_record(resume)
+    done, stale = int(record["step"]), record.get("evaluations_since_best", 0)
+    if done >= loop.steps:
+        raise UsageError(
+            f"{resume}: the run is already at step {done} of train.steps = {loop.steps}, so there is nothing "
+            f"to train (to go on, raise it: --set train.steps={2 * done})"
+        )
+    if loop.patience and stale >= loop.patience:
+        raise UsageError(
+            f"{resume}: the run stopped early, its last {stale} evaluations brought no lower val_loss than "
+            f"{record['best_val_loss']:.4f} (train.patience = {loop.patience}); to go on anyway, raise it: "
+            f"--set train.patience={stale + loop.patience}"
+        )
 
 
 def _say_if_the_schedule_changed(resume: Path, optim, step: int, d_model: int) -> None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from qkv.checkpoint import CheckpointError, load_weights, replace_directory, save
 from qkv.config import Config, require
 from qkv.train import TrainingError, distributed, fsdp
+from qkv.train.bookkeeping import Best, MetricsLog, StopSignals
 from qkv.train.distributed import Ranks
 from qkv.train.optim import OptimConfig
 from qkv.train.state import load_state, rank_state, save_state
@@ -36,6 +37,8 @@ class LoopConfig(Config):
     log_every: int = 10
     max_minutes: float = 0.0  # stop (after a final evaluation and checkpoint) once training has run this long; 0 = off
     keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints in out/checkpoints/ (for averaging)
+    # early stopping: stop once this many evaluations in a row bring no lower val_loss than the best; 0 = off
+    patience: int = 0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
     # "bf16": forward and loss under bfloat16 autocast (weights, gradients and optimiser stay fp32);
@@ -57,7 +60,7 @@ class LoopConfig(Config):
     def validate(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "log_every"):
             require(getattr(self, name) >= 1, f"train.{name} must be at least 1", key=name)
-        for name in ("max_minutes", "keep_checkpoints", "threads"):
+        for name in ("max_minutes", "keep_checkpoints", "threads", "patience"):
             require(getattr(self, name) >= 0, f"train.{name} must be at least 0", key=name)
 
 
@@ -89,43 +92,6 @@ class Task(Protocol):
     def shard(self, rank: int, world: int) -> None:
         """With several processes: draw this rank's own share of the training batches."""
         ...
-
-
-class MetricsLog:
-    """JSON lines, one object per record, flushed as written."""
-
-    def __init__(self, path: Path) -> None:
-        if path.exists():  # a run killed mid-write may have left half a line: drop it before appending
-            text = path.read_text(encoding="utf-8")
-            if text and not text.endswith("\n"):
-                path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
-        self.file = open(path, "a", encoding="utf-8")
-
-    def write(self, **record: Any) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class StopSignals:
-    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second signal acts at
-    once (the default handlers are back in place after the first)."""
-
-    def __enter__(self) -> "StopSignals":
-        self.received: int | None = None
-        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 def _checkpoint(model, task, directory: Path, meta: dict, optimizer=None, rank_states=None) -> None:
@@ -196,34 +162,35 @@ def _savable(model, optimizer, optim: OptimConfig):
     return fsdp.gathered(model, optimizer, optim.build) if fsdp.is_sharded(model) else (model, optimizer)
 
 
-def _evaluate_and_save(model, task, optimizer, loop, optim, out, step, best, log, ranks) -> tuple[float, dict]:
-    """Every rank evaluates its share and gets the reduced figures; only rank 0 (log is not None) writes.
+def _evaluate_and_save(model, task, optimizer, loop, optim, out, step, best: Best, log, ranks) -> dict:
+    """Every rank evaluates its share and gets the reduced figures (so every rank counts `best` alike
+    and they stop together); only rank 0 (log is not None) writes. Returns the metrics.
     A sharded model gathers its weights in every forward, so every rank must run the same forwards:
     there each rank evaluates everything (in lockstep) instead of a share."""
     metrics = task.evaluate(model, Ranks() if fsdp.is_sharded(model) else ranks)
     rank_states = distributed.gather(rank_state(task), ranks)
     model, optimizer = _savable(model, optimizer, optim)
+    improved = best.update(metrics["val_loss"])
     if log is None:
-        return min(best, metrics["val_loss"]), metrics
+        return metrics
     log.write(step=step, **metrics)
     tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), file=sys.stderr)
-    if metrics["val_loss"] < best:
-        best = metrics["val_loss"]
+    if improved:
         _checkpoint(model, task, out / "best", {"step": step, **metrics})
-    _checkpoint(model, task, out / "last", {"step": step, "best_val_loss": best, **metrics}, optimizer, rank_states)
+    _checkpoint(model, task, out / "last", {"step": step, **best.record(), **metrics}, optimizer, rank_states)
     if loop.keep_checkpoints:
         _checkpoint(model, task, out / "checkpoints" / f"step-{step:07d}", {"step": step, **metrics})
         for old in sorted((out / "checkpoints").glob("step-*"))[: -loop.keep_checkpoints]:
             shutil.rmtree(old)
-    return best, metrics
+    return metrics
 
 
-def _start(model, task, optimizer, optim: OptimConfig, resume: Path | None, ranks: Ranks) -> tuple[int, float]:
-    """Shard the data (several processes) and restore a resumed run; returns (first step, best val loss)."""
+def _start(model, task, optimizer, optim: OptimConfig, resume: Path | None, ranks: Ranks) -> tuple[int, Best]:
+    """Shard the data (several processes) and restore a resumed run; returns (first step, best so far)."""
     if ranks.world > 1:
         task.shard(ranks.rank, ranks.world)  # before resuming, which restores this rank's own data position
     if resume is None:
-        return 1, math.inf
+        return 1, Best()
     if fsdp.is_sharded(model):  # read the single-process layout into plain copies, then shard them in
         plain = fsdp.plain_copy(model)
         plain_opt = optim.build(plain)
@@ -233,7 +200,7 @@ def _start(model, task, optimizer, optim: OptimConfig, resume: Path | None, rank
     else:
         load_weights(model, resume / "model.safetensors", next(model.parameters()).device)
         record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
-    return record["step"] + 1, record.get("best_val_loss", math.inf)
+    return record["step"] + 1, Best(record.get("best_val_loss", math.inf), record.get("evaluations_since_best", 0))
 
 
 def _agree_to_stop(out_of_time: bool, signals: StopSignals, ranks: Ranks) -> bool:
@@ -297,7 +264,7 @@ def fit(
         dynamic_ncols=True,
     )
     window_items, window_start = 0, time.perf_counter()
-    started, step, interrupted = time.perf_counter(), first - 1, None
+    started, step, interrupted, early = time.perf_counter(), first - 1, None, False
     with StopSignals() as signals, contextlib.closing(log) if log is not None else contextlib.nullcontext():
         for step in bar:
             out_of_time = loop.max_minutes > 0 and time.perf_counter() - started >= 60 * loop.max_minutes
@@ -315,12 +282,10 @@ def fit(
                 log.write(step=step, loss=loss, lr=lr, **{f"{task.unit}_per_s": rate})
                 window_items, window_start = 0, time.perf_counter()
             if step % loop.eval_every == 0 or step == loop.steps or out_of_time:
-                best, metrics = _evaluate_and_save(core, task, optimizer, loop, optim, out, step, best, log, ranks)
+                metrics = _evaluate_and_save(core, task, optimizer, loop, optim, out, step, best, log, ranks)
             if signals.received is not None:
                 interrupted = signal.Signals(signals.received).name
-                _save_interrupted(
-                    core, task, optimizer, optim, out, {"step": step, "best_val_loss": best, **metrics}, ranks
-                )
+                _save_interrupted(core, task, optimizer, optim, out, {"step": step, **best.record(), **metrics}, ranks)
                 tqdm.write(
                     f"{interrupted} at step {step}: saved {out / 'last'}; continue with --resume {out}", file=sys.stderr
                 )
@@ -328,5 +293,14 @@ def fit(
             if out_of_time:
                 tqdm.write(f"stopping at step {step}: train.max_minutes={loop.max_minutes} reached", file=sys.stderr)
                 break
+            if loop.patience and best.stale >= loop.patience and step < loop.steps:
+                early = True
+                tqdm.write(
+                    f"stopping at step {step}: the last {best.stale} evaluations brought no val_loss below "
+                    f"{best.val_loss:.4f} (train.patience = {loop.patience})",
+                    file=sys.stderr,
+                )
+                break
     minutes = (time.perf_counter() - started) / 60
-    return {"best_val_loss": best, "steps": step, "train_minutes": minutes, "interrupted": interrupted, **metrics}
+    result = {"best_val_loss": best.val_loss, "steps": step, "train_minutes": minutes, "interrupted": interrupted}
+    return {**result, "stopped_early": early, **metrics}

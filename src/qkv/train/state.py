@@ -49,8 +49,15 @@ def save_state(directory: Path, optimizer: torch.optim.Optimizer, ranks: list, m
 
 def saved_step(directory: Path) -> int:
     """The last completed step of the checkpoint `directory` (read before any model is built)."""
+    return int(saved_record(directory)["step"])
+
+
+def saved_record(directory: Path) -> dict[str, Any]:
+    """The JSON record of the checkpoint `directory`: step, best_val_loss, evaluations_since_best, ..."""
     try:
-        return int(json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))["step"])
+        record = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
+        int(record["step"])
+        return record
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{directory / STATE_JSON}: training state cannot be read ({err})") from None
 
