@@ -125,3 +125,28 @@ def test_swapped_tokenizer_is_refused(tmp_path, capsys):
     assert main(["translate", "--model", str(tmp_path), "--input", __file__]) == 2
     err = capsys.readouterr().err
     assert "tokenizer vocabulary" in err and "does not match" in err and err.count("\n") == 1
+
+
+def test_a_model_wrapped_for_training_is_saved_as_the_model_inside(tmp_path, tiny_model):
+    """torch.compile's wrapper prefixes every weight name with `_orig_mod.`: saved as it was, the
+    checkpoint could not be loaded back. Saved now under the model's own names."""
+    src, tgt = random_tokens(2, 5), random_tokens(2, 4)
+    back = qkv.load(qkv.save(torch.compile(tiny_model), tmp_path / "m"))
+    assert torch.equal(back(src, tgt), tiny_model(src, tgt))
+
+
+def test_save_and_load_refuse_what_they_cannot_do_by_name(tmp_path, tiny_model):
+    with pytest.raises(TypeError, match="qkv.save writes qkv models .*, not Linear"):
+        qkv.save(torch.nn.Linear(2, 2), tmp_path / "linear")
+    assert not (tmp_path / "linear").exists()
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(qkv.CheckpointError, match="file: exists and is not a directory"):
+        qkv.save(tiny_model, tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "keep me"
+    qkv.save(tiny_model, tmp_path / "m")
+    # a device torch cannot use is named as such; it used to be blamed on the weights file
+    with pytest.raises(ValueError, match="device 'tpu': not a device torch knows"):
+        qkv.load(tmp_path / "m", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': torch sees no CUDA device"):
+            qkv.load(tmp_path / "m", device="cuda")

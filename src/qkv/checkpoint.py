@@ -75,8 +75,16 @@ def replace_directory(final: Path, fill: Callable[[Path], None]) -> None:
 
 
 def save(model: nn.Module, path: str | Path) -> Path:
-    """Write `model` (which has `.family` and `.config`) into directory `path`; returns the path."""
+    """Write `model` (which has `.family` and `.config`) into directory `path`; returns the path.
+    A model wrapped for training (DistributedDataParallel, torch.compile) is saved as the model inside,
+    under the same names, so that `load` reads it back."""
+    while isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model._orig_mod
+    if getattr(model, "family", None) not in FAMILIES:
+        raise TypeError(f"qkv.save writes qkv models (EncoderDecoder, GPT, Bert), not {type(model).__name__}")
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path}: exists and is not a directory (a checkpoint is a directory)")
     path.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "family": model.family, "config": model.config.to_dict()}
     # save_model drops the duplicate names of tied weights (safetensors forbids shared storage).
@@ -140,7 +148,8 @@ def load_weights(model: nn.Module, weights: Path, device: str | torch.device = "
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved in directory `path`, in eval mode."""
+    """Rebuild the model saved in directory `path`, in eval mode, on `device`."""
+    device = _usable(device)
     family, config = read_config(path)
     model = FAMILIES[family][1](config)
     weights = Path(path) / "model.safetensors"
@@ -150,3 +159,15 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     if bad is not None:
         raise CheckpointError(f"{weights}: {bad} holds NaN or infinite values (a damaged file, or a diverged run)")
     return model.to(device).eval()
+
+
+def _usable(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device, refused by name when torch cannot use it (otherwise the error would
+    come from reading the weights, and blame the file)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r}: not a device torch knows ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: torch sees no CUDA device")
+    return device
