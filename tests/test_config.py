@@ -50,3 +50,14 @@ def test_paper_base_preset():
     assert (o.label_smoothing, o.warmup_steps, o.beta1, o.beta2, o.eps) == (0.1, 4000, 0.9, 0.98, 1e-9)
     assert PRESETS["small"].d_model == 256
     assert OptimConfig.from_dict({"schedule": "cosine"}).schedule == "cosine"
+
+
+def test_one_value_where_a_list_goes_shows_the_list():
+    """`files = "my.txt"` (or `--set data.files=my.txt`) for a list of files: the error writes the
+    list it would be."""
+    from qkv.tasks.lm import LMDataConfig
+
+    one = r"""expected a list, got 'my.txt' \(a list of one is written \["my.txt"\]\)"""
+    with pytest.raises(ConfigError, match=one):
+        LMDataConfig.from_dict({"files": "my.txt"}, source="run.toml")
+    assert LMDataConfig.from_dict({"files": ["my.txt"]}, source="run.toml").files == ("my.txt",)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -46,7 +47,9 @@ def _check(name: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"{name}: {value!r} is not of type {tp}")
     if origin is tuple:
         if not isinstance(value, (tuple, list)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
+            # a single value where a list goes (`files = "my.txt"`): show the list it would be
+            one = f" (a list of one is written [{json.dumps(value)}])" if isinstance(value, (str, int, float)) else ""
+            raise ConfigError(f"{name}: expected a list, got {value!r}{one}")
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_check(name, v, args[0]) for v in value)
