@@ -163,6 +163,16 @@ label_smoothing = 0.0
     (tmp_path / "three.tsv").write_text("sentence\tlabel\nthe dog\t2\n")
     assert main(["classify", "--model", str(tmp_path / "cls" / "best"), "--eval", str(tmp_path / "three.tsv")]) == 2
     assert "three.tsv: has label 2, the model only 0 to 1" in capsys.readouterr().err
+    # a pre-trained BERT given to classify: say what it is and how to make a classifier of it
+    assert main(["classify", "--model", str(tmp_path / "pre" / "best"), "--input", str(tmp_path / "in.txt")]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "is a BERT with the pretraining head, not a sequence classifier (fine-tune it first: "
+            f"qkv train configs/sst2.toml --set init={tmp_path / 'pre' / 'best'})"
+        )
+    )
 
     # the attention plot of a BERT: one grid, bidirectional, over [CLS] text [SEP]
     plots = tmp_path / "plots"

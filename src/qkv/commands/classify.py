@@ -79,7 +79,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, args.device)
     if model.family != "bert" or model.config.head != "sequence_classification":
-        raise UsageError(f"{args.model}: is not a BERT sequence classifier")
+        if model.family != "bert":
+            raise UsageError(f"{args.model}: is a {model.family} model, not a BERT sequence classifier")
+        hint = ""
+        if model.config.head == "pretraining":
+            hint = f" (fine-tune it first: qkv train configs/sst2.toml --set init={args.model})"
+        raise UsageError(f"{args.model}: is a BERT with the {model.config.head} head, not a sequence classifier{hint}")
     tok = WordPieceTokenizer.load(args.model)
     if args.eval:
         print(json.dumps(accuracy(model, tok, args.eval, args.batch_size, not args.no_progress)))
