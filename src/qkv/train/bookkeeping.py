@@ -27,6 +27,13 @@ class Best:
         self.stale += 1
         return False
 
+    def out_of_patience(self, patience: int) -> str | None:
+        """Why a run with `train.patience` should stop now (early stopping), or None to go on."""
+        if not patience or self.stale < patience:
+            return None
+        no_better = f"brought no val_loss below {self.val_loss:.4f}"
+        return f"the last {self.stale} evaluations {no_better} (train.patience = {patience})"
+
     def record(self) -> dict[str, float | int]:
         return {"best_val_loss": self.val_loss, "evaluations_since_best": self.stale}
 

@@ -256,13 +256,8 @@ def fit(
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
     model, forward = _wrap(core, loop, device, ranks)
     log = MetricsLog(out / "metrics.jsonl") if ranks.main else None
-    bar = tqdm(
-        range(first, loop.steps + 1),
-        desc="training",
-        unit="step",
-        disable=not (progress and ranks.main),
-        dynamic_ncols=True,
-    )
+    steps = range(first, loop.steps + 1)
+    bar = tqdm(steps, desc="training", unit="step", disable=not (progress and ranks.main), dynamic_ncols=True)
     window_items, window_start = 0, time.perf_counter()
     started, step, interrupted, early = time.perf_counter(), first - 1, None, False
     with StopSignals() as signals, contextlib.closing(log) if log is not None else contextlib.nullcontext():
@@ -293,13 +288,9 @@ def fit(
             if out_of_time:
                 tqdm.write(f"stopping at step {step}: train.max_minutes={loop.max_minutes} reached", file=sys.stderr)
                 break
-            if loop.patience and best.stale >= loop.patience and step < loop.steps:
+            if (why := best.out_of_patience(loop.patience)) and step < loop.steps:
                 early = True
-                tqdm.write(
-                    f"stopping at step {step}: the last {best.stale} evaluations brought no val_loss below "
-                    f"{best.val_loss:.4f} (train.patience = {loop.patience})",
-                    file=sys.stderr,
-                )
+                tqdm.write(f"stopping at step {step}: {why}", file=sys.stderr)
                 break
     minutes = (time.perf_counter() - started) / 60
     result = {"best_val_loss": best.val_loss, "steps": step, "train_minutes": minutes, "interrupted": interrupted}
