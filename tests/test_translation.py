@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,34 @@ def write_corpus(d, n=300, seed=0):
     (d / "train.en").write_text("\n".join(src) + "\n")
     (d / "train.de").write_text("\n".join(" ".join(LEXICON[w] for w in s.split()) for s in src) + "\n")
     return src
+
+
+def tiny_run_config(tmp_path, out: str, valid: str, bleu_sentences: int, model_extra: str = "") -> Path:
+    """A two-step translation run of a 16-wide one-layer model on write_corpus's pairs, validated on
+    tmp_path/valid.{en,de}; model_extra: more [model] lines."""
+    config = tmp_path / "mt.toml"
+    config.write_text(f"""task = "translation"
+out = "{tmp_path / out}"
+[data]
+train_src = "{tmp_path / "train.en"}"
+train_tgt = "{tmp_path / "train.de"}"
+valid_src = "{tmp_path / valid}.en"
+valid_tgt = "{tmp_path / valid}.de"
+vocab_size = 60
+max_tokens = 512
+bleu_sentences = {bleu_sentences}
+[model]
+preset = "small"
+d_model = 16
+n_heads = 2
+n_encoder_layers = 1
+n_decoder_layers = 1
+d_ff = 32
+{model_extra}[train]
+steps = 2
+eval_every = 2
+""")
+    return config
 
 
 def test_unequal_line_counts(tmp_path):
@@ -251,30 +280,7 @@ def test_learned_positions_bound_what_trains_and_what_translates(tmp_path, capsy
     long = " ".join(["a big red dog"] * 10)  # 40 words: more than 32 positions in any vocabulary
     (tmp_path / "valid.en").write_text("\n".join([*src[:20], long]) + "\n")
     (tmp_path / "valid.de").write_text("\n".join(" ".join(LEXICON[w] for w in s.split()) for s in [*src[:20], long]))
-    config = tmp_path / "mt.toml"
-    config.write_text(f"""task = "translation"
-out = "{tmp_path / "run"}"
-[data]
-train_src = "{tmp_path / "train.en"}"
-train_tgt = "{tmp_path / "train.de"}"
-valid_src = "{tmp_path / "valid.en"}"
-valid_tgt = "{tmp_path / "valid.de"}"
-vocab_size = 60
-max_tokens = 512
-bleu_sentences = 21
-[model]
-preset = "small"
-d_model = 16
-n_heads = 2
-n_encoder_layers = 1
-n_decoder_layers = 1
-d_ff = 32
-positions = "learned"
-max_len = 32
-[train]
-steps = 2
-eval_every = 2
-""")
+    config = tiny_run_config(tmp_path, "run", "valid", 21, model_extra='positions = "learned"\nmax_len = 32\n')
     assert main(["train", str(config), "--no-progress"]) == 2  # data.max_len's default, 100, does not fit
     err = capsys.readouterr().err
     assert "max_len 100 needs more than the model's 32 learned positions" in err and "data.max_len <= 32" in err
@@ -304,28 +310,7 @@ def test_a_translation_run_can_start_from_a_checkpoint(tmp_path, capsys):
     from qkv.train.runconfig import load_run_config
 
     write_corpus(tmp_path)
-    config = tmp_path / "mt.toml"
-    config.write_text(f"""task = "translation"
-out = "{tmp_path / "pre"}"
-[data]
-train_src = "{tmp_path / "train.en"}"
-train_tgt = "{tmp_path / "train.de"}"
-valid_src = "{tmp_path / "train.en"}"
-valid_tgt = "{tmp_path / "train.de"}"
-vocab_size = 60
-max_tokens = 512
-bleu_sentences = 4
-[model]
-preset = "small"
-d_model = 16
-n_heads = 2
-n_encoder_layers = 1
-n_decoder_layers = 1
-d_ff = 32
-[train]
-steps = 2
-eval_every = 2
-""")
+    config = tiny_run_config(tmp_path, "pre", "train", 4)
     assert main(["train", str(config), "--no-progress"]) == 0
     pre = load(tmp_path / "pre" / "best")
     fine_tune = [f"init={tmp_path / 'pre' / 'best'}", f"out={tmp_path / 'ft'}", "data.vocab_size=40"]
