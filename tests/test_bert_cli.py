@@ -9,6 +9,7 @@ import torch
 from qkv.checkpoint import load
 from qkv.cli import main
 from qkv.tasks.bert import build_classify, build_pretrain
+from qkv.tasks.registry import METRICS
 from qkv.train.loop import LoopConfig
 from qkv.train.runconfig import load_run_config
 
@@ -66,6 +67,7 @@ label_smoothing = 0.0
     assert main(["train", str(tmp_path / "pre.toml"), "--no-progress"]) == 0
     records = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "mlm_accuracy" in r]
+    assert all(sorted(r) == sorted(["step", *METRICS["bert_pretrain"]]) for r in evals)
     assert "tokens_per_s" in records[0]
     assert len(evals) == 2 and 0 <= evals[-1]["nsp_accuracy"] <= 1
     # chance level is ln(100) + ln(2) = 5.3 nats; the loss must fall and end well below it
@@ -85,6 +87,7 @@ max_len = 16
 steps = 80
 batch_size = 16
 eval_every = 80
+best_metric = "accuracy"
 [optim]
 schedule = "constant"
 lr = 3e-3
@@ -97,6 +100,8 @@ label_smoothing = 0.0
     assert main(["train", str(tmp_path / "cls.toml"), "--no-progress"]) == 0
     records = [json.loads(x) for x in (tmp_path / "cls" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["accuracy"] == 1.0  # the label is in the last word: fitted exactly
+    assert sorted(records[-1]) == sorted(["step", *METRICS["classify"]])
+    assert json.loads(capsys.readouterr().out)["best_accuracy"] == 1.0
     # the throughput is named for what classification counts: sentences, not tokens
     assert "sentences_per_s" in records[-2] and "tokens_per_s" not in records[-2]
     assert (

@@ -14,6 +14,7 @@ from qkv.decoding.generate import generate
 from qkv.decoding.graphed import GraphedSteps
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.nn.block import TransformerBlock
+from qkv.tasks.registry import METRICS
 
 
 def tiny_gpt(**changes) -> GPT:
@@ -275,6 +276,7 @@ label_smoothing = 0.0
     assert '"best_val_loss"' in capsys.readouterr().out
     last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["val_loss"] < 0.3  # memorised: a uniform guess over 16 characters is 2.8
+    assert sorted(last) == sorted(["step", *METRICS["lm"]])
     threads = torch.get_num_threads()
     assert (
         main(

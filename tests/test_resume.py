@@ -14,6 +14,7 @@ import torch
 
 from qkv.cli import main
 from qkv.tasks.lm import LMTask
+from qkv.tasks.registry import METRICS
 
 TEXT = "to be, or not to be, that is the question.\n" * 60
 
@@ -400,7 +401,7 @@ def test_resuming_into_another_runs_directory_is_refused(tmp_path, capsys):
 
 
 def test_patience_stops_a_run_that_no_longer_improves_and_a_resume_goes_on_counting(tmp_path, capsys, monkeypatch):
-    """train.patience = N: the run stops once N evaluations in a row bring no val_loss below the best
+    """train.patience = N: the run stops once N evaluations in a row bring no lower val_loss than the best
     (early stopping); the count travels in `last`, so a resume refuses to start a run that would stop
     again at once, and with a raised patience goes on counting from where it was."""
     scripted = iter([3.0, 2.0, 2.5, 2.1] + [2.2, 1.5, 1.6, 1.7, 1.8, 1.9])  # the validation losses, in order
@@ -412,7 +413,9 @@ def test_patience_stops_a_run_that_no_longer_improves_and_a_resume_goes_on_count
     out, err = capsys.readouterr()
     result = json.loads(out)
     assert (result["steps"], result["best_val_loss"], result["stopped_early"]) == (8, 2.0, True)
-    assert "stopping at step 8: the last 2 evaluations brought no val_loss below 2.0000 (train.patience = 2)" in err
+    assert (
+        "stopping at step 8: the last 2 evaluations brought no lower val_loss than 2.0000 (train.patience = 2)" in err
+    )
     assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == 4  # the best stays the best
     assert json.loads((run / "last" / "trainer_state.json").read_text())["evaluations_since_best"] == 2
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -428,3 +431,54 @@ def test_patience_stops_a_run_that_no_longer_improves_and_a_resume_goes_on_count
     assert (result["steps"], result["best_val_loss"], result["stopped_early"]) == (20, 1.5, True)
     assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == 12
     assert next(scripted, None) is None  # every scripted evaluation was used, none more
+
+
+def test_best_by_a_metric_where_higher_is_better(tmp_path, capsys, monkeypatch):
+    """train.best_metric = "accuracy": best/ is the evaluation with the highest accuracy (its val_loss
+    notwithstanding) and patience counts evaluations without a higher one. A resume that names
+    another metric than the run counted says so and counts that one afresh."""
+    monkeypatch.setitem(METRICS, "lm", ("val_loss", "accuracy"))  # the LM task made to report an accuracy
+    scripted = iter([(3.0, 0.2), (2.0, 0.5), (1.9, 0.5), (1.8, 0.4)] + [(1.7, 0.3), (1.6, 0.1)])
+    monkeypatch.setattr(
+        LMTask, "evaluate", lambda self, model, ranks: dict(zip(("val_loss", "accuracy"), next(scripted)))
+    )
+    cfg = lm_config(tmp_path, "run", steps=40, eval_every=2)
+    cfg.write_text(cfg.read_text().replace("seed = 3\n", 'seed = 3\npatience = 2\nbest_metric = "accuracy"\n'))
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert (result["steps"], result["best_accuracy"], result["stopped_early"]) == (8, 0.5, True)
+    assert "best_val_loss" not in result and result["val_loss"] == 1.8  # the last evaluation's figures
+    assert "the last 2 evaluations brought no higher accuracy than 0.5000 (train.patience = 2)" in err
+    assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == 4  # 0.5 first, not 1.8's step
+    state = json.loads((run / "last" / "trainer_state.json").read_text())
+    assert (state["best_metric"], state["best_accuracy"], state["evaluations_since_best"]) == ("accuracy", 0.5, 2)
+    # by val_loss instead: the stale count was accuracy's, so the run goes on, and says why best/ moves
+    by_loss = ["--set", "train.best_metric=val_loss", "--set", "train.steps=12"]
+    assert main(["train", str(cfg), "--no-progress", "--resume", str(run), *by_loss]) == 0
+    out, err = capsys.readouterr()
+    assert f"qkv train: note: {run} picked best/ by accuracy; from here on by val_loss" in err
+    assert (json.loads(out)["best_val_loss"], json.loads(out)["steps"]) == (1.6, 12)
+    assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == 12
+    assert next(scripted, None) is None  # every scripted evaluation was used, none more
+
+
+def test_the_metrics_a_task_reports_are_what_best_metric_may_name(tmp_path, capsys):
+    """A metric the task does not report, or BLEU that the data section turns off, is refused by its line."""
+    cfg = lm_config(tmp_path, "run")
+    cfg.write_text(cfg.read_text().replace("seed = 3\n", 'seed = 3\nbest_metric = "val_bleu"\n'))
+    line = cfg.read_text().splitlines().index('best_metric = "val_bleu"') + 1
+    assert main(["train", str(cfg), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"qkv train: error: {cfg}:{line} [train]: best_metric 'val_bleu' is not a metric of the lm task "
+        "(it reports val_loss)"
+    )
+    mt = tmp_path / "mt.toml"
+    mt.write_text(f'task = "translation"\nout = "{tmp_path / "mt"}"\n[data]\nbleu_sentences = 0\n')
+    assert main(["train", str(mt), "--no-progress", "--set", "train.best_metric=val_bleu"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f'qkv train: error: {mt} [train] (--set train.best_metric=val_bleu): best_metric "val_bleu" needs the '
+        "validation BLEU that data.bleu_sentences = 0 turns off"
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "mt").exists()

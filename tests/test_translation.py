@@ -10,6 +10,7 @@ from qkv.cli import main
 from qkv.data.batching import EpochBatches, token_batches
 from qkv.data.parallel import read_lines, read_parallel
 from qkv.data.text import DataError
+from qkv.tasks.registry import METRICS
 
 LEXICON = {
     "the": "der",
@@ -133,16 +134,22 @@ d_ff = 64
 steps = 12
 eval_every = 4
 keep_checkpoints = 2
+best_metric = "val_bleu"
 [optim]
 lr = 1.0
 warmup_steps = 4
 """)
     assert main(["train", str(config), "--no-progress"]) == 0
     run = tmp_path / "run"
+    evals = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
+    assert [sorted(r) for r in evals] == [sorted(["step", *METRICS["translation"]])] * 3
+    top = max(evals, key=lambda r: r["val_bleu"])  # the first of equal highs: a tie is no new best
+    assert json.loads((run / "best" / "trainer_state.json").read_text())["step"] == top["step"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000008", "step-0000012"]
     assert (run / "best" / "tokenizer.json").is_file()
     printed = capsys.readouterr()  # standard output: the result, one JSON line; what it did goes to stderr
     assert json.loads(printed.out)["steps"] == 12 and len(printed.out.splitlines()) == 1
+    assert json.loads(printed.out)["best_val_bleu"] == top["val_bleu"]
     assert "tokenizer: training one shared BPE vocabulary" in printed.err and "training pairs: " in printed.err
 
     monkeypatch.setattr("sys.stdin", open(tmp_path / "test.en"))

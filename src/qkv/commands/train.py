@@ -32,7 +32,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     import torch
 
     from qkv.checkpoint import read_config
-    from qkv.tasks.registry import TASKS
+    from qkv.tasks.registry import TASKS, check_best_metric
     from qkv.train import distributed
     from qkv.train.loop import LoopConfig, fit, resumable_checkpoint
     from qkv.train.optim import for_run as optim_for_run
@@ -44,6 +44,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
     if run["task"] not in TASKS:
         raise UsageError(f"{source}: task must be one of {sorted(TASKS)}, got {run['task']!r}")
     loop = section_config(run, "train", LoopConfig)
+    check_best_metric(run, loop.best_metric)
     optim = optim_for_run(run, loop.steps)
     distributed.device(loop.device)  # a device that is not there is an error before anything is written
     out = writable(Path(run["out"]), "directory", f"`out` in {source}")
@@ -71,6 +72,7 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
         check_readable(resume)
     if resume is not None and ranks.main:
         _say_if_the_schedule_changed(resume, optim, saved_step(resume) + 1, model.config.d_model)
+        _say_if_best_is_picked_anew(resume, loop.best_metric)
     if ranks.world > 1:
         torch.distributed.barrier()  # every rank has checked the output directory before rank 0 writes to it
     if ranks.main:
@@ -93,20 +95,34 @@ def _train(args: argparse.Namespace, ranks: Ranks) -> int:
 def _check_resume_goes_on(resume: Path, loop) -> None:
     """Refuse a resume that would train nothing, or stop again at its first evaluation: the run is at
     train.steps already, or train.patience had stopped it (each says which setting to raise)."""
+    from qkv.train.bookkeeping import Best
     from qkv.train.state import saved_record
 
     record = saved_record(resume)
-    done, stale = int(record["step"]), record.get("evaluations_since_best", 0)
+    done, best = int(record["step"]), Best.restored(record, loop.best_metric)
     if done >= loop.steps:
         raise UsageError(
             f"{resume}: the run is already at step {done} of train.steps = {loop.steps}, so there is nothing "
             f"to train (to go on, raise it: --set train.steps={2 * done})"
         )
-    if loop.patience and stale >= loop.patience:
+    if loop.patience and best.stale >= loop.patience:
         raise UsageError(
-            f"{resume}: the run stopped early, its last {stale} evaluations brought no lower val_loss than "
-            f"{record['best_val_loss']:.4f} (train.patience = {loop.patience}); to go on anyway, raise it: "
-            f"--set train.patience={stale + loop.patience}"
+            f"{resume}: the run stopped early, its last {best.stale} evaluations brought {best.no_better()} "
+            f"(train.patience = {loop.patience}); to go on anyway, raise it: "
+            f"--set train.patience={best.stale + loop.patience}"
+        )
+
+
+def _say_if_best_is_picked_anew(resume: Path, metric: str) -> None:
+    """A run that picked `best` by another metric than `train.best_metric` now counts afresh: one line says so."""
+    from qkv.train.state import saved_record
+
+    before = saved_record(resume).get("best_metric", "val_loss")
+    if before != metric:
+        print(
+            f"qkv train: note: {resume.parent} picked best/ by {before}; from here on by {metric} "
+            "(train.best_metric), counted afresh, so the next evaluation replaces best/",
+            file=sys.stderr,
         )
 
 

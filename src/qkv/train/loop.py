@@ -37,7 +37,10 @@ class LoopConfig(Config):
     log_every: int = 10
     max_minutes: float = 0.0  # stop (after a final evaluation and checkpoint) once training has run this long; 0 = off
     keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints in out/checkpoints/ (for averaging)
-    # early stopping: stop once this many evaluations in a row bring no lower val_loss than the best; 0 = off
+    # the validation metric that picks `best/` and that `patience` watches: "val_loss" (lower is better) or
+    # one the task reports where higher is better: "val_bleu" (translation), "accuracy" (classify), ...
+    best_metric: str = "val_loss"
+    # early stopping: stop once this many evaluations in a row do not beat the best best_metric; 0 = off
     patience: int = 0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
@@ -75,8 +78,9 @@ class Task(Protocol):
         ...
 
     def evaluate(self, model: nn.Module, ranks: Ranks) -> dict[str, float]:
-        """Validation metrics; must include "val_loss" (lower is better: it picks `best`). With several
-        processes each rank evaluates its share (`distributed.share`) and reduces the sums."""
+        """Validation metrics: those `registry.METRICS` lists for the task, "val_loss" first (one of them,
+        `train.best_metric`, picks `best`). With several processes each rank evaluates its share
+        (`distributed.share`) and reduces the sums."""
         ...
 
     def save_extras(self, directory: Path) -> None:
@@ -170,7 +174,7 @@ def _evaluate_and_save(model, task, optimizer, loop, optim, out, step, best: Bes
     metrics = task.evaluate(model, Ranks() if fsdp.is_sharded(model) else ranks)
     rank_states = distributed.gather(rank_state(task), ranks)
     model, optimizer = _savable(model, optimizer, optim)
-    improved = best.update(metrics["val_loss"])
+    improved = best.update(metrics)
     if log is None:
         return metrics
     log.write(step=step, **metrics)
@@ -185,12 +189,14 @@ def _evaluate_and_save(model, task, optimizer, loop, optim, out, step, best: Bes
     return metrics
 
 
-def _start(model, task, optimizer, optim: OptimConfig, resume: Path | None, ranks: Ranks) -> tuple[int, Best]:
+def _start(
+    model, task, optimizer, optim: OptimConfig, resume: Path | None, ranks: Ranks, metric: str
+) -> tuple[int, Best]:
     """Shard the data (several processes) and restore a resumed run; returns (first step, best so far)."""
     if ranks.world > 1:
         task.shard(ranks.rank, ranks.world)  # before resuming, which restores this rank's own data position
     if resume is None:
-        return 1, Best()
+        return 1, Best(metric)
     if fsdp.is_sharded(model):  # read the single-process layout into plain copies, then shard them in
         plain = fsdp.plain_copy(model)
         plain_opt = optim.build(plain)
@@ -200,7 +206,7 @@ def _start(model, task, optimizer, optim: OptimConfig, resume: Path | None, rank
     else:
         load_weights(model, resume / "model.safetensors", next(model.parameters()).device)
         record = load_state(resume, optimizer, task, ranks.rank, ranks.world)
-    return record["step"] + 1, Best(record.get("best_val_loss", math.inf), record.get("evaluations_since_best", 0))
+    return record["step"] + 1, Best.restored(record, metric)
 
 
 def _agree_to_stop(out_of_time: bool, signals: StopSignals, ranks: Ranks) -> bool:
@@ -251,7 +257,7 @@ def fit(
     if ranks.world > 1 and loop.parallel == "fsdp":
         fsdp.shard(model)  # before the optimiser is built: it must hold the sharded parameters
     optimizer = optim.build(model)
-    first, best = _start(model, task, optimizer, optim, resume, ranks)
+    first, best = _start(model, task, optimizer, optim, resume, ranks, loop.best_metric)
     metrics: dict = {}
     core = model  # the model itself; `model` becomes its DDP wrapper with several processes
     model, forward = _wrap(core, loop, device, ranks)
@@ -293,5 +299,5 @@ def fit(
                 tqdm.write(f"stopping at step {step}: {why}", file=sys.stderr)
                 break
     minutes = (time.perf_counter() - started) / 60
-    result = {"best_val_loss": best.val_loss, "steps": step, "train_minutes": minutes, "interrupted": interrupted}
+    result = {f"best_{best.metric}": best.value, "steps": step, "train_minutes": minutes, "interrupted": interrupted}
     return {**result, "stopped_early": early, **metrics}
