@@ -63,6 +63,20 @@ def test_beam_finds_the_better_hypothesis_greedy_misses():
     assert greedy.tokens == [A] and greedy.log_prob == pytest.approx(math.log(0.20))
 
 
+def test_unlikely_endings_do_not_stop_the_search_before_the_likely_one_ends():
+    """A confident model: A A A then EOS, 0.9 at each step, an EOS of 0.06 everywhere else. With beam 2
+    the early EOS continuations rank among the 2 best candidates and end at steps 1 and 2; stopping
+    once K hypotheses had ended returned the empty output (P 0.06) where greedy finds A A A (P 0.66).
+    The search goes on while a live beam can still beat the best ended hypothesis."""
+    step = {A: 0.9, EOS: 0.06, B: 0.04}
+    table = {(): step, (A,): step, (A, A): step, (A, A, A): {EOS: 0.9, A: 0.06, B: 0.04}}
+    model = ScriptedModel(table)
+    for alpha in (0.0, 0.6):
+        best = beam_search(model, SRC, beam_size=2, alpha=alpha)[0]
+        assert best.tokens == [A, A, A] and best.log_prob == pytest.approx(4 * math.log(0.9))
+    assert beam_search(model, SRC, beam_size=1, alpha=0.0)[0].tokens == [A, A, A]
+
+
 def test_length_penalty_changes_the_winner():
     # [] has P 0.55 (length 1 with EOS); [A, A, A, A] has P 0.45 (length 5 with EOS).
     table = {(): {EOS: 0.55, A: 0.45}, (A,): {A: 1.0}, (A, A): {A: 1.0}, (A, A, A): {A: 1.0}, (A, A, A, A): {EOS: 1.0}}

@@ -45,8 +45,8 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
 
     `model` needs `config` (a Seq2SeqConfig: pad/bos/eos ids, position_limit), `encode`, `decode` and
     `new_cache`, as EncoderDecoder has.
-    A sentence stops when K hypotheses have ended with EOS, or at its own source length + max_extra
-    (at most the model's `position_limit`).
+    A sentence stops when K hypotheses have ended and no live beam, ending now, would rank among them
+    (`_settled`), or at its own source length + max_extra (at most the model's `position_limit`).
     """
     check_search(beam_size, alpha, max_extra)
     c, k = model.config, beam_size
@@ -77,7 +77,7 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
                 for s, beam, word in survivors:
                     tokens = history[j * k + beam, 1:].tolist() + [word]
                     finished[sent].append(Hypothesis(tokens, s / length_penalty(step, alpha), s))
-            if len(finished[sent]) >= k or step >= max_len[sent]:
+            if step >= max_len[sent] or _settled(finished[sent], survivors, k, step, alpha):
                 continue
             still.append(sent)
             # fewer than K continuations with non-zero probability: fill with copies that can never win
@@ -137,6 +137,25 @@ def row_topk(x: Tensor, n: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
     values, at = torch.cat([candidates, x[:, whole:]], 1).topk(n, dim=-1)  # the tail's entries after the chunks'
     index = best_chunks.gather(1, (at // chunk).clamp(max=n - 1)) * chunk + at % chunk
     return values, torch.where(at < n * chunk, index, at - n * chunk + whole)
+
+
+def _settled(
+    finished: list[Hypothesis], survivors: list[tuple[float, int, int]], k: int, step: int, alpha: float
+) -> bool:
+    """True once K hypotheses have ended and the best live beam, scored as if it ended now, ranks below
+    the K-th best of them (the rule `transformers` applies by default, `early_stopping=False`).
+    Stopping as soon as K hypotheses have ended is not enough: with a confident model, K unlikely EOS
+    continuations (each among the K best candidates of its step) can end before the likely hypothesis
+    does, and one of them would be returned (tests/test_beam.py). Waiting until no live beam could win
+    under any later length penalty (t2t's bound, lp(longest)) is exact but, with alpha 2, decoded the
+    Multi30k test set 2.7x slower into long repetitive outputs (BLEU 37.5 -> 30.0; docs/RESULTS.md).
+    `survivors` come best first."""
+    if not survivors:
+        return True
+    if len(finished) < k:
+        return False
+    kth = sorted((h.score for h in finished), reverse=True)[k - 1]
+    return kth >= survivors[0][0] / length_penalty(step, alpha)
 
 
 def _advance(j, finished, scores, indices, history, k, v, eos, step, alpha) -> list[tuple[float, int, int]]:
