@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from qkv.train.losses import label_smoothed_cross_entropy
 from qkv.train.optim import OptimConfig
@@ -47,3 +48,67 @@ def test_padding_is_ignored():
     loss_two, _ = label_smoothed_cross_entropy(logits[:, :2], torch.tensor([[1, 2]]), 0.1, ignore_index=0)
     assert n == 2 and loss_all.item() == pytest.approx(loss_two.item())
     assert math.isfinite(loss_all.item())
+
+
+def _reference(logits, target, eps, ignore_index):
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        target.reshape(-1),
+        ignore_index=ignore_index,
+        label_smoothing=eps,
+        reduction="sum",
+    )
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_label_smoothing_value_and_gradient_are_pytorchs(eps):
+    """The written-out gradient (softmax minus the smoothed target) equals autograd's through
+    F.cross_entropy, padding rows included; gradcheck confirms it in double precision."""
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(4, 30, 500, generator=g) * 4).requires_grad_()
+    target = torch.randint(1, 500, (4, 30), generator=g)
+    target[:, 20:] = 0  # padding
+    mine, n = label_smoothed_cross_entropy(logits, target, eps, ignore_index=0)
+    (grad,) = torch.autograd.grad(mine * 0.37, logits)  # a scale other than 1 reaches the gradient
+    ref = _reference(logits, target, eps, 0)
+    (ref_grad,) = torch.autograd.grad(ref * 0.37, logits)
+    assert n == 80 and mine.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-6)
+    assert grad[:, 20:].abs().max() == 0  # nothing flows into padding
+    # and against central differences in double precision (gradcheck would run backward twice: refused below)
+    small = torch.randn(2, 3, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    small_target = torch.tensor([[1, 0, 6], [0, 2, 3]])
+    loss_of = lambda x: label_smoothed_cross_entropy(x, small_target, eps, 0)[0]  # noqa: E731
+    (analytic,) = torch.autograd.grad(loss_of(small), small)
+    numeric = torch.zeros_like(small)
+    with torch.no_grad():
+        for i in range(small.numel()):
+            step = torch.zeros_like(small).view(-1).index_fill_(0, torch.tensor(i), 1e-6).view_as(small)
+            numeric.view(-1)[i] = (loss_of(small + step) - loss_of(small - step)) / 2e-6
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_label_smoothing_stays_finite_for_a_hopeless_prediction_and_in_bf16():
+    """A true token scored far below the rest (its probability underflows in fp32) still gives the
+    finite loss and gradient PyTorch's criterion gives; bf16 scores (autocast) are summed in fp32."""
+    logits = torch.zeros(1, 2, 50)
+    logits[0, 0, 7] = -300.0
+    target = torch.tensor([[7, 3]])
+    mine, _ = label_smoothed_cross_entropy(logits, target, 0.1, ignore_index=0)
+    assert mine.item() == pytest.approx(_reference(logits, target, 0.1, 0).item(), rel=1e-6)
+    half = torch.randn(3, 5, 40).bfloat16().requires_grad_()
+    target = torch.randint(1, 40, (3, 5))
+    mine, _ = label_smoothed_cross_entropy(half, target, 0.1, ignore_index=0)
+    mine.backward()
+    assert mine.dtype == torch.float32 and half.grad.dtype == torch.bfloat16
+    assert mine.item() == pytest.approx(_reference(half.float(), target, 0.1, 0).item(), rel=1e-5)
+
+
+def test_label_smoothing_refuses_a_second_backward_through_the_same_loss():
+    """The gradient is built in the memory of the saved softmax, so a second pass (retain_graph) is an
+    error rather than a wrong gradient."""
+    logits = torch.randn(2, 3, 11, requires_grad=True)
+    loss, _ = label_smoothed_cross_entropy(logits, torch.randint(1, 11, (2, 3)), 0.1, ignore_index=0)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward through the same loss twice"):
+        loss.backward()

@@ -33,7 +33,7 @@ def add_parsers(sub) -> None:
         "1,000 held-out dates, print examples, save the model and a cross-attention heat map.",
     )
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.add_argument("--steps", type=int, help="training steps (default: 500)")
+    demo.add_argument("--steps", type=int, help="training steps (default: 600)")
     demo.add_argument("--seed", type=int, help="random seed (default: 0)")
     demo.add_argument("--min-accuracy", type=float, default=0.99, help="exit 1 below this exact match (default 0.99)")
     demo.add_argument("--overwrite", action="store_true", help="write into --out even if it holds other files")
