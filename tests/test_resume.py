@@ -400,18 +400,24 @@ def test_resuming_into_another_runs_directory_is_refused(tmp_path, capsys):
     assert {p: p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()} == files["a"]
 
 
+def _scripted_run(tmp_path, monkeypatch, capsys, evaluations, train_lines: str):
+    """An LM run of up to 40 steps, evaluated every 2 with the metrics `evaluations` yields in turn, with
+    `train_lines` added to [train]. Returns (config, run directory, result line, stderr)."""
+    monkeypatch.setattr(LMTask, "evaluate", lambda self, model, ranks: next(evaluations))
+    cfg = lm_config(tmp_path, "run", steps=40, eval_every=2)
+    cfg.write_text(cfg.read_text().replace("seed = 3\n", "seed = 3\n" + train_lines))
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    return cfg, tmp_path / "run", json.loads(out), err
+
+
 def test_patience_stops_a_run_that_no_longer_improves_and_a_resume_goes_on_counting(tmp_path, capsys, monkeypatch):
     """train.patience = N: the run stops once N evaluations in a row bring no lower val_loss than the best
     (early stopping); the count travels in `last`, so a resume refuses to start a run that would stop
     again at once, and with a raised patience goes on counting from where it was."""
-    scripted = iter([3.0, 2.0, 2.5, 2.1] + [2.2, 1.5, 1.6, 1.7, 1.8, 1.9])  # the validation losses, in order
-    monkeypatch.setattr(LMTask, "evaluate", lambda self, model, ranks: {"val_loss": next(scripted)})
-    cfg = lm_config(tmp_path, "run", steps=40, eval_every=2)
-    cfg.write_text(cfg.read_text().replace("seed = 3\n", "seed = 3\npatience = 2\n"))
-    run = tmp_path / "run"
-    assert main(["train", str(cfg), "--no-progress"]) == 0
-    out, err = capsys.readouterr()
-    result = json.loads(out)
+    losses = [3.0, 2.0, 2.5, 2.1] + [2.2, 1.5, 1.6, 1.7, 1.8, 1.9]  # the validation losses, in order
+    scripted = iter([{"val_loss": v} for v in losses])
+    cfg, run, result, err = _scripted_run(tmp_path, monkeypatch, capsys, scripted, "patience = 2\n")
     assert (result["steps"], result["best_val_loss"], result["stopped_early"]) == (8, 2.0, True)
     assert (
         "stopping at step 8: the last 2 evaluations brought no lower val_loss than 2.0000 (train.patience = 2)" in err
@@ -438,16 +444,10 @@ def test_best_by_a_metric_where_higher_is_better(tmp_path, capsys, monkeypatch):
     notwithstanding) and patience counts evaluations without a higher one. A resume that names
     another metric than the run counted says so and counts that one afresh."""
     monkeypatch.setitem(METRICS, "lm", ("val_loss", "accuracy"))  # the LM task made to report an accuracy
-    scripted = iter([(3.0, 0.2), (2.0, 0.5), (1.9, 0.5), (1.8, 0.4)] + [(1.7, 0.3), (1.6, 0.1)])
-    monkeypatch.setattr(
-        LMTask, "evaluate", lambda self, model, ranks: dict(zip(("val_loss", "accuracy"), next(scripted)))
-    )
-    cfg = lm_config(tmp_path, "run", steps=40, eval_every=2)
-    cfg.write_text(cfg.read_text().replace("seed = 3\n", 'seed = 3\npatience = 2\nbest_metric = "accuracy"\n'))
-    run = tmp_path / "run"
-    assert main(["train", str(cfg), "--no-progress"]) == 0
-    out, err = capsys.readouterr()
-    result = json.loads(out)
+    pairs = [(3.0, 0.2), (2.0, 0.5), (1.9, 0.5), (1.8, 0.4)] + [(1.7, 0.3), (1.6, 0.1)]
+    scripted = iter([dict(zip(("val_loss", "accuracy"), pair)) for pair in pairs])
+    lines = 'patience = 2\nbest_metric = "accuracy"\n'
+    cfg, run, result, err = _scripted_run(tmp_path, monkeypatch, capsys, scripted, lines)
     assert (result["steps"], result["best_accuracy"], result["stopped_early"]) == (8, 0.5, True)
     assert "best_val_loss" not in result and result["val_loss"] == 1.8  # the last evaluation's figures
     assert "the last 2 evaluations brought no higher accuracy than 0.5000 (train.patience = 2)" in err
