@@ -115,9 +115,10 @@ def _check_resume_goes_on(resume: Path, loop) -> None:
 
 def _say_if_best_is_picked_anew(resume: Path, metric: str) -> None:
     """A run that picked `best` by another metric than `train.best_metric` now counts afresh: one line says so."""
+    from qkv.train.bookkeeping import Best
     from qkv.train.state import saved_record
 
-    before = saved_record(resume).get("best_metric", "val_loss")
+    before = Best.metric_of(saved_record(resume))
     if before != metric:
         print(
             f"qkv train: note: {resume.parent} picked best/ by {before}; from here on by {metric} "

@@ -57,11 +57,16 @@ class Best:
         """What `last` keeps; `best_val_loss` (the key when the metric is the loss) as earlier runs wrote it."""
         return {"best_metric": self.metric, f"best_{self.metric}": self.value, "evaluations_since_best": self.stale}
 
+    @staticmethod
+    def metric_of(record: dict[str, Any]) -> str:
+        """The metric a checkpoint's record counted (runs before `train.best_metric` counted val_loss)."""
+        return record.get("best_metric", "val_loss")
+
     @classmethod
     def restored(cls, record: dict[str, Any], metric: str) -> Best:
         """The count a checkpoint's record holds, if it counted `metric` (runs before `train.best_metric`
         counted val_loss); otherwise a fresh count: the resumed run picks `best` by another metric now."""
-        if record.get("best_metric", "val_loss") != metric or f"best_{metric}" not in record:
+        if cls.metric_of(record) != metric or f"best_{metric}" not in record:
             return cls(metric)
         return cls(metric, record[f"best_{metric}"], record.get("evaluations_since_best", 0))
 
