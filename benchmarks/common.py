@@ -36,9 +36,19 @@ def environment() -> dict:
         "device": torch.cuda.get_device_name() if torch.cuda.is_initialized() else f"cpu ({cpu})",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "qkv_linear": linear_kernel(),
         "transformers": transformers.__version__,
         "qkv_version": qkv.__version__,
     }
+
+
+def linear_kernel() -> str:
+    """Which kernel qkv's linear layers use here (`qkv.nn.linear`): figures differ between the two."""
+    from qkv.nn import linear
+
+    if linear.current_kernel() != "auto":
+        return linear.current_kernel()
+    return "auto: oneDNN for large products" if linear.mkl_runs_generic_code() else "auto: F.linear"
 
 
 def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:

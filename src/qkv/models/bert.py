@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from qkv.config import Config, require
 from qkv.nn.block import Activation, BlockSpec, NormPlacement, Stack
 from qkv.nn.embeddings import LearnedPositions
+from qkv.nn.linear import Linear, linear
 from qkv.nn.masks import attention_mask, padding_mask
 
 BertHead = Literal["pretraining", "sequence_classification", "token_classification", "question_answering"]
@@ -68,13 +69,13 @@ class MaskedLMHead(nn.Module):
 
     def __init__(self, c: BertConfig, embedding: nn.Parameter) -> None:
         super().__init__()
-        self.transform = nn.Linear(c.d_model, c.d_model)
+        self.transform = Linear(c.d_model, c.d_model)
         self.norm = nn.LayerNorm(c.d_model, eps=c.norm_eps)
         self.weight = embedding  # tied (sec 3.1 follows the Transformer's shared output projection)
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))
 
     def forward(self, h: Tensor) -> Tensor:
-        return F.linear(self.norm(F.gelu(self.transform(h))), self.weight, self.bias)  # (B, T, V)
+        return linear(self.norm(F.gelu(self.transform(h))), self.weight, self.bias)  # (B, T, V)
 
 
 class BertOutput(NamedTuple):
@@ -94,15 +95,15 @@ class Bert(nn.Module):
         self.config = c = config
         self.embed = BertEmbeddings(c)
         self.encoder = Stack(BlockSpec.of(c), c.n_layers, cross=False)
-        self.pooler = nn.Linear(c.d_model, c.d_model)  # tanh(W h_[CLS] + b)
+        self.pooler = Linear(c.d_model, c.d_model)  # tanh(W h_[CLS] + b)
         self.head_dropout = nn.Dropout(c.dropout)
         if c.head == "pretraining":
             self.mlm = MaskedLMHead(c, self.embed.tokens.weight)
-            self.nsp = nn.Linear(c.d_model, 2)
+            self.nsp = Linear(c.d_model, 2)
         elif c.head == "question_answering":
-            self.qa = nn.Linear(c.d_model, 2)  # start and end logits per token
+            self.qa = Linear(c.d_model, 2)  # start and end logits per token
         else:
-            self.classifier = nn.Linear(c.d_model, c.n_labels)
+            self.classifier = Linear(c.d_model, c.n_labels)
         self._init_weights()
 
     def _init_weights(self) -> None:

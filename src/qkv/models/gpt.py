@@ -15,6 +15,7 @@ from qkv.config import Config, require
 from qkv.nn.block import Activation, BlockSpec, NormPlacement, Stack
 from qkv.nn.cache import KVCache, StaticKVCache
 from qkv.nn.embeddings import Embeddings, PositionScheme
+from qkv.nn.linear import Linear
 from qkv.nn.masks import attention_mask, position_mask
 
 
@@ -56,7 +57,7 @@ class GPT(nn.Module):
         self.config = c = config
         self.embed = Embeddings(c.vocab_size, c.d_model, c.positions, c.block_size, c.dropout, scale=False)
         self.blocks = Stack(BlockSpec.of(c), c.n_layers, cross=False)
-        self.output = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.output = Linear(c.d_model, c.vocab_size, bias=False)
         self._init_weights()
         if c.tie_output:
             self.output.weight = self.embed.tokens.weight

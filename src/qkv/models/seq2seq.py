@@ -16,6 +16,7 @@ from qkv.nn.attention import AttentionScale
 from qkv.nn.block import Activation, BlockSpec, Norm, NormPlacement, Residual, Stack
 from qkv.nn.cache import KVCache
 from qkv.nn.embeddings import Embeddings, PositionScheme
+from qkv.nn.linear import Linear
 from qkv.nn.masks import attention_mask, padding_mask
 
 
@@ -92,7 +93,7 @@ class EncoderDecoder(nn.Module):
         self.tgt_embed = Embeddings(c.tgt_vocab_size, c.d_model, c.positions, c.max_len, c.dropout, c.scale_embeddings)
         self.encoder = Stack(spec, c.n_encoder_layers, cross=False)
         self.decoder = Stack(spec, c.n_decoder_layers, cross=True)
-        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
+        self.output = Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
         self._init_weights()
         if c.share_embeddings:
             self.tgt_embed.tokens.weight = self.src_embed.tokens.weight

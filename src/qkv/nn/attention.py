@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.nn.cache import LayerCache, StaticLayerCache
+from qkv.nn.linear import Linear
 from qkv.nn.masks import causal_mask, combine
 
 
@@ -90,7 +91,7 @@ class _HeadsOut(nn.Module):
         self.n_heads, self.d_head = n_heads, d_model // n_heads
         self.attention_dropout = attention_dropout
         self.scale = None if scale == "sqrt_dk" else 1.0  # None: SDPA's own 1/sqrt(d_k)
-        self.out = nn.Linear(d_model, d_model)  # W^O
+        self.out = Linear(d_model, d_model)  # W^O
 
     def _attend(self, q, k, v, mask, is_causal, need_weights, groups: int = 1):
         """q: (B, H, T_q, d_head); k, v: (B / groups, H, T_k, d_head), each key row serving `groups`
@@ -113,7 +114,7 @@ class SelfAttention(_HeadsOut):
         self, d_model: int, n_heads: int, attention_dropout: float = 0.0, scale: AttentionScale = "sqrt_dk"
     ) -> None:
         super().__init__(d_model, n_heads, attention_dropout, scale)
-        self.qkv = nn.Linear(d_model, 3 * d_model)  # [W^Q; W^K; W^V] of all heads at once
+        self.qkv = Linear(d_model, 3 * d_model)  # [W^Q; W^K; W^V] of all heads at once
 
     def forward(
         self,
@@ -140,8 +141,8 @@ class CrossAttention(_HeadsOut):
         self, d_model: int, n_heads: int, attention_dropout: float = 0.0, scale: AttentionScale = "sqrt_dk"
     ) -> None:
         super().__init__(d_model, n_heads, attention_dropout, scale)
-        self.q = nn.Linear(d_model, d_model)
-        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.q = Linear(d_model, d_model)
+        self.kv = Linear(d_model, 2 * d_model)
 
     def forward(
         self,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
 from qkv.nn.cache import KVCache, StaticKVCache
+from qkv.nn.linear import Linear
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
 NormPlacement = Literal["post", "pre"]
@@ -96,8 +97,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, activation: Activation) -> None:
         super().__init__()
-        self.up = nn.Linear(d_model, d_ff)
-        self.down = nn.Linear(d_ff, d_model)
+        self.up = Linear(d_model, d_ff)
+        self.down = Linear(d_ff, d_model)
         self.act = _ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,147 @@
+"""oneDNN against `F.linear` (MKL) for qkv's linear layers (`qkv.nn.linear`), kernels first, then
+whole workloads with `set_kernel("pytorch")` against `set_kernel("auto")`, alternating in one process.
+
+    python benchmarks/levers/onednn_linear.py [--rounds 5]
+
+1. A 2048 x 2048 fp32 product (GFLOP/s), and matrix-vector products over distinct matrices of the
+   `gpt2` shape (12 layers x (2,304 + 768 + 3,072 + 3,072) x 768, plus the 50,257 x 768 embedding:
+   more than any cache), as read rates (GB/s): batch-1 decoding's cost.
+2. The Multi30k-shaped translation training step of `benchmarks/seq2seq_train.py` (tokens/s), the
+   4 x 128 GPT's training step (batch 12 x 64, tokens/s), and one cached decoding step of a random
+   124M GPT after 16 tokens (ms).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from common import alternate, environment  # noqa: E402
+from seq2seq_train import SHAPES, qkv_loss, qkv_model  # noqa: E402
+
+from qkv.models.gpt import GPT, PRESETS, GPTConfig  # noqa: E402
+from qkv.nn.linear import set_kernel  # noqa: E402
+
+
+def onednn(x, w):
+    return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+
+
+def kernel_rates(reps: int = 10) -> None:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for name, product in (("torch.mm (MKL)", lambda: a @ b.t()), ("oneDNN", lambda: onednn(a, b))):
+        product()
+        start = time.perf_counter()
+        for _ in range(reps):
+            product()
+        print(f"2048^3 product, {name}: {reps * 2 * 2048**3 / (time.perf_counter() - start) / 1e9:.0f} GFLOP/s")
+    shapes = [(2304, 768), (768, 768), (3072, 768), (768, 3072)] * 12 + [(50257, 768)]
+    weights = [torch.randn(shape) for shape in shapes]
+    n_bytes = sum(w.numel() * 4 for w in weights)
+    x = {768: torch.randn(1, 768), 3072: torch.randn(1, 3072)}
+    with torch.inference_mode():
+        for name, product in (("F.linear (MKL)", F.linear), ("oneDNN", onednn)):
+            [product(x[w.size(1)], w) for w in weights]
+            start = time.perf_counter()
+            for _ in range(reps):
+                [product(x[w.size(1)], w) for w in weights]
+            rate = reps * n_bytes / (time.perf_counter() - start)
+            print(f"matrix-vector products over {n_bytes / 1e6:.0f} MB, {name}: {rate / 1e9:.1f} GB/s")
+
+
+def per_kernel(run) -> dict:
+    """Each kernel choice as a contender of `alternate` (the choice is put back after each call)."""
+
+    def under(kernel):
+        def call():
+            previous = set_kernel(kernel)
+            try:
+                return run()
+            finally:
+                set_kernel(previous)
+
+        return call
+
+    return {"pytorch": under("pytorch"), "auto": under("auto")}
+
+
+def translation_step(steps: int = 3):
+    x, b = SHAPES["multi30k"], 64
+    torch.manual_seed(0)
+    model = qkv_model(x).train()
+    g = torch.Generator().manual_seed(0)
+    src, tgt_in, tgt_out = (torch.randint(3, x.vocab, (b, n), generator=g) for n in (x.src_len, x.tgt_len, x.tgt_len))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            qkv_loss(model(src, tgt_in), tgt_out).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return steps * b * (x.src_len + x.tgt_len) / (time.perf_counter() - start)
+
+    run()  # warm-up: Adam's state, the allocator
+    return run
+
+
+def gpt_train_step(steps: int = 10):
+    torch.manual_seed(0)
+    model = GPT(PRESETS["char-tiny"]).train()
+    batch = torch.randint(0, 65, (12, 65), generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            logits = model(batch[:, :-1]).logits
+            F.cross_entropy(logits.reshape(-1, 65), batch[:, 1:].reshape(-1)).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return steps * 12 * 64 / (time.perf_counter() - start)
+
+    run()
+    return run
+
+
+def decode_step(steps: int = 30):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(dropout=0.0, attention_dropout=0.0)).eval()
+    prompt = torch.randint(0, 50257, (1, 16), generator=torch.Generator().manual_seed(0))
+
+    @torch.inference_mode()
+    def run() -> float:
+        cache = model.new_cache()
+        model(prompt, cache)
+        token = torch.tensor([[5]])
+        start = time.perf_counter()
+        for _ in range(steps):
+            model(token, cache)
+        return (time.perf_counter() - start) / steps * 1e3
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print(environment())
+    kernel_rates()
+    for name, unit, make in (
+        ("translation training step (Multi30k shape)", "tokens/s", translation_step),
+        ("4 x 128 GPT training step", "tokens/s", gpt_train_step),
+        ("124M GPT cached decoding step", "ms", decode_step),
+    ):
+        r = alternate(per_kernel(make()), args.rounds)
+        gain = r["auto"] / r["pytorch"] if unit == "tokens/s" else r["pytorch"] / r["auto"]
+        print(f"{name}: F.linear {r['pytorch']:.1f}, auto {r['auto']:.1f} {unit}: {gain:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Every linear map of the models, y = x W^T + b, goes through `linear` (and `Linear`, an `nn.Linear`
+that calls it): `F.linear`, or oneDNN's kernel where that is known to be the faster of the two.
+
+Why a second kernel: PyTorch's x86 CPU build multiplies fp32 matrices with MKL, and MKL runs its fast
+code paths only on Intel processors. On others it takes a generic AVX2 path: on this project's AMD EPYC
+(Zen 5, AVX-512) a 2048 x 2048 product runs at 196 GFLOP/s through `torch.mm` and 440-450 through
+oneDNN, the other matrix library PyTorch ships, which picks its code by instruction set alone; a
+matrix-vector product (batch-1 decoding) reads weights at 17 GB/s through MKL and 31-40 through oneDNN
+(`python benchmarks/levers/onednn_linear.py`). On Intel processors MKL is kept: it was the measured
+baseline of every figure taken there, and oneDNN was never measured against it on one.
+
+oneDNN pays about 12 us more per call, so it takes only products of at least 2^21 multiply-adds
+(rows x in x out) or weights of 2^19 numbers and more: a 4 x 128 GPT's batch-1 decoding step stays on
+`F.linear`, its training step and every layer of a 124M model's decoding step do not. Its fp32
+results differ from MKL's in rounding only (summation order). Autocast, other dtypes, tensor
+subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already uses oneDNN) always
+get `F.linear`.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+Kernel = Literal["auto", "pytorch", "onednn"]
+# oneDNN's per-call overhead outweighs its faster arithmetic below 2^21 multiply-adds, unless the weight
+# alone (2 MB or more) is too large to stay in a core's cache between calls, as in decoding: then
+# reading it is the cost, and oneDNN reads faster (module docstring).
+MIN_MACS = 2**21
+MIN_WEIGHT = 2**19
+_kernel: Kernel = "auto"
+_ONEDNN_BUILT = torch.backends.mkldnn.is_available()
+
+
+def set_kernel(kernel: Kernel) -> Kernel:
+    """Choose the kernel for every later call ("auto": by processor and size; "pytorch": always
+    `F.linear`; "onednn": oneDNN wherever it applies, at any size). Returns the previous choice, so that
+    benchmarks and tests can compare the two in one process and put the setting back."""
+    global _kernel
+    if kernel not in ("auto", "pytorch", "onednn"):
+        raise ValueError(f"unknown linear kernel {kernel!r} (auto, pytorch or onednn)")
+    previous, _kernel = _kernel, kernel
+    return previous
+
+
+def current_kernel() -> Kernel:
+    return _kernel
+
+
+@cache
+def mkl_runs_generic_code() -> bool:
+    """True on an x86 processor that is not Intel's, with PyTorch's MKL and oneDNN both built in."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False  # not Linux: keep PyTorch's choice
+    return "vendor_id" in cpuinfo and "GenuineIntel" not in cpuinfo
+
+
+def onednn_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether oneDNN's kernel can stand in for `F.linear` on these tensors at all."""
+    return (
+        _ONEDNN_BUILT
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and type(weight) in (Tensor, nn.Parameter)
+        and type(x) in (Tensor, nn.Parameter)
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def chooses_onednn(x: Tensor, weight: Tensor) -> bool:
+    """Whether `linear(x, weight)` will run on oneDNN under the current `set_kernel` choice."""
+    if _kernel == "pytorch" or not onednn_applies(x, weight):
+        return False
+    if _kernel == "onednn":
+        return True
+    big = weight.numel() >= MIN_WEIGHT or x.numel() * weight.size(0) >= MIN_MACS  # rows * in * out
+    return big and mkl_runs_generic_code()
+
+
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x: (..., in) @ weight (out, in)^T + bias (out,) -> (..., out), through oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """oneDNN for the forward product and for both products of the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.size(-1))  # (N, out), N = all leading dimensions
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn(g, weight.t(), None).view(x.shape)  # dL/dx = g W: (N, in)
+        if ctx.needs_input_grad[1]:
+            # dL/dW = g^T x, computed as (x^T g)^T: oneDNN is faster with the long N axis as the
+            # reduction of a product whose "weight" is g^T (345 against 217 GFLOP/s at N = 4,096).
+            grad_w = _onednn(x.reshape(-1, x.size(-1)).t(), g.t(), None).t()  # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b. x: (..., in); weight: (out, in); bias: (out,) or None -> (..., out)."""
+    if not chooses_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    tracked = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    if torch.is_grad_enabled() and tracked:
+        return _OneDNNLinear.apply(x, weight, bias)
+    return _onednn(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters, same state-dict names) computed by `linear`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)

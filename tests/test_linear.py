@@ -1,0 +1,112 @@
+"""The linear kernel choice (`qkv.nn.linear`): oneDNN must compute what `F.linear` computes, forward
+and backward, and be chosen only where the module says."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import qkv.nn.linear as qlinear
+from qkv.models.gpt import GPT, GPTConfig
+from qkv.nn.linear import Linear, chooses_onednn, linear, set_kernel
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+
+
+@pytest.fixture
+def kernel():
+    """Set a kernel for one test and put the previous choice back afterwards."""
+    previous = set_kernel("auto")
+    yield set_kernel
+    set_kernel(previous)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (3, 1, 7)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_onednn_gives_f_linear_values_and_gradients(kernel, shape, with_bias):
+    kernel("onednn")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, requires_grad=True)
+    w = torch.randn(6, 7, generator=g, requires_grad=True)
+    b = torch.randn(6, generator=g, requires_grad=True) if with_bias else None
+    assert chooses_onednn(x, w)
+    y = linear(x, w, b)
+    upstream = torch.randn(y.shape, generator=g)
+    got = torch.autograd.grad(y, [x, w] + ([b] if with_bias else []), upstream)
+    want_y = F.linear(x, w, b)
+    want = torch.autograd.grad(want_y, [x, w] + ([b] if with_bias else []), upstream)
+    torch.testing.assert_close(y, want_y, atol=1e-6, rtol=1e-5)
+    for a, e in zip(got, want):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, atol=1e-6, rtol=1e-5)
+
+
+def test_onednn_gradient_only_where_asked_and_no_second_backward(kernel):
+    kernel("onednn")
+    x = torch.randn(4, 8)  # input without gradient: the first layer's case
+    w = torch.randn(3, 8, requires_grad=True)
+    y = linear(x, w)
+    (gw,) = torch.autograd.grad(y.sum(), w, create_graph=True)
+    torch.testing.assert_close(gw, torch.ones(4, 3).t() @ x)
+    with pytest.raises(RuntimeError):
+        gw.sum().backward()  # the backward is written out once, not differentiable again
+
+
+def test_non_contiguous_input(kernel):
+    kernel("onednn")
+    x = torch.randn(8, 5).t()  # (5, 8), strided
+    w = torch.randn(3, 8)
+    torch.testing.assert_close(linear(x, w), F.linear(x, w), atol=1e-6, rtol=1e-5)
+
+
+def test_autocast_and_other_dtypes_keep_f_linear(kernel):
+    kernel("onednn")
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not chooses_onednn(x, w)
+        assert linear(x, w).dtype == torch.bfloat16  # autocast cast it, as it casts F.linear
+    assert not chooses_onednn(x.double(), w.double())
+    kernel("pytorch")
+    assert not chooses_onednn(x, w)
+
+
+def test_auto_takes_onednn_only_for_large_products_where_mkl_is_generic(kernel, monkeypatch):
+    kernel("auto")
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
+    small_decode = (torch.randn(1, 1, 128), torch.randn(384, 128))  # a 4 x 128 GPT's step: stays
+    small_train = (torch.randn(12, 64, 128), torch.randn(384, 128))  # its training batch: 37.7M MACs
+    big_decode = (torch.randn(1, 1, 768), torch.randn(3072, 768))  # a 124M model's step: weight-bound
+    assert not chooses_onednn(*small_decode)
+    assert chooses_onednn(*small_train)
+    assert chooses_onednn(*big_decode)
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: False)  # an Intel processor
+    assert not chooses_onednn(*big_decode)
+
+
+def test_unknown_kernel_is_refused():
+    with pytest.raises(ValueError, match="unknown linear kernel"):
+        set_kernel("blas")
+
+
+def test_linear_module_keeps_nn_linear_names():
+    assert list(Linear(4, 3).state_dict()) == list(nn.Linear(4, 3).state_dict())
+
+
+def test_a_gpt_training_step_is_the_same_on_either_kernel(kernel):
+    """Loss and every gradient of a small GPT agree between the kernels (rounding only)."""
+    config = GPTConfig(vocab_size=50, block_size=16, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0)
+    tokens = torch.randint(0, 50, (3, 17), generator=torch.Generator().manual_seed(1))
+    results = []
+    for name in ("pytorch", "onednn"):
+        kernel(name)
+        torch.manual_seed(0)
+        model = GPT(config)
+        logits = model(tokens[:, :-1]).logits
+        loss = F.cross_entropy(logits.reshape(-1, 50), tokens[:, 1:].reshape(-1))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, atol=1e-6, rtol=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for n in grads_a:
+        torch.testing.assert_close(grads_b[n], grads_a[n], atol=1e-6, rtol=1e-4, msg=n)
