@@ -9,8 +9,9 @@ matrix-vector product (batch-1 decoding) reads weights at 17 GB/s through MKL an
 (`python benchmarks/levers/onednn_linear.py`). On Intel processors MKL is kept: it was the measured
 baseline of every figure taken there, and oneDNN was never measured against it on one.
 
-oneDNN pays about 12 us more per call, so it takes only products of at least 2^21 multiply-adds
-(rows x in x out) or weights of 2^19 numbers and more: a 4 x 128 GPT's batch-1 decoding step stays on
+oneDNN pays about 12 us more per call, and 0.3-0.5 ms the first time it sees an input shape, so it
+takes only weights of 2^19 numbers and more (where reading the weight is the cost), and, in training,
+products of at least 2^21 multiply-adds (rows x in x out): a 4 x 128 GPT's decoding stays on
 `F.linear`, its training step and every layer of a 124M model's decoding step do not. Its fp32
 results differ from MKL's in rounding only (summation order). Autocast, other dtypes, tensor
 subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already uses oneDNN) always
@@ -88,8 +89,13 @@ def chooses_onednn(x: Tensor, weight: Tensor) -> bool:
         return False
     if _kernel == "onednn":
         return True
-    big = weight.numel() >= MIN_WEIGHT or x.numel() * weight.size(0) >= MIN_MACS  # rows * in * out
-    return big and mkl_runs_generic_code()
+    if weight.numel() >= MIN_WEIGHT:  # reading the weight is the cost, whatever the rows
+        return mkl_runs_generic_code()
+    # Smaller weights only in training: oneDNN builds a kernel for each new input shape (0.3-0.5 ms),
+    # which a training run's recurring batch shapes repay and one-off shapes do not: uncached
+    # generation, whose input grows by a row each token, ran 1.3-1.7x slower on oneDNN.
+    large = x.numel() * weight.size(0) >= MIN_MACS  # rows * in * out
+    return large and torch.is_grad_enabled() and mkl_runs_generic_code()
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
