@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import alternate, environment  # noqa: E402
-from seq2seq_train import SHAPES, qkv_loss, qkv_model  # noqa: E402
+from seq2seq_train import SHAPES, contender, qkv_loss, qkv_model  # noqa: E402
 
 from qkv.models.gpt import GPT, PRESETS, GPTConfig  # noqa: E402
 from qkv.nn.linear import set_kernel  # noqa: E402
@@ -72,19 +72,10 @@ def per_kernel(run) -> dict:
 def translation_step(steps: int = 3):
     x, b = SHAPES["multi30k"], 64
     torch.manual_seed(0)
-    model = qkv_model(x).train()
     g = torch.Generator().manual_seed(0)
-    src, tgt_in, tgt_out = (torch.randint(3, x.vocab, (b, n), generator=g) for n in (x.src_len, x.tgt_len, x.tgt_len))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
-
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            qkv_loss(model(src, tgt_in), tgt_out).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return steps * b * (x.src_len + x.tgt_len) / (time.perf_counter() - start)
-
+    batch = tuple(torch.randint(3, x.vocab, (b, n), generator=g) for n in (x.src_len, x.tgt_len, x.tgt_len))
+    model = qkv_model(x)
+    run = contender(model, model, steps, [batch] * steps, torch.float32, qkv_loss)
     run()  # warm-up: Adam's state, the allocator
     return run
 

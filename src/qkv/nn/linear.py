@@ -2,8 +2,8 @@
 that calls it): `F.linear`, or oneDNN's kernel where that is known to be the faster of the two.
 
 Why a second kernel: PyTorch's x86 CPU build multiplies fp32 matrices with MKL, and MKL runs its fast
-code paths only on Intel processors. On others it takes a generic AVX2 path: on this project's AMD EPYC
-(Zen 5, AVX-512) a 2048 x 2048 product runs at 196 GFLOP/s through `torch.mm` and 440-450 through
+code paths only on Intel processors. On others it takes a generic AVX2 path: on session 23's 2-core AMD
+EPYC (Zen 5, AVX-512) a 2048 x 2048 product runs at 196 GFLOP/s through `torch.mm` and 440-450 through
 oneDNN, the other matrix library PyTorch ships, which picks its code by instruction set alone; a
 matrix-vector product (batch-1 decoding) reads weights at 17 GB/s through MKL and 31-40 through oneDNN
 (`python benchmarks/levers/onednn_linear.py`). On Intel processors MKL is kept: it was the measured
@@ -84,18 +84,20 @@ def onednn_applies(x: Tensor, weight: Tensor) -> bool:
 
 
 def chooses_onednn(x: Tensor, weight: Tensor) -> bool:
-    """Whether `linear(x, weight)` will run on oneDNN under the current `set_kernel` choice."""
-    if _kernel == "pytorch" or not onednn_applies(x, weight):
+    """Whether `linear(x, weight)` will run on oneDNN under the current `set_kernel` choice. The
+    cheapest tests come first: a 4 x 128 GPT's decoding step asks this 17 times a token."""
+    if _kernel == "pytorch":
         return False
-    if _kernel == "onednn":
-        return True
-    if weight.numel() >= MIN_WEIGHT:  # reading the weight is the cost, whatever the rows
-        return mkl_runs_generic_code()
-    # Smaller weights only in training: oneDNN builds a kernel for each new input shape (0.3-0.5 ms),
-    # which a training run's recurring batch shapes repay and one-off shapes do not: uncached
-    # generation, whose input grows by a row each token, ran 1.3-1.7x slower on oneDNN.
-    large = x.numel() * weight.size(0) >= MIN_MACS  # rows * in * out
-    return large and torch.is_grad_enabled() and mkl_runs_generic_code()
+    if _kernel == "auto":
+        if not mkl_runs_generic_code():
+            return False
+        if weight.numel() < MIN_WEIGHT:
+            # Smaller weights only in training: oneDNN builds a kernel for each new input shape
+            # (0.3-0.5 ms), which a training run's recurring batch shapes repay and one-off shapes do
+            # not: uncached generation, whose input grows by a row each token, ran 1.3-1.7x slower.
+            if not torch.is_grad_enabled() or x.numel() * weight.size(0) < MIN_MACS:  # rows * in * out
+                return False
+    return onednn_applies(x, weight)
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
