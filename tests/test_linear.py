@@ -23,12 +23,13 @@ def kernel():
 
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (3, 1, 7)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_onednn_gives_f_linear_values_and_gradients(kernel, shape, with_bias):
+@pytest.mark.parametrize("out", [6, 9])  # narrower and wider than the input: two orders of dL/dW
+def test_onednn_gives_f_linear_values_and_gradients(kernel, shape, with_bias, out):
     kernel("onednn")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g, requires_grad=True)
-    w = torch.randn(6, 7, generator=g, requires_grad=True)
-    b = torch.randn(6, generator=g, requires_grad=True) if with_bias else None
+    w = torch.randn(out, 7, generator=g, requires_grad=True)
+    b = torch.randn(out, generator=g, requires_grad=True) if with_bias else None
     assert chooses_onednn(x, w)
     y = linear(x, w, b)
     upstream = torch.randn(y.shape, generator=g)

@@ -4,7 +4,8 @@
 
 Forward, label-smoothed loss, backward and Adam step, dropout 0.1, 2 threads, as the benchmark runs
 them. Prints the torch.profiler table (operators by their own time) and the share of the matrix
-products (`mm`, `addmm`, `bmm`): what is left is the most a faster non-matmul path could save.
+products (`mm`, `addmm`, `bmm`, and oneDNN's `mkldnn::_linear_pointwise` where `qkv.nn.linear` uses it):
+what is left is the most a faster non-matmul path could save.
 """
 
 import argparse
@@ -41,14 +42,19 @@ def step() -> None:
 
 for _ in range(3):  # warm-up: allocator, Adam state
     step()
-with profile(activities=[ProfilerActivity.CPU]) as prof:
+with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
     for _ in range(args.steps):
         step()
 events = prof.key_averages()
+copies = prof.key_averages(group_by_input_shape=True)
+print("the largest aten::copy_ by input shapes:")
+for e in sorted((e for e in copies if e.key == "aten::copy_"), key=lambda e: -e.self_cpu_time_total)[:6]:
+    print(f"  {e.self_cpu_time_total / 1e3:.1f} ms in {e.count} calls, shapes {e.input_shapes}")
 print(events.table(sort_by="self_cpu_time_total", row_limit=15))
 total = sum(e.self_cpu_time_total for e in events)
 share = {e.key: e.self_cpu_time_total / total for e in events}
-matmul = sum(share.get(k, 0.0) for k in ("aten::mm", "aten::addmm", "aten::bmm"))
+products = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
+matmul = sum(share.get(k, 0.0) for k in products)
 print(f"step {total / args.steps / 1e3:.0f} ms under the profiler; matrix products {matmul:.1%} of it")
 print(f"dropout masks (aten::bernoulli_) {share.get('aten::bernoulli_', 0.0):.1%}")
 loss = sum(e.cpu_time_total for e in events if "_SmoothedCrossEntropy" in e.key)  # forward and backward, inclusive
