@@ -48,7 +48,7 @@ def linear_kernel() -> str:
 
     if linear.current_kernel() != "auto":
         return linear.current_kernel()
-    return "auto: oneDNN for large products" if linear.mkl_runs_generic_code() else "auto: F.linear"
+    return "auto: oneDNN for large fp32 CPU products" if linear.mkl_runs_generic_code() else "auto: F.linear"
 
 
 def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
