@@ -7,8 +7,10 @@ whole workloads with `set_kernel("pytorch")` against `set_kernel("auto")`, alter
    `gpt2` shape (12 layers x (2,304 + 768 + 3,072 + 3,072) x 768, plus the 50,257 x 768 embedding:
    more than any cache), as read rates (GB/s): batch-1 decoding's cost.
 2. The Multi30k-shaped translation training step of `benchmarks/seq2seq_train.py` (tokens/s), the
-   4 x 128 GPT's training step (batch 12 x 64, tokens/s), and one cached decoding step of a random
-   124M GPT after 16 tokens (ms).
+   4 x 128 GPT's training step (batch 12 x 64, tokens/s), one cached decoding step of a random
+   124M GPT after 16 tokens (ms), and the 4 x 128 GPT's uncached generation (256 tokens after 16,
+   context 512: a new input shape every token), also with oneDNN forced at every size
+   (`set_kernel("onednn")`), the case that kept smaller weights on `F.linear` outside training.
 """
 
 import argparse
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import alternate, environment  # noqa: E402
 from seq2seq_train import SHAPES, contender, qkv_loss, qkv_model  # noqa: E402
 
+from qkv.decoding.generate import generate  # noqa: E402
 from qkv.models.gpt import GPT, PRESETS, GPTConfig  # noqa: E402
 from qkv.nn.linear import set_kernel  # noqa: E402
 
@@ -53,7 +56,7 @@ def kernel_rates(reps: int = 10) -> None:
             print(f"matrix-vector products over {n_bytes / 1e6:.0f} MB, {name}: {rate / 1e9:.1f} GB/s")
 
 
-def per_kernel(run) -> dict:
+def per_kernel(run, kernels=("pytorch", "auto")) -> dict:
     """Each kernel choice as a contender of `alternate` (the choice is put back after each call)."""
 
     def under(kernel):
@@ -66,7 +69,7 @@ def per_kernel(run) -> dict:
 
         return call
 
-    return {"pytorch": under("pytorch"), "auto": under("auto")}
+    return {kernel: under(kernel) for kernel in kernels}
 
 
 def translation_step(steps: int = 3):
@@ -117,6 +120,22 @@ def decode_step(steps: int = 30):
     return run
 
 
+def uncached_generation(new_tokens: int = 256):
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=65, block_size=512, d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, attention_dropout=0.0
+    )
+    model = GPT(config).eval()
+    prompt = torch.randint(0, 65, (16,), generator=torch.Generator().manual_seed(1)).tolist()
+
+    def run() -> float:
+        start = time.perf_counter()
+        list(generate(model, prompt, new_tokens, temperature=0.0, use_cache=False))
+        return new_tokens / (time.perf_counter() - start)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -132,6 +151,11 @@ def main() -> None:
         r = alternate(per_kernel(make()), args.rounds)
         gain = r["auto"] / r["pytorch"] if unit == "tokens/s" else r["pytorch"] / r["auto"]
         print(f"{name}: F.linear {r['pytorch']:.1f}, auto {r['auto']:.1f} {unit}: {gain:.3f}x")
+    r = alternate(per_kernel(uncached_generation(), ("pytorch", "auto", "onednn")), args.rounds)
+    print(
+        f"4 x 128 GPT uncached generation: F.linear {r['pytorch']:.0f}, auto {r['auto']:.0f}, "
+        f"oneDNN at every size {r['onednn']:.0f} tokens/s"
+    )
 
 
 if __name__ == "__main__":

@@ -125,8 +125,8 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # dL/dW = g^T x: (out, in). oneDNN copies its transposed "weight" operand (N x out or N x in)
             # into place first, and the result's layout must end as W's, so the order that moves less
-            # wins: (x^T g)^T when out >= in, g^T x when out < in (Multi30k shape, N = 1,536:
-            # 1024 x 256 2.7 against 3.6 ms, 256 x 1024 2.3 against 3.5; MKL 4.3 and 4.5).
+            # wins: (x^T g)^T when out >= in, g^T x when out < in (Multi30k shape, N = 1,536, a one-off
+            # timing: 1024 x 256 2.7 against 3.6 ms, 256 x 1024 2.3 against 3.5; MKL 4.3 and 4.5).
             x2 = x.reshape(-1, x.size(-1))
             if weight.size(0) < weight.size(1):
                 grad_w = _onednn(g.t(), x2.t(), None)
