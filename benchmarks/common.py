@@ -43,12 +43,15 @@ def environment() -> dict:
 
 
 def linear_kernel() -> str:
-    """Which kernel qkv's linear layers use here (`qkv.nn.linear`): figures differ between the two."""
-    from qkv.nn import linear
+    """Which kernel qkv's linear layers use here (`qkv.nn.linear`): figures differ between them."""
+    from qkv.nn import linear, matvec
 
     if linear.current_kernel() != "auto":
         return linear.current_kernel()
-    return "auto: oneDNN for large fp32 CPU products" if linear.mkl_runs_generic_code() else "auto: F.linear"
+    if not linear.mkl_runs_generic_code():
+        return "auto: F.linear"
+    single_row = "qkv matvec" if matvec.kernel() is not None else "oneDNN (matvec not built)"
+    return f"auto: oneDNN for large fp32 CPU products, {single_row} for single rows"
 
 
 def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:

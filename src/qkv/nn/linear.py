@@ -16,6 +16,10 @@ products of at least 2^21 multiply-adds (rows x in x out): a 4 x 128 GPT's decod
 results differ from MKL's in rounding only (summation order). Autocast, other dtypes, tensor
 subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already uses oneDNN) always
 get `F.linear`.
+
+Under "auto", a product of a single row without gradients (batch-1 decoding) goes one step further, to
+qkv's own compiled loop (`qkv.nn.matvec`), which reads the weight faster still; `set_kernel("onednn")`
+keeps oneDNN there, for comparison.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from qkv.nn import matvec
 
 Kernel = Literal["auto", "pytorch", "onednn"]
 # oneDNN's per-call overhead outweighs its faster arithmetic below 2^21 multiply-adds, unless the weight
@@ -144,6 +150,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     tracked = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     if torch.is_grad_enabled() and tracked:
         return _OneDNNLinear.apply(x, weight, bias)
+    if _kernel == "auto" and x.numel() == x.size(-1) and (single_row := matvec.kernel()) is not None:
+        return single_row(x, weight, bias)  # batch-1 decoding: reading the weight is the whole cost
     return _onednn(x, weight, bias)
 
 

@@ -1,0 +1,98 @@
+"""qkv's compiled single-row product (`qkv.nn.matvec`) against oneDNN and `F.linear` (MKL), for batch-1
+decoding on an x86 processor that is not Intel's, alternating in one process.
+
+    python benchmarks/levers/matvec.py [--rounds 5]
+
+1. Read rates (GB/s) of matrix-vector products over distinct matrices of the `gpt2` shape (12 layers x
+   (2,304 + 768 + 3,072 + 3,072) x 768, plus the 50,257 x 768 embedding: 497 MB, more than any cache)
+   through each kernel, beside a plain `sum()` of the same matrices: the memory's read rate, which no
+   product of these weights can beat.
+2. One cached decoding step of a random 124M GPT after 16 tokens (ms), and greedy generation of 64
+   tokens through `generate` (tokens/s), under `set_kernel("pytorch")` (MKL), `"onednn"` and `"auto"`
+   (which sends these products to the compiled loop).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
+from common import alternate, environment  # noqa: E402
+from onednn_linear import decode_step, onednn, per_kernel  # noqa: E402
+
+from qkv.decoding.generate import generate  # noqa: E402
+from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
+from qkv.nn import matvec  # noqa: E402
+
+
+def read_rates(rounds: int, reps: int = 5) -> None:
+    shapes = [(2304, 768), (768, 768), (3072, 768), (768, 3072)] * 12 + [(50257, 768)]
+    weights = [torch.randn(shape) for shape in shapes]
+    n_bytes = sum(w.numel() * 4 for w in weights)
+    x = {768: torch.randn(1, 768), 3072: torch.randn(1, 3072)}
+    single_row = matvec.kernel()
+    kernels = {"sum (the memory's rate)": lambda x, w: w.sum(), "F.linear (MKL)": F.linear, "oneDNN": onednn}
+    if single_row is not None:
+        kernels["qkv matvec"] = lambda x, w: single_row(x, w, None)
+    rates: dict[str, list[float]] = {name: [] for name in kernels}
+    with torch.inference_mode():
+        for r in range(rounds):
+            for name, product in kernels.items() if r % 2 == 0 else reversed(kernels.items()):
+                [product(x[w.size(1)], w) for w in weights]  # warm-up pass: page in, wake threads
+                start = time.perf_counter()
+                for _ in range(reps):
+                    [product(x[w.size(1)], w) for w in weights]
+                rates[name].append(reps * n_bytes / (time.perf_counter() - start) / 1e9)
+    for name, values in rates.items():
+        print(
+            f"products over {n_bytes / 1e6:.0f} MB, {name}: {statistics.median(values):.1f} GB/s "
+            f"(rounds: {', '.join(f'{v:.1f}' for v in values)})"
+        )
+
+
+def generation(new_tokens: int = 64):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(dropout=0.0, attention_dropout=0.0)).eval()
+    prompt = list(range(16))
+
+    def run() -> float:
+        start = time.perf_counter()
+        list(generate(model, prompt, new_tokens, temperature=0.0))
+        return new_tokens / (time.perf_counter() - start)
+
+    run()
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if matvec.kernel() is None:
+        print("the matvec kernel could not be built here: only F.linear and oneDNN are compared")
+    print(environment())
+    read_rates(args.rounds)
+    kernels = ("pytorch", "onednn", "auto")
+    step = alternate(per_kernel(decode_step(), kernels), args.rounds)
+    print(
+        "124M GPT cached decoding step: "
+        + ", ".join(f"{k} {step[k]:.1f}" for k in kernels)
+        + f" ms; auto against oneDNN {step['onednn'] / step['auto']:.3f}x"
+    )
+    tokens = alternate(per_kernel(generation(), kernels), args.rounds)
+    print(
+        "124M GPT greedy generation, 64 tokens: "
+        + ", ".join(f"{k} {tokens[k]:.1f}" for k in kernels)
+        + f" tokens/s; auto against oneDNN {tokens['auto'] / tokens['onednn']:.3f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+// y = W x + b for a single input row: the product behind every layer of batch-1 decoding.
+//
+// Why qkv carries this: a batch-1 decoding step reads every weight once and does two flops per weight,
+// so it runs at the speed the weights stream from memory. On x86 processors that are not Intel's,
+// MKL's matrix-vector product (PyTorch's default) runs generic code at about half the memory's read rate,
+// and oneDNN's at about 80% of it (docs/PERFORMANCE.md, levers table). This loop, with each thread
+// reading its own block of W's rows front to back, comes close to a plain sum's rate.
+// Built on first use by qkv/nn/matvec.py for the processor it runs on (-march=native).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+namespace {
+
+// One row's dot product with 32 independent partial sums: the compiler turns the inner loop into a
+// few vector multiply-adds whose loads never wait on the previous add. The summation order differs
+// from MKL's and oneDNN's (as theirs differ from each other), so results agree up to rounding.
+inline float dot(const float* __restrict w, const float* __restrict x, int64_t n) {
+  constexpr int kLanes = 32;
+  float acc[kLanes] = {0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += w[i + j] * x[i + j];
+  float s = 0;
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  for (; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+
+}  // namespace
+
+// x: (..., in) holding one row in all; weight: (out, in); bias: (out,) or None -> (..., out).
+torch::Tensor matvec(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, "matvec: x must be a float32 CPU tensor");
+  TORCH_CHECK(weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 2,
+              "matvec: weight must be a 2-D float32 CPU tensor");
+  const int64_t out_f = weight.size(0), in_f = weight.size(1);
+  TORCH_CHECK(x.size(-1) == in_f && x.numel() == in_f, "matvec: x must be one row of ", in_f, " numbers");
+  const auto xc = x.contiguous();
+  const auto wc = weight.contiguous();
+  c10::optional<torch::Tensor> bc;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == out_f, "matvec: bias must hold ", out_f, " floats");
+    bc = bias->contiguous();
+  }
+  auto sizes = x.sizes().vec();
+  sizes.back() = out_f;
+  auto y = torch::empty(sizes, x.options());
+
+  const float* w = wc.data_ptr<float>();
+  const float* xv = xc.data_ptr<float>();
+  const float* b = bc.has_value() ? bc->data_ptr<float>() : nullptr;
+  float* out = y.data_ptr<float>();
+  // Rows split into contiguous blocks, one per thread (PyTorch's intra-op pool, so torch.set_num_threads
+  // applies); each thread streams its block of W in order, which the hardware prefetcher follows.
+  at::parallel_for(0, out_f, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      const float s = dot(w + o * in_f, xv, in_f);
+      out[o] = b ? s + b[o] : s;
+    }
+  });
+  return y;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("matvec", &matvec, "y = W x + b for a single input row (float32, CPU)");
+}
