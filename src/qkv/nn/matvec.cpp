@@ -62,6 +62,16 @@ torch::Tensor matvec(const torch::Tensor& x, const torch::Tensor& weight, const 
   return y;
 }
 
+// Whether at::parallel_for can use more than one thread here (the build must have had -fopenmp).
+bool uses_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("matvec", &matvec, "y = W x + b for a single input row (float32, CPU)");
+  m.def("uses_openmp", &uses_openmp, "whether the rows are split across PyTorch's threads");
 }

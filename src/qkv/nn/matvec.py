@@ -22,16 +22,19 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("matvec.cpp")
-FLAGS = ["-O3", "-march=native"]  # the build is keyed by processor below, so native code is safe to cache
+# Native code is safe to cache: the build is keyed by processor (build_name). -fopenmp is what makes
+# at::parallel_for split the rows across PyTorch's threads; without it the loop runs on one thread.
+FLAGS = ["-O3", "-march=native", "-fopenmp"]
 MatVec = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 _lock = threading.Lock()
-_state: dict[str, MatVec | None] = {}  # "kernel" -> the loaded function, or None once a build failed
+_state: dict[str, ModuleType | None] = {}  # "module" -> the loaded extension, or None once a build failed
 
 
 def cache_dir() -> Path:
@@ -65,7 +68,7 @@ def build_name() -> str:
     return "qkv_matvec_" + key.hexdigest()[:16]
 
 
-def _build() -> MatVec:
+def _build() -> ModuleType:
     name = build_name()
     directory = cache_dir() / name
     library = directory / f"{name}.so"
@@ -80,22 +83,22 @@ def _build() -> MatVec:
         os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
         from torch.utils.cpp_extension import load  # imported here: it takes about 2 s
 
-        return load(name, [str(SOURCE)], extra_cflags=FLAGS, build_directory=str(directory)).matvec
+        return load(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(directory))
     spec = importlib.util.spec_from_file_location(name, library)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.matvec
+    return module
 
 
-def kernel() -> MatVec | None:
-    """The compiled `matvec(x, weight, bias)`, building it on first call; None if it cannot be built
-    (after one warning that says why). x: (..., in) holding a single row; weight: (out, in) -> (..., out)."""
-    if "kernel" in _state:
-        return _state["kernel"]
+def module() -> ModuleType | None:
+    """The compiled extension (`matvec`, `uses_openmp`), building it on first call; None if it cannot be
+    built, after one warning that says why."""
+    if "module" in _state:
+        return _state["module"]
     with _lock:
-        if "kernel" not in _state:
+        if "module" not in _state:
             try:
-                _state["kernel"] = _build()
+                _state["module"] = _build()
             except Exception as error:  # no compiler, no ninja, a compile error: oneDNN stays in use
                 warnings.warn(
                     f"qkv: the matrix-vector kernel could not be built ({str(error).strip()[:300]}); "
@@ -103,8 +106,15 @@ def kernel() -> MatVec | None:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-                _state["kernel"] = None
-    return _state["kernel"]
+                _state["module"] = None
+    return _state["module"]
+
+
+def kernel() -> MatVec | None:
+    """The compiled `matvec(x, weight, bias)`, or None where it cannot be built. x: (..., in) holding a
+    single row; weight: (out, in); bias: (out,) or None -> (..., out)."""
+    built = module()
+    return None if built is None else built.matvec
 
 
 def main() -> int:
