@@ -103,12 +103,17 @@ def test_linear_sends_only_single_rows_without_gradients_here(single_row, generi
     with torch.no_grad():
         y = linear(torch.randn(1, 1, 768), w)  # a decoding step
         linear(torch.randn(1, 4, 768), w)  # a prompt of four tokens: oneDNN
-        linear(torch.randn(1, 1, 128), torch.randn(384, 128))  # a small weight: F.linear
+        linear(torch.randn(1, 1, 128), torch.randn(384, 128))  # a small model's step: also the kernel
+        linear(torch.randn(1, 1, 768).double(), w.double())  # float64: F.linear
         previous = set_kernel("onednn")
         linear(torch.randn(1, 1, 768), w)  # oneDNN when asked for by name
         set_kernel(previous)
     linear(torch.randn(1, 1, 768), w)  # gradients wanted: oneDNN's autograd function
-    assert calls == [(1, 1, 768)]
+    linear(torch.randn(1, 1, 768), w.detach())  # nothing to track although gradients are on: the kernel
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: False)  # an Intel processor: MKL
+    with torch.no_grad():
+        linear(torch.randn(1, 1, 768), w)
+    assert calls == [(1, 1, 768), (1, 1, 128), (1, 1, 768)]
     assert y.shape == (1, 1, 3072) and not y.requires_grad
 
 
