@@ -4,6 +4,7 @@ cannot be built. The first test to ask for it builds it (about 30 s) unless `mak
 
 import os
 import shutil
+import time
 import warnings
 
 import pytest
@@ -152,3 +153,16 @@ def test_the_build_name_follows_the_processor_and_the_source(monkeypatch):
     assert name == matvec.build_name()  # stable within a machine
     monkeypatch.setattr(matvec, "_processor", lambda: "vendor_id: OtherVendor\nflags: sse2")
     assert matvec.build_name() != name  # never a binary built for another processor
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared(tmp_path):
+    """PyTorch's builder would wait for ever on a lock file that a `kill -9` left behind."""
+    fresh, stale = tmp_path / "fresh", tmp_path / "stale"
+    fresh.touch()
+    stale.touch()
+    old = time.time() - matvec.STALE_LOCK_S - 60
+    os.utime(stale, (old, old))
+    matvec._clear_stale_lock(fresh)
+    matvec._clear_stale_lock(stale)
+    matvec._clear_stale_lock(tmp_path / "absent")
+    assert fresh.exists() and not stale.exists()

@@ -2,9 +2,9 @@
 //
 // Why qkv carries this: a batch-1 decoding step reads every weight once and does two flops per weight,
 // so it runs at the speed the weights stream from memory. On x86 processors that are not Intel's,
-// MKL's matrix-vector product (PyTorch's default) runs generic code at about half the memory's read rate,
-// and oneDNN's at about 80% of it (docs/PERFORMANCE.md, levers table). This loop, with each thread
-// reading its own block of W's rows front to back, comes close to a plain sum's rate.
+// MKL's matrix-vector product (PyTorch's default) runs generic code and reads weights at about a
+// third of the rate this loop reaches; oneDNN's at about 60% of it (docs/PERFORMANCE.md, levers table).
+// Each thread reads its own block of W's rows front to back, one stream the hardware prefetcher follows.
 // Built on first use by qkv/nn/matvec.py for the processor it runs on (-march=native).
 
 #include <torch/extension.h>
