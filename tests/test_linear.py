@@ -114,3 +114,20 @@ def test_a_gpt_training_step_is_the_same_on_either_kernel(kernel):
     assert grads_a.keys() == grads_b.keys()
     for n in grads_a:
         torch.testing.assert_close(grads_b[n], grads_a[n], atol=1e-6, rtol=1e-4, msg=n)
+
+
+def test_a_broadcast_gradient_reaches_onednn_as_a_real_matrix(kernel, monkeypatch):
+    """`y.sum()` back-propagates one number with stride 0; oneDNN took 200x longer on such an operand."""
+    kernel("onednn")
+    strides = []
+    real = qlinear._onednn
+
+    def spy(x, w, b):
+        strides.extend((x.stride(), w.stride()))
+        return real(x, w, b)
+
+    monkeypatch.setattr(qlinear, "_onednn", spy)
+    x, w = torch.randn(6, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
+    linear(x, w).sum().backward()
+    assert all(0 not in s for s in strides)
+    torch.testing.assert_close(w.grad, x.detach().sum(0).expand(5, 4), atol=1e-6, rtol=1e-5)

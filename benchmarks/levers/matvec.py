@@ -26,9 +26,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 from common import alternate, environment  # noqa: E402
-from onednn_linear import decode_step, onednn, per_kernel  # noqa: E402
+from onednn_linear import decode_step, generation_rate, onednn, per_kernel  # noqa: E402
 
-from qkv.decoding.generate import generate  # noqa: E402
 from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
 from qkv.nn import matvec  # noqa: E402
 
@@ -62,13 +61,8 @@ def generation(new_tokens: int = 64, config: GPTConfig | None = None):
     torch.manual_seed(0)
     model = GPT(config or GPTConfig(dropout=0.0, attention_dropout=0.0)).eval()
     prompt = list(range(16))
-
-    def run() -> float:
-        start = time.perf_counter()
-        list(generate(model, prompt, new_tokens, temperature=0.0))
-        return new_tokens / (time.perf_counter() - start)
-
-    run()
+    run = generation_rate(model, prompt, new_tokens)
+    run()  # warm-up
     return run
 
 

@@ -128,9 +128,15 @@ def uncached_generation(new_tokens: int = 256):
     model = GPT(config).eval()
     prompt = torch.randint(0, 65, (16,), generator=torch.Generator().manual_seed(1)).tolist()
 
+    return generation_rate(model, prompt, new_tokens, use_cache=False)
+
+
+def generation_rate(model: GPT, prompt: list[int], new_tokens: int, use_cache: bool = True):
+    """A contender for `alternate`: greedy generation of `new_tokens` after `prompt`, in tokens/s."""
+
     def run() -> float:
         start = time.perf_counter()
-        list(generate(model, prompt, new_tokens, temperature=0.0, use_cache=False))
+        list(generate(model, prompt, new_tokens, temperature=0.0, use_cache=use_cache))
         return new_tokens / (time.perf_counter() - start)
 
     return run
