@@ -74,6 +74,7 @@ def test_autocast_and_other_dtypes_keep_f_linear(kernel):
 def test_auto_takes_onednn_only_for_large_products_where_mkl_is_generic(kernel, monkeypatch):
     kernel("auto")
     monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
+    monkeypatch.setattr(qlinear, "full_width_avx512", lambda: True)  # Zen 5
     small_decode = (torch.randn(1, 1, 128), torch.randn(384, 128))  # a 4 x 128 GPT's step: stays
     small_train = (torch.randn(12, 64, 128), torch.randn(384, 128))  # its training batch: 37.7M MACs
     big_decode = (torch.randn(1, 1, 768), torch.randn(3072, 768))  # a 124M model's step: weight-bound
@@ -83,6 +84,9 @@ def test_auto_takes_onednn_only_for_large_products_where_mkl_is_generic(kernel, 
     with torch.no_grad():  # outside training only large weights: other shapes come once (uncached generation)
         assert not chooses_onednn(*small_train)
         assert chooses_onednn(*big_decode)
+    monkeypatch.setattr(qlinear, "full_width_avx512", lambda: False)  # Zen 4: training's smaller products stay
+    assert not chooses_onednn(*small_train)
+    assert chooses_onednn(*big_decode)
     monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: False)  # an Intel processor
     assert not chooses_onednn(*big_decode)
 

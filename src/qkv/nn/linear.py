@@ -12,7 +12,10 @@ baseline of every figure taken there, and oneDNN was never measured against it o
 oneDNN pays about 12 us more per call, and 0.3-0.5 ms the first time it sees an input shape, so it
 takes only weights of 2^19 numbers and more (where reading the weight is the cost), and, in training,
 products of at least 2^21 multiply-adds (rows x in x out): a 4 x 128 GPT's decoding stays on
-`F.linear`, its training step and every layer of a 124M model's decoding step do not. Its fp32
+`F.linear`, its training step and every layer of a 124M model's decoding step do not. That second rule
+holds only where oneDNN also computes faster, on processors with full-width AVX-512 units (AMD's Zen 5
+on): session 24's Zen 4, whose AVX-512 runs on 256-bit units, trained the 4 x 128 GPT 13% faster with
+its products left on MKL (`full_width_avx512`). Its fp32
 results differ from MKL's in rounding only (summation order). Autocast, other dtypes, tensor
 subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already uses oneDNN) always
 get `F.linear`.
@@ -76,6 +79,23 @@ def mkl_runs_generic_code() -> bool:
     return "vendor_id" in cpuinfo and "GenuineIntel" not in cpuinfo
 
 
+@cache
+def full_width_avx512() -> bool:
+    """True on AMD processors of family 26 (Zen 5) and later, whose vector units are 512 bits wide.
+    Zen 4 (family 25) runs AVX-512 through 256-bit units, so oneDNN's AVX-512 products there are no
+    faster than MKL's generic AVX2 ones: session 24's Zen 4 EPYC multiplied 2048^3 at 212 GFLOP/s
+    through oneDNN and 145 through MKL, against 447 and 197 on session 23's Zen 5, and the 4 x 128 GPT's
+    training step ran 6% slower on oneDNN (`python benchmarks/levers/onednn_linear.py`)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("cpu family"):
+            return "AuthenticAMD" in cpuinfo and int(line.split(":")[1]) >= 26
+    return False
+
+
 def kernels_apply(x: Tensor, weight: Tensor) -> bool:
     """Whether oneDNN's kernel (or qkv's matvec) can stand in for `F.linear` on these tensors at all."""
     return (
@@ -103,6 +123,8 @@ def chooses_onednn(x: Tensor, weight: Tensor) -> bool:
             # (0.3-0.5 ms), which a training run's recurring batch shapes repay and one-off shapes do
             # not: uncached generation, whose input grows by a row each token, ran 1.3-1.7x slower.
             if not torch.is_grad_enabled() or x.numel() * weight.size(0) < MIN_MACS:  # rows * in * out
+                return False
+            if not full_width_avx512():  # and only where oneDNN computes faster, not just reads faster
                 return False
     return kernels_apply(x, weight)
 
