@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	# qkv's batch-1 matrix-vector kernel, compiled now for this processor rather than on first use (~30 s).
-	$(BIN)/python -m qkv.nn.matvec
+	$(BIN)/python -c "import sys; from qkv.nn import matvec; sys.exit(matvec.main())"
 	touch $(STAMP)
 
 setup: $(STAMP)

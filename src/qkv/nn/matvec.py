@@ -9,7 +9,9 @@ compiled once per processor, source and PyTorch version (about 30 s, with the C+
 `cpp_extension` finds, and ninja), cached under ~/.cache/qkv (or $QKV_CACHE_DIR), and loaded directly
 from there afterwards. `make setup` builds it; if the build fails, qkv warns once and keeps oneDNN.
 
-    python -m qkv.nn.matvec     # build now (or say why it cannot be built)
+    python -c "from qkv.nn import matvec; matvec.main()"    # build now, or say why it cannot be
+
+(`python -m qkv.nn.matvec` works too, but Python warns that `qkv.nn` has already imported it.)
 """
 
 from __future__ import annotations
