@@ -66,16 +66,21 @@ def current_kernel() -> Kernel:
 
 
 @cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+@cache
 def mkl_runs_generic_code() -> bool:
     """True on an x86 processor that is not Intel's, with PyTorch's MKL and oneDNN both built in."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
         return False
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False  # not Linux: keep PyTorch's choice
+    cpuinfo = _cpuinfo()  # empty where there is none (not Linux): keep PyTorch's choice
     return "vendor_id" in cpuinfo and "GenuineIntel" not in cpuinfo
 
 
@@ -86,10 +91,7 @@ def full_width_avx512() -> bool:
     faster than MKL's generic AVX2 ones: session 24's Zen 4 EPYC multiplied 2048^3 at 212 GFLOP/s
     through oneDNN and 145 through MKL, against 447 and 197 on session 23's Zen 5, and the 4 x 128 GPT's
     training step ran 6% slower on oneDNN (`python benchmarks/levers/onednn_linear.py`)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    cpuinfo = _cpuinfo()
     for line in cpuinfo.splitlines():
         if line.startswith("cpu family"):
             return "AuthenticAMD" in cpuinfo and int(line.split(":")[1]) >= 26
