@@ -14,8 +14,8 @@ takes only weights of 2^19 numbers and more (where reading the weight is the cos
 products of at least 2^21 multiply-adds (rows x in x out): a 4 x 128 GPT's decoding stays on
 `F.linear`, its training step and every layer of a 124M model's decoding step do not. That second rule
 holds only where oneDNN also computes faster, on processors with full-width AVX-512 units (AMD's Zen 5
-on): session 24's Zen 4, whose AVX-512 runs on 256-bit units, trained the 4 x 128 GPT 13% faster with
-its products left on MKL (`full_width_avx512`). Its fp32
+on): session 24's Zen 4, whose AVX-512 runs on 256-bit units, trained the 4 x 128 GPT at 18,474 tokens/s
+with its products left on MKL against 16,358 on oneDNN (`full_width_avx512`). Its fp32
 results differ from MKL's in rounding only (summation order). Autocast, other dtypes, tensor
 subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already uses oneDNN) always
 get `F.linear`.
@@ -90,7 +90,8 @@ def full_width_avx512() -> bool:
     Zen 4 (family 25) runs AVX-512 through 256-bit units, so oneDNN's AVX-512 products there are no
     faster than MKL's generic AVX2 ones: session 24's Zen 4 EPYC multiplied 2048^3 at 212 GFLOP/s
     through oneDNN and 145 through MKL, against 447 and 197 on session 23's Zen 5, and the 4 x 128 GPT's
-    training step ran 6% slower on oneDNN (`python benchmarks/levers/onednn_linear.py`)."""
+    training step ran 6% slower under the rule without this test than on MKL (16,252 against 17,230
+    tokens/s; `python benchmarks/levers/onednn_linear.py` gives that step for each kernel)."""
     cpuinfo = _cpuinfo()
     for line in cpuinfo.splitlines():
         if line.startswith("cpu family"):

@@ -1,7 +1,7 @@
 """The single-row product of batch-1 decoding, y = W x + b, as a small C++ loop (`matvec.cpp`) built
 for the processor it runs on.
 
-`qkv.nn.linear` sends a no-gradient product of one input row by a large weight here on x86 processors
+`qkv.nn.linear` sends every no-gradient product of one input row here, at any size, on x86 processors
 that are not Intel's (where it would otherwise go to oneDNN or MKL): on session 24's AMD EPYC it read a
 124M GPT's 494 MB of matrices at 36-38 GB/s against oneDNN's 21-24 and MKL's 11-12, and a decoding step
 took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table). The extension is
