@@ -11,8 +11,8 @@ $(STAMP): pyproject.toml
 	# torch is pinned to the local CPU build; installing it first keeps pip from resolving a CUDA one.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# qkv's batch-1 matrix-vector kernel, compiled now for this processor rather than on first use (~30 s).
-	$(BIN)/python -c "import sys; from qkv.nn import matvec; sys.exit(matvec.main())"
+	# qkv's CPU kernels (qkv.nn.native), compiled now for this processor rather than on first use (~40 s).
+	$(BIN)/python -c "import sys; from qkv.nn import native; sys.exit(native.main())"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -43,15 +43,18 @@ def environment() -> dict:
 
 
 def linear_kernel() -> str:
-    """Which kernel qkv's linear layers use here (`qkv.nn.linear`): figures differ between them."""
-    from qkv.nn import linear, matvec
+    """Which kernels qkv's linear layers and GELU use here (`qkv.nn.linear`, `qkv.nn.gelu`): figures
+    differ between them."""
+    from qkv.nn import linear, native
 
     if linear.current_kernel() != "auto":
         return linear.current_kernel()
+    built = native.module() is not None
+    gelu = "; GELU: qkv gelu_tanh" if built else "; GELU: F.gelu (qkv's kernels not built)"
     if not linear.mkl_runs_generic_code():
-        return "auto: F.linear"
-    single_row = "qkv matvec" if matvec.kernel() is not None else "oneDNN (matvec not built)"
-    return f"auto: oneDNN for large fp32 CPU products, {single_row} for single rows"
+        return "auto: F.linear" + gelu
+    single_row = "qkv matvec" if built else "oneDNN (matvec not built)"
+    return f"auto: oneDNN for large fp32 CPU products, {single_row} for single rows" + gelu
 
 
 def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:

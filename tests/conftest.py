@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -29,3 +32,17 @@ def tiny_model():
 def random_tokens(b: int, t: int, vocab: int = 23, low: int = 3) -> torch.Tensor:
     """Ids from `low` upwards, so no accidental pad/bos/eos."""
     return torch.randint(low, vocab, (b, t))
+
+
+# qkv's compiled CPU kernels (qkv.nn.native): the first test to ask builds them unless `make setup` has.
+needs_build = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "c++")) is None, reason="no C++ compiler to build qkv's kernels with"
+)
+
+
+def native_kernel(name: str):
+    from qkv.nn import native
+
+    found = native.kernel(name)
+    assert found is not None, "qkv's kernels did not build although a C++ compiler is here (see the warning)"
+    return found

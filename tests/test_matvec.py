@@ -1,30 +1,22 @@
-"""qkv's compiled single-row product (`qkv.nn.matvec`): it must compute what `F.linear` computes, refuse
-what it cannot compute, be chosen only where `qkv.nn.linear` says, and leave oneDNN in place when it
-cannot be built. The first test to ask for it builds it (about 30 s) unless `make setup` already has."""
-
-import os
-import shutil
-import time
-import warnings
+"""qkv's compiled single-row product (`matvec` in `qkv.nn.native`): it must compute what `F.linear`
+computes, refuse what it cannot compute, and be chosen only where `qkv.nn.linear` says. The first test to
+ask for it builds qkv's kernels (about 40 s) unless `make setup` already has; how the build is cached
+and what happens when it fails is in test_native.py."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import native_kernel, needs_build
 
 import qkv.nn.linear as qlinear
 from qkv.models.gpt import GPT, GPTConfig
-from qkv.nn import matvec
+from qkv.nn import native
 from qkv.nn.linear import linear, set_kernel
-
-has_compiler = shutil.which(os.environ.get("CXX", "c++")) is not None
-needs_build = pytest.mark.skipif(not has_compiler, reason="no C++ compiler to build the kernel with")
 
 
 @pytest.fixture
 def single_row():
-    found = matvec.kernel()
-    assert found is not None, "the kernel did not build although a C++ compiler is here (see the warning)"
-    return found
+    return native_kernel("matvec")
 
 
 @pytest.fixture
@@ -63,12 +55,6 @@ def test_strided_operands_are_read_correctly(single_row):
 
 
 @needs_build
-def test_rows_are_split_across_threads_where_pytorch_has_openmp(single_row):
-    """Without -fopenmp, at::parallel_for silently runs everything on one thread: half the read rate."""
-    assert matvec.module().uses_openmp() == torch.backends.openmp.is_available()
-
-
-@needs_build
 def test_the_thread_count_does_not_change_a_single_bit(single_row):
     """Each output number is one thread's dot product in a fixed order, however the rows are split."""
     x, w = torch.randn(1, 768), torch.randn(3072, 768)
@@ -99,7 +85,8 @@ def test_what_it_cannot_compute_is_refused(single_row):
 @needs_build
 def test_linear_sends_only_single_rows_without_gradients_here(single_row, generic_mkl, monkeypatch):
     calls = []
-    monkeypatch.setattr(matvec, "kernel", lambda: lambda x, w, b: calls.append(x.shape) or single_row(x, w, b))
+    spy = {"matvec": lambda x, w, b: calls.append(x.shape) or single_row(x, w, b)}
+    monkeypatch.setattr(native, "kernel", spy.get)
     w = torch.randn(3072, 768, requires_grad=True)  # 2.4M numbers: a 124M GPT's feed-forward weight
     with torch.no_grad():
         y = linear(torch.randn(1, 1, 768), w)  # a decoding step
@@ -131,38 +118,3 @@ def test_cached_steps_through_it_match_the_full_forward(single_row, generic_mkl)
         cache = model.new_cache()
         steps = [model(tokens[:, i : i + 1], cache).logits for i in range(12)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-4)
-
-
-def test_a_failed_build_warns_once_and_leaves_onednn(generic_mkl, monkeypatch):
-    monkeypatch.setattr(matvec, "_state", {})
-
-    def no_compiler():
-        raise RuntimeError("c++: command not found")
-
-    monkeypatch.setattr(matvec, "_build", no_compiler)
-    with pytest.warns(RuntimeWarning, match="could not be built .*command not found.*using oneDNN"):
-        assert matvec.kernel() is None
-    x, w = torch.randn(1, 1, 768), torch.randn(3072, 768)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("error")  # no second warning
-        torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-4)
-
-
-def test_the_build_name_follows_the_processor_and_the_source(monkeypatch):
-    name = matvec.build_name()
-    assert name == matvec.build_name()  # stable within a machine
-    monkeypatch.setattr(matvec, "_processor", lambda: "vendor_id: OtherVendor\nflags: sse2")
-    assert matvec.build_name() != name  # never a binary built for another processor
-
-
-def test_a_lock_left_by_a_killed_build_is_cleared(tmp_path):
-    """PyTorch's builder would wait for ever on a lock file that a `kill -9` left behind."""
-    fresh, stale = tmp_path / "fresh", tmp_path / "stale"
-    fresh.touch()
-    stale.touch()
-    old = time.time() - matvec.STALE_LOCK_S - 60
-    os.utime(stale, (old, old))
-    matvec._clear_stale_lock(fresh)
-    matvec._clear_stale_lock(stale)
-    matvec._clear_stale_lock(tmp_path / "absent")
-    assert fresh.exists() and not stale.exists()

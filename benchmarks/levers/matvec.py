@@ -1,4 +1,4 @@
-"""qkv's compiled single-row product (`qkv.nn.matvec`) against oneDNN and `F.linear` (MKL), for batch-1
+"""qkv's compiled single-row product (`matvec` in `qkv.nn.native`) against oneDNN and `F.linear` (MKL), for batch-1
 decoding on an x86 processor that is not Intel's, alternating in one process.
 
     python benchmarks/levers/matvec.py [--rounds 5]
@@ -29,7 +29,7 @@ from common import alternate, environment  # noqa: E402
 from onednn_linear import decode_step, generation_rate, onednn, per_kernel  # noqa: E402
 
 from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
-from qkv.nn import matvec  # noqa: E402
+from qkv.nn import native  # noqa: E402
 
 
 def read_rates(rounds: int, reps: int = 5) -> None:
@@ -37,7 +37,7 @@ def read_rates(rounds: int, reps: int = 5) -> None:
     weights = [torch.randn(shape) for shape in shapes]
     n_bytes = sum(w.numel() * 4 for w in weights)
     x = {768: torch.randn(1, 768), 3072: torch.randn(1, 3072)}
-    single_row = matvec.kernel()
+    single_row = native.kernel("matvec")
     kernels = {"sum()": lambda x, w: w.sum(), "F.linear (MKL)": F.linear, "oneDNN": onednn}
     if single_row is not None:
         kernels["qkv matvec"] = lambda x, w: single_row(x, w, None)
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    if matvec.kernel() is None:
+    if native.kernel("matvec") is None:
         print("the matvec kernel could not be built here: only F.linear and oneDNN are compared")
     print(environment())
     read_rates(args.rounds)

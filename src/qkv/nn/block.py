@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
 from qkv.nn.cache import KVCache, StaticKVCache
+from qkv.nn.gelu import gelu_tanh
 from qkv.nn.linear import Linear
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
@@ -25,7 +26,7 @@ Norm = Literal["layer", "batch"]  # "batch" only for experiment 8 (why LayerNorm
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,  # the paper's FFN, eq. (2)
     "gelu": F.gelu,  # BERT
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2
+    "gelu_tanh": gelu_tanh,  # GPT-2 (a compiled kernel on the CPU: qkv.nn.gelu)
     "silu": F.silu,  # x * sigmoid(x), Marian's "swish" (the opus-mt translation models)
 }
 

@@ -21,7 +21,7 @@ subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already 
 get `F.linear`.
 
 Under "auto" on the same processors, a product of a single row without gradients (batch-1 decoding), of
-any size, goes instead to qkv's own compiled loop (`qkv.nn.matvec`), which reads a weight faster than
+any size, goes instead to qkv's own compiled loop (`matvec`, `qkv.nn.native`), which reads a weight faster than
 either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and costs less per call;
 `set_kernel("onednn")` keeps oneDNN there, for comparison.
 """
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from qkv.nn import matvec
+from qkv.nn import native
 
 Kernel = Literal["auto", "pytorch", "onednn"]
 # oneDNN's per-call overhead outweighs its faster arithmetic below 2^21 multiply-adds, unless the weight
@@ -52,8 +52,9 @@ _ONEDNN_BUILT = torch.backends.mkldnn.is_available()
 
 def set_kernel(kernel: Kernel) -> Kernel:
     """Choose the kernel for every later call ("auto": by processor and size; "pytorch": always
-    `F.linear`; "onednn": oneDNN wherever it applies, at any size). Returns the previous choice, so that
-    benchmarks and tests can compare the two in one process and put the setting back."""
+    `F.linear`, and `F.gelu` for `qkv.nn.gelu`; "onednn": oneDNN wherever it applies, at any size).
+    Returns the previous choice, so that benchmarks and tests can compare in one process and put the
+    setting back."""
     global _kernel
     if kernel not in ("auto", "pytorch", "onednn"):
         raise ValueError(f"unknown linear kernel {kernel!r} (auto, pytorch or onednn)")
@@ -190,7 +191,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b. x: (..., in); weight: (out, in); bias: (out,) or None -> (..., out)."""
-    if takes_matvec(x, weight, bias) and (single_row := matvec.kernel()) is not None:
+    if takes_matvec(x, weight, bias) and (single_row := native.kernel("matvec")) is not None:
         return single_row(x, weight, bias)  # batch-1 decoding: reading the weight is the whole cost
     if not chooses_onednn(x, weight):
         return F.linear(x, weight, bias)

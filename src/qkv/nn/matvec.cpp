@@ -5,9 +5,9 @@
 // MKL's matrix-vector product (PyTorch's default) runs generic code and reads weights at about a
 // third of the rate this loop reaches; oneDNN's at about 60% of it (docs/PERFORMANCE.md, levers table).
 // Each thread reads its own block of W's rows front to back, one stream the hardware prefetcher follows.
-// Built on first use by qkv/nn/matvec.py for the processor it runs on (-march=native).
+// Built with qkv's other kernels by qkv/nn/native.py, for the processor it runs on (-march=native).
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 namespace {
@@ -30,7 +30,7 @@ inline float dot(const float* __restrict w, const float* __restrict x, int64_t n
 }  // namespace
 
 // x: (..., in) holding one row in all; weight: (out, in); bias: (out,) or None -> (..., out).
-torch::Tensor matvec(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
+at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, "matvec: x must be a float32 CPU tensor");
   TORCH_CHECK(weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.dim() == 2,
               "matvec: weight must be a 2-D float32 CPU tensor");
@@ -38,14 +38,14 @@ torch::Tensor matvec(const torch::Tensor& x, const torch::Tensor& weight, const 
   TORCH_CHECK(x.size(-1) == in_f && x.numel() == in_f, "matvec: x must be one row of ", in_f, " numbers");
   const auto xc = x.contiguous();
   const auto wc = weight.contiguous();
-  c10::optional<torch::Tensor> bc;
+  c10::optional<at::Tensor> bc;
   if (bias.has_value()) {
     TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == out_f, "matvec: bias must hold ", out_f, " floats");
     bc = bias->contiguous();
   }
   auto sizes = x.sizes().vec();
   sizes.back() = out_f;
-  auto y = torch::empty(sizes, x.options());
+  auto y = at::empty(sizes, x.options());
 
   const float* w = wc.data_ptr<float>();
   const float* xv = xc.data_ptr<float>();
@@ -60,18 +60,4 @@ torch::Tensor matvec(const torch::Tensor& x, const torch::Tensor& weight, const 
     }
   });
   return y;
-}
-
-// Whether at::parallel_for can use more than one thread here (the build must have had -fopenmp).
-bool uses_openmp() {
-#ifdef _OPENMP
-  return true;
-#else
-  return false;
-#endif
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("matvec", &matvec, "y = W x + b for a single input row (float32, CPU)");
-  m.def("uses_openmp", &uses_openmp, "whether the rows are split across PyTorch's threads");
 }

@@ -1,17 +1,18 @@
-"""The single-row product of batch-1 decoding, y = W x + b, as a small C++ loop (`matvec.cpp`) built
-for the processor it runs on.
+"""qkv's compiled CPU kernels, built for the processor they run on: batch-1 decoding's single-row
+product y = W x + b (`matvec.cpp`) and GPT-2's GELU with its gradient (`gelu.cpp`), bound to Python
+by `native.cpp`.
 
-`qkv.nn.linear` sends every no-gradient product of one input row here, at any size, on x86 processors
-that are not Intel's (where it would otherwise go to oneDNN or MKL): on session 24's AMD EPYC it read a
-124M GPT's 494 MB of matrices at 36-38 GB/s against oneDNN's 21-24 and MKL's 11-12, and a decoding step
-took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table). The extension is
-compiled once per processor, source and PyTorch version (about 30 s, with the C++ compiler PyTorch's
-`cpp_extension` finds, and ninja), cached under ~/.cache/qkv (or $QKV_CACHE_DIR), and loaded directly
-from there afterwards. `make setup` builds it; if the build fails, qkv warns once and keeps oneDNN.
+`qkv.nn.linear` sends every no-gradient product of one input row to `matvec`, at any size, on x86
+processors that are not Intel's (where it would otherwise go to oneDNN or MKL): on session 24's AMD EPYC
+it read a 124M GPT's 494 MB of matrices at 36-38 GB/s against oneDNN's 21-24 and MKL's 11-12, and a
+decoding step took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table).
+`qkv.nn.gelu` computes GPT-2's activation with `gelu_tanh` on every CPU (about 3x PyTorch's kernel
+forward, 2.5x backward). The extension is compiled once per processor, source and PyTorch version
+(about a minute, with the C++ compiler PyTorch's `cpp_extension` finds, and ninja), cached under
+~/.cache/qkv (or $QKV_CACHE_DIR), and loaded directly from there afterwards. `make setup` builds it; if
+the build fails, qkv warns once and keeps PyTorch's own kernels (oneDNN, `F.gelu`).
 
-    python -c "from qkv.nn import matvec; matvec.main()"    # build now, or say why it cannot be
-
-(`python -m qkv.nn.matvec` works too, but Python warns that `qkv.nn` has already imported it.)
+    python -c "from qkv.nn import native; native.main()"    # build now, or say why it cannot be
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("matvec.cpp")
+SOURCES = [Path(__file__).with_name(f) for f in ("native.cpp", "matvec.cpp", "gelu.cpp")]
 # Native code is safe to cache: the build is keyed by processor (build_name). -fopenmp is what makes
-# at::parallel_for split the rows across PyTorch's threads; without it the loop runs on one thread.
+# at::parallel_for split the work across PyTorch's threads; without it every loop runs on one thread.
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
-MatVec = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 _lock = threading.Lock()
 _state: dict[str, ModuleType | None] = {}  # "module" -> the loaded extension, or None once a build failed
@@ -61,7 +61,7 @@ def build_name() -> str:
     """A module name that changes with anything the binary depends on, so a stale build is never loaded."""
     key = hashlib.sha256()
     for part in (
-        SOURCE.read_bytes(),
+        *(source.read_bytes() for source in SOURCES),
         " ".join(FLAGS).encode(),
         torch.__version__.encode(),
         sys.version.encode(),
@@ -69,10 +69,10 @@ def build_name() -> str:
     ):
         key.update(part)
         key.update(b"\0")
-    return "qkv_matvec_" + key.hexdigest()[:16]
+    return "qkv_native_" + key.hexdigest()[:16]
 
 
-STALE_LOCK_S = 600  # a build takes about 30 s; a lock this old belongs to a process that was killed
+STALE_LOCK_S = 600  # a build takes about a minute; a lock this old belongs to a process that was killed
 
 
 def _clear_stale_lock(lock: Path) -> None:
@@ -92,7 +92,7 @@ def _build() -> ModuleType:
     library = directory / f"{name}.so"
     if not library.exists():
         print(
-            f"qkv: compiling the batch-1 matrix-vector kernel for this processor (once, about 30 s) into {directory}",
+            f"qkv: compiling qkv's CPU kernels for this processor (once, about a minute) into {directory}",
             file=sys.stderr,
             flush=True,
         )
@@ -102,7 +102,13 @@ def _build() -> ModuleType:
         os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
         from torch.utils.cpp_extension import load  # imported here: it takes about 2 s
 
-        return load(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(directory))
+        return load(
+            name,
+            [str(source) for source in SOURCES],
+            extra_cflags=FLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+        )
     spec = importlib.util.spec_from_file_location(name, library)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -110,18 +116,18 @@ def _build() -> ModuleType:
 
 
 def module() -> ModuleType | None:
-    """The compiled extension (`matvec`, `uses_openmp`), building it on first call; None if it cannot be
-    built, after one warning that says why."""
+    """The compiled extension (`matvec`, `gelu_tanh`, `gelu_tanh_backward`, `uses_openmp`), building it on
+    first call; None if it cannot be built, after one warning that says why."""
     if "module" in _state:
         return _state["module"]
     with _lock:
         if "module" not in _state:
             try:
                 _state["module"] = _build()
-            except Exception as error:  # no compiler, no ninja, a compile error: oneDNN stays in use
+            except Exception as error:  # no compiler, no ninja, a compile error: PyTorch's kernels stay in use
                 warnings.warn(
-                    f"qkv: the matrix-vector kernel could not be built ({str(error).strip()[:300]}); "
-                    "using oneDNN instead",
+                    f"qkv: the CPU kernels could not be built ({str(error).strip()[:300]}); "
+                    "using PyTorch's (oneDNN, F.gelu) instead",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -129,20 +135,21 @@ def module() -> ModuleType | None:
     return _state["module"]
 
 
-def kernel() -> MatVec | None:
-    """The compiled `matvec(x, weight, bias)`, or None where it cannot be built. x: (..., in) holding a
-    single row; weight: (out, in); bias: (out,) or None -> (..., out)."""
+def kernel(name: str) -> Callable[..., Tensor] | None:
+    """The compiled function `name` ("matvec", "gelu_tanh", "gelu_tanh_backward"), or None where the
+    extension cannot be built. matvec(x, weight, bias): x (..., in) holding a single row, weight
+    (out, in), bias (out,) or None -> (..., out). gelu_tanh(x) and gelu_tanh_backward(grad, x): float32,
+    any shape."""
     built = module()
-    return None if built is None else built.matvec
+    return None if built is None else getattr(built, name)
 
 
 def main() -> int:
-    found = kernel()
-    if found is None:
-        print("qkv: the matrix-vector kernel is not available here; linear layers use oneDNN", file=sys.stderr)
+    if module() is None:
+        print("qkv: the CPU kernels are not available here; PyTorch's own (oneDNN, F.gelu) are used", file=sys.stderr)
     else:
-        print(f"qkv: matrix-vector kernel ready in {cache_dir() / build_name()}")
-    return 0  # not an error: every product still has a kernel
+        print(f"qkv: CPU kernels ready in {cache_dir() / build_name()}")
+    return 0  # not an error: every operation still has a kernel
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""How qkv's compiled CPU kernels (`qkv.nn.native`: matvec, gelu_tanh) are built, cached and done
+without: a build keyed by processor and source, a lock left by a killed build cleared, and a failed
+build answered by one warning and PyTorch's own kernels everywhere."""
+
+import os
+import time
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import native_kernel, needs_build
+
+import qkv.nn.linear as qlinear
+from qkv.nn import native
+from qkv.nn.gelu import gelu_tanh
+from qkv.nn.linear import linear, set_kernel
+
+
+@needs_build
+def test_work_is_split_across_threads_where_pytorch_has_openmp():
+    """Without -fopenmp, at::parallel_for silently runs everything on one thread: half the read rate."""
+    native_kernel("matvec")
+    assert native.module().uses_openmp() == torch.backends.openmp.is_available()
+
+
+def test_a_failed_build_warns_once_and_leaves_pytorchs_kernels(monkeypatch):
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)  # where matvec would be chosen
+    monkeypatch.setattr(native, "_state", {})
+
+    def no_compiler():
+        raise RuntimeError("c++: command not found")
+
+    monkeypatch.setattr(native, "_build", no_compiler)
+    previous = set_kernel("auto")
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built .*command not found.*using PyTorch's"):
+            assert native.kernel("matvec") is None
+        x, w = torch.randn(1, 1, 768), torch.randn(3072, 768)
+        h = torch.randn(4, 8, requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no second warning
+            with torch.no_grad():
+                torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-4)
+            y = gelu_tanh(h)
+            assert type(y.grad_fn).__name__ == "GeluBackward0"  # PyTorch's own
+            torch.testing.assert_close(y, F.gelu(h, approximate="tanh"))
+    finally:
+        set_kernel(previous)
+
+
+def test_the_build_name_follows_the_processor_and_the_source(monkeypatch):
+    name = native.build_name()
+    assert name == native.build_name()  # stable within a machine
+    monkeypatch.setattr(native, "_processor", lambda: "vendor_id: OtherVendor\nflags: sse2")
+    assert native.build_name() != name  # never a binary built for another processor
+
+
+def test_every_source_is_in_the_build_name(monkeypatch, tmp_path):
+    name = native.build_name()
+    changed = tmp_path / "gelu.cpp"
+    changed.write_text(native.SOURCES[-1].read_text() + "\n// changed\n")
+    monkeypatch.setattr(native, "SOURCES", [*native.SOURCES[:-1], changed])
+    assert native.build_name() != name
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared(tmp_path):
+    """PyTorch's builder would wait for ever on a lock file that a `kill -9` left behind."""
+    fresh, stale = tmp_path / "fresh", tmp_path / "stale"
+    fresh.touch()
+    stale.touch()
+    old = time.time() - native.STALE_LOCK_S - 60
+    os.utime(stale, (old, old))
+    native._clear_stale_lock(fresh)
+    native._clear_stale_lock(stale)
+    native._clear_stale_lock(tmp_path / "absent")
+    assert fresh.exists() and not stale.exists()
