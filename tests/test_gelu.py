@@ -48,7 +48,6 @@ def test_far_tails_and_special_values_are_pytorchs():
     x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-30, -1e-30, -50.0, 50.0, 1e20, -1e20])
     ours, want = gelu_tanh(x), F.gelu(x, approximate="tanh")
     torch.testing.assert_close(ours, want, equal_nan=True, rtol=0, atol=0)
-    assert torch.equal(torch.signbit(ours[:2].nan_to_num()), torch.signbit(want[:2].nan_to_num()))
 
 
 def test_shapes_strides_and_threads_do_not_change_a_bit():

@@ -3,8 +3,8 @@
 
 On the CPU in float32 it runs qkv's compiled kernel (`gelu.cpp`, built by `qkv.nn.native`): PyTorch's
 `F.gelu(x, approximate="tanh")` spends most of its time in a vectorised tanh, and at the 4 x 128 GPT's
-training shape (768 x 512 activations) the compiled pass took about 3x less time forward and 2.5x less
-backward on session 25's AMD EPYC (`python benchmarks/levers/gelu.py`). Everywhere else (GPU, other
+training shape (768 x 512 activations) the compiled pass took about 3x less time, forward and backward,
+on session 25's AMD EPYC (`python benchmarks/levers/gelu.py`). Everywhere else (GPU, other
 dtypes, autocast, `torch.compile`, `set_kernel("pytorch")`, or no compiler) it is `F.gelu`; the two
 agree to float32 rounding (tests/test_gelu.py).
 """

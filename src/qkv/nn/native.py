@@ -6,8 +6,8 @@ by `native.cpp`.
 processors that are not Intel's (where it would otherwise go to oneDNN or MKL): on session 24's AMD EPYC
 it read a 124M GPT's 494 MB of matrices at 36-38 GB/s against oneDNN's 21-24 and MKL's 11-12, and a
 decoding step took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table).
-`qkv.nn.gelu` computes GPT-2's activation with `gelu_tanh` on every CPU (about 3x PyTorch's kernel
-forward, 2.5x backward). The extension is compiled once per processor, source and PyTorch version
+`qkv.nn.gelu` computes GPT-2's activation with `gelu_tanh` on every CPU (about 3x faster than
+PyTorch's kernel, forward and backward). The extension is compiled once per processor, source and PyTorch version
 (about a minute, with the C++ compiler PyTorch's `cpp_extension` finds, and ninja), cached under
 ~/.cache/qkv (or $QKV_CACHE_DIR), and loaded directly from there afterwards. `make setup` builds it; if
 the build fails, qkv warns once and keeps PyTorch's own kernels (oneDNN, `F.gelu`).
