@@ -47,8 +47,9 @@ class _NativeGeluTanh(torch.autograd.Function):
 
 def gelu_tanh(x: Tensor) -> Tensor:
     """GPT-2's GELU, elementwise: x (any shape) -> same shape."""
-    if not _native_applies(x) or native.module() is None:
+    forward = native.kernel("gelu_tanh") if _native_applies(x) else None
+    if forward is None:  # not float32 on the CPU, or the kernels could not be built
         return F.gelu(x, approximate="tanh")
     if torch.is_grad_enabled() and x.requires_grad:
         return _NativeGeluTanh.apply(x)
-    return native.kernel("gelu_tanh")(x)
+    return forward(x)
