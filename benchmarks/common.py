@@ -43,14 +43,18 @@ def environment() -> dict:
 
 
 def linear_kernel() -> str:
-    """Which kernels qkv's linear layers and GELU use here (`qkv.nn.linear`, `qkv.nn.gelu`): figures
-    differ between them."""
+    """Which kernels qkv's linear layers, GELU, dropout and short attention use here (`qkv.nn.linear`,
+    `qkv.nn.gelu`, `qkv.nn.dropout`, `qkv.nn.short_attention`): figures differ between them."""
     from qkv.nn import linear, native
 
     if linear.current_kernel() != "auto":
         return linear.current_kernel()
     built = native.module() is not None
-    gelu = "; GELU: qkv gelu_tanh" if built else "; GELU: F.gelu (qkv's kernels not built)"
+    gelu = (
+        "; GELU, dropout, short attention: qkv's kernels"
+        if built
+        else "; GELU, dropout, attention: PyTorch's (qkv's kernels not built)"
+    )
     if not linear.mkl_runs_generic_code():
         return "auto: F.linear" + gelu
     single_row = "qkv matvec" if built else "oneDNN (matvec not built)"

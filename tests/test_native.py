@@ -1,4 +1,4 @@
-"""How qkv's compiled CPU kernels (`qkv.nn.native`: matvec, gelu_tanh) are built, cached and done
+"""How qkv's compiled CPU kernels (`qkv.nn.native`: matvec, gelu_tanh, dropout, attention) are built, cached and done
 without: a build keyed by processor and source, a lock left by a killed build cleared, and a failed
 build answered by one warning and PyTorch's own kernels everywhere."""
 
@@ -13,6 +13,8 @@ from conftest import native_kernel, needs_build
 
 import qkv.nn.linear as qlinear
 from qkv.nn import native
+from qkv.nn.attention import attend
+from qkv.nn.dropout import dropout
 from qkv.nn.gelu import gelu_tanh
 from qkv.nn.linear import linear, set_kernel
 
@@ -45,6 +47,13 @@ def test_a_failed_build_warns_once_and_leaves_pytorchs_kernels(monkeypatch):
             y = gelu_tanh(h)
             assert type(y.grad_fn).__name__ == "GeluBackward0"  # PyTorch's own
             torch.testing.assert_close(y, F.gelu(h, approximate="tanh"))
+            torch.manual_seed(0)
+            dropped = dropout(h, 0.5)
+            torch.manual_seed(0)
+            assert torch.equal(dropped, F.dropout(h, 0.5))  # PyTorch's own mask
+            q = torch.randn(2, 2, 5, 32, requires_grad=True)
+            out, _ = attend(q, q, q, None, True, 0.0, False)
+            assert type(out.grad_fn).__name__.startswith("ScaledDotProduct")  # SDPA
     finally:
         set_kernel(previous)
 
@@ -56,12 +65,17 @@ def test_the_build_name_follows_the_processor_and_the_source(monkeypatch):
     assert native.build_name() != name  # never a binary built for another processor
 
 
-def test_every_source_is_in_the_build_name(monkeypatch, tmp_path):
-    name = native.build_name()
-    changed = tmp_path / "gelu.cpp"
+def test_every_source_and_header_is_in_the_build_name(monkeypatch, tmp_path):
+    names = [native.build_name()]
+    changed = tmp_path / "attention.cpp"
     changed.write_text(native.SOURCES[-1].read_text() + "\n// changed\n")
     monkeypatch.setattr(native, "SOURCES", [*native.SOURCES[:-1], changed])
-    assert native.build_name() != name
+    names.append(native.build_name())
+    header = tmp_path / "exp_approx.h"
+    header.write_text(native.HEADERS[0].read_text() + "\n// changed\n")
+    monkeypatch.setattr(native, "HEADERS", [header])
+    names.append(native.build_name())
+    assert len(set(names)) == 3  # each change gives a new build
 
 
 def test_a_lock_left_by_a_killed_build_is_cleared(tmp_path):

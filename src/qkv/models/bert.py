@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.config import Config, require
-from qkv.nn.block import Activation, BlockSpec, NormPlacement, Stack
+from qkv.nn.block import Activation, BlockSpec, NormPlacement, Stack, dropout
 from qkv.nn.embeddings import LearnedPositions
 from qkv.nn.linear import Linear, linear
 from qkv.nn.masks import attention_mask, padding_mask
@@ -61,7 +61,7 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, tokens: Tensor, segments: Tensor) -> Tensor:
         x = self.tokens(tokens) + self.positions(0, tokens.size(1)) + self.segments(segments)
-        return self.dropout(self.norm(x))
+        return dropout(self.dropout, self.norm(x))
 
 
 class MaskedLMHead(nn.Module):
@@ -140,9 +140,9 @@ class Bert(nn.Module):
         if head == "pretraining":
             return BertOutput(self.mlm(h if predict is None else h[predict]), self.nsp(pooled), h, weights)
         if head == "sequence_classification":
-            return BertOutput(self.classifier(self.head_dropout(pooled)), None, h, weights)
+            return BertOutput(self.classifier(dropout(self.head_dropout, pooled)), None, h, weights)
         if head == "token_classification":
-            return BertOutput(self.classifier(self.head_dropout(h)), None, h, weights)
+            return BertOutput(self.classifier(dropout(self.head_dropout, h)), None, h, weights)
         return BertOutput(self.qa(h), None, h, weights)
 
 

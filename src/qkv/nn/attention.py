@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.nn import short_attention
 from qkv.nn.cache import LayerCache, StaticLayerCache
 from qkv.nn.linear import Linear
 from qkv.nn.masks import causal_mask, combine
@@ -70,10 +71,13 @@ def attend(
     scale: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The single attention call site: SDPA, or the eager reference when weights are wanted (or when
-    it is the faster of the two: `written_out_is_faster`)."""
+    it is the faster of the two: `written_out_is_faster`), or qkv's kernel for short float32 sequences
+    on the CPU (`qkv.nn.short_attention`)."""
     if need_weights or written_out_is_faster(q, k):
         out, weights = eager_attention(q, k, v, mask, is_causal, dropout_p, scale)
         return out, weights if need_weights else None
+    if short_attention.applies(q, k, v, mask, is_causal, dropout_p):
+        return short_attention.attention(q, k, v, mask, is_causal, scale), None
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
     return out, None
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
 from qkv.nn.cache import KVCache, StaticKVCache
+from qkv.nn.dropout import dropout as native_dropout
 from qkv.nn.gelu import gelu_tanh
 from qkv.nn.linear import Linear
 
@@ -84,9 +85,10 @@ class BatchNorm(nn.Module):
 
 
 def dropout(module: nn.Dropout, x: Tensor) -> Tensor:
-    """`module(x)`, skipped where it is the identity (evaluation, or p = 0): a decoding step would
-    otherwise pay a module call for nothing nine times a token in a 4-layer GPT."""
-    return module(x) if module.training and module.p > 0 else x
+    """`module`'s dropout of x through qkv's kernel (`qkv.nn.dropout`), skipped where it is the identity
+    (evaluation, or p = 0): a decoding step would otherwise pay a call for nothing nine times a token
+    in a 4-layer GPT."""
+    return native_dropout(x, module.p) if module.training and module.p > 0 else x
 
 
 def make_norm(spec: BlockSpec) -> nn.Module:

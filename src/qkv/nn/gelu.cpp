@@ -13,8 +13,8 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
-#include <cstring>
-#include <limits>
+
+#include "exp_approx.h"
 
 namespace {
 
@@ -22,37 +22,11 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
 constexpr int64_t kGrain = 16384;  // elements per task: below this one thread does the whole tensor
 
-// e^z to within a few units in the last place, in plain arithmetic so that the loops below vectorise:
-// z = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor series to r^7 (error below 1e-8 relative),
-// and 2^n added straight into the exponent bits. Below -87 the result is 0; above 88, infinity.
-inline float exp_approx(float z) {
-  const float zc = z < -87.0f ? -87.0f : (z > 88.0f ? 88.0f : z);
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer (round-to-nearest)
-  const float n = (zc * 1.4426950408889634f + kRound) - kRound;
-  float r = zc - n * 0.693145751953125f;  // ln 2 in two parts (Cody & Waite), so that r stays exact
-  r = r - n * 1.428606765330187e-06f;
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &p, sizeof bits);
-  bits += static_cast<int32_t>(n) << 23;
-  float e;
-  std::memcpy(&e, &bits, sizeof e);
-  e = z < -87.0f ? 0.0f : e;
-  return z > 88.0f ? std::numeric_limits<float>::infinity() : e;
-}
-
 // 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + e^(-2u)): 0 for very negative x (e^(-2u) = inf), 1 for
 // very positive x.
 inline float half_one_plus_tanh(float x) {
   const float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-  return 1.0f / (1.0f + exp_approx(-2.0f * u));
+  return 1.0f / (1.0f + qkv::exp_approx(-2.0f * u));
 }
 
 at::Tensor float_cpu(const at::Tensor& t, const char* name) {

@@ -16,18 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from qkv.nn import linear, native
-
-
-def _native_applies(x: Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and type(x) is Tensor
-        and linear.current_kernel() != "pytorch"
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    )
+from qkv.nn import native
 
 
 class _NativeGeluTanh(torch.autograd.Function):
@@ -47,7 +36,7 @@ class _NativeGeluTanh(torch.autograd.Function):
 
 def gelu_tanh(x: Tensor) -> Tensor:
     """GPT-2's GELU, elementwise: x (any shape) -> same shape."""
-    forward = native.kernel("gelu_tanh") if _native_applies(x) else None
+    forward = native.kernel("gelu_tanh") if native.applies(x) else None
     if forward is None:  # not float32 on the CPU, or the kernels could not be built
         return F.gelu(x, approximate="tanh")
     if torch.is_grad_enabled() and x.requires_grad:

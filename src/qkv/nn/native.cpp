@@ -1,4 +1,5 @@
-// The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp); qkv/nn/native.py builds
+// The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp, dropout.cpp,
+// attention.cpp); qkv/nn/native.py builds
 // and loads them.
 
 #include <torch/extension.h>
@@ -6,6 +7,13 @@
 at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias);
 at::Tensor gelu_tanh(const at::Tensor& x);
 at::Tensor gelu_tanh_backward(const at::Tensor& grad, const at::Tensor& x);
+at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
+bool attention_supports(int64_t d);
+std::vector<at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const c10::optional<at::Tensor>& mask, bool causal, double scale);
+std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+                                           const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                           const c10::optional<at::Tensor>& mask, bool causal, double scale);
 
 // Whether at::parallel_for can use more than one thread here (the build must have had -fopenmp).
 bool uses_openmp() {
@@ -20,5 +28,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("matvec", &matvec, "y = W x + b for a single input row (float32, CPU)");
   m.def("gelu_tanh", &gelu_tanh, "GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (float32, CPU)");
   m.def("gelu_tanh_backward", &gelu_tanh_backward, "the gradient of gelu_tanh: (grad, x) -> grad * gelu_tanh'(x)");
+  m.def("dropout", &dropout_apply, "x * keep / (1 - p) with keep drawn from (seed, index); the same call masks the gradient");
+  m.def("attention_supports", &attention_supports, "whether the attention kernel is compiled for head size d");
+  m.def("attention_forward", &attention_forward, "softmax(scale Q K^T) V for short sequences -> [out, lse] (float32, CPU)");
+  m.def("attention_backward", &attention_backward, "the gradients of attention_forward -> [dq, dk, dv]");
   m.def("uses_openmp", &uses_openmp, "whether the kernels split their work across PyTorch's threads");
 }

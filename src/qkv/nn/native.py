@@ -1,16 +1,19 @@
 """qkv's compiled CPU kernels, built for the processor they run on: batch-1 decoding's single-row
-product y = W x + b (`matvec.cpp`) and GPT-2's GELU with its gradient (`gelu.cpp`), bound to Python
-by `native.cpp`.
+product y = W x + b (`matvec.cpp`), GPT-2's GELU with its gradient (`gelu.cpp`), dropout (`dropout.cpp`)
+and attention over short sequences (`attention.cpp`), bound to Python by `native.cpp`.
 
 `qkv.nn.linear` sends every no-gradient product of one input row to `matvec`, at any size, on x86
 processors that are not Intel's (where it would otherwise go to oneDNN or MKL): on session 24's AMD EPYC
 it read a 124M GPT's 494 MB of matrices at 36-38 GB/s against oneDNN's 21-24 and MKL's 11-12, and a
 decoding step took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table).
 `qkv.nn.gelu` computes GPT-2's activation with `gelu_tanh` on every CPU (about 3x faster than
-PyTorch's kernel, forward and backward). The extension is compiled once per processor, source and PyTorch version
-(about a minute, with the C++ compiler PyTorch's `cpp_extension` finds, and ninja), cached under
-~/.cache/qkv (or $QKV_CACHE_DIR), and loaded directly from there afterwards. `make setup` builds it; if
-the build fails, qkv warns once and keeps PyTorch's own kernels (oneDNN, `F.gelu`).
+PyTorch's kernel, forward and backward); `qkv.nn.dropout` draws float32 CPU dropout masks with `dropout`
+(about 40x faster than `bernoulli_`); `qkv.nn.short_attention` runs attention over up to 64 keys with
+`attention_forward` and `attention_backward` (about 2x SDPA at translation's lengths). The extension is
+compiled once per processor, source and PyTorch version (about a minute, with the C++ compiler PyTorch's
+`cpp_extension` finds, and ninja), cached under ~/.cache/qkv (or $QKV_CACHE_DIR), and loaded directly
+from there afterwards. `make setup` builds it; if the build fails, qkv warns once and keeps PyTorch's
+own kernels (oneDNN, `F.gelu`, `F.dropout`, SDPA).
 
     python -c "from qkv.nn import native; native.main()"    # build now, or say why it cannot be
 """
@@ -32,7 +35,10 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-SOURCES = [Path(__file__).with_name(f) for f in ("native.cpp", "matvec.cpp", "gelu.cpp")]
+SOURCES = [
+    Path(__file__).with_name(f) for f in ("native.cpp", "matvec.cpp", "gelu.cpp", "dropout.cpp", "attention.cpp")
+]
+HEADERS = [Path(__file__).with_name("exp_approx.h")]  # included by the sources: part of the build name too
 # Native code is safe to cache: the build is keyed by processor (build_name). -fopenmp is what makes
 # at::parallel_for split the work across PyTorch's threads; without it every loop runs on one thread.
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
@@ -61,7 +67,7 @@ def build_name() -> str:
     """A module name that changes with anything the binary depends on, so a stale build is never loaded."""
     key = hashlib.sha256()
     for part in (
-        *(source.read_bytes() for source in SOURCES),
+        *(source.read_bytes() for source in SOURCES + HEADERS),
         " ".join(FLAGS).encode(),
         torch.__version__.encode(),
         sys.version.encode(),
@@ -116,7 +122,7 @@ def _build() -> ModuleType:
 
 
 def module() -> ModuleType | None:
-    """The compiled extension (`matvec`, `gelu_tanh`, `gelu_tanh_backward`, `uses_openmp`), building it on
+    """The compiled extension (the kernels `kernel` names, and `uses_openmp`), building it on
     first call; None if it cannot be built, after one warning that says why."""
     if "module" in _state:
         return _state["module"]
@@ -127,7 +133,7 @@ def module() -> ModuleType | None:
             except Exception as error:  # no compiler, no ninja, a compile error: PyTorch's kernels stay in use
                 warnings.warn(
                     f"qkv: the CPU kernels could not be built ({str(error).strip()[:300]}); "
-                    "using PyTorch's (oneDNN, F.gelu) instead",
+                    "using PyTorch's (oneDNN, F.gelu, F.dropout, SDPA) instead",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -136,17 +142,36 @@ def module() -> ModuleType | None:
 
 
 def kernel(name: str) -> Callable[..., Tensor] | None:
-    """The compiled function `name` ("matvec", "gelu_tanh", "gelu_tanh_backward"), or None where the
-    extension cannot be built. matvec(x, weight, bias): x (..., in) holding a single row, weight
-    (out, in), bias (out,) or None -> (..., out). gelu_tanh(x) and gelu_tanh_backward(grad, x): float32,
-    any shape."""
+    """The compiled function `name` ("matvec", "gelu_tanh", "gelu_tanh_backward", "dropout",
+    "attention_forward", "attention_backward"), or None where the extension cannot be built.
+    matvec(x, weight, bias): x (..., in) holding a single row, weight (out, in), bias (out,) or None ->
+    (..., out). gelu_tanh(x), gelu_tanh_backward(grad, x), dropout(x, p, seed): float32, any shape.
+    attention_forward / attention_backward: see `qkv.nn.short_attention`."""
     built = module()
     return None if built is None else getattr(built, name)
 
 
+def applies(x: Tensor) -> bool:
+    """Whether qkv's elementwise kernels (GELU, dropout) serve x: a plain float32 CPU tensor, outside
+    autocast and `torch.compile`, with `qkv.nn.linear.set_kernel` not at "pytorch"."""
+    from qkv.nn import linear  # imported here: linear imports this module
+
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and type(x) is Tensor
+        and linear.current_kernel() != "pytorch"
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
 def main() -> int:
     if module() is None:
-        print("qkv: the CPU kernels are not available here; PyTorch's own (oneDNN, F.gelu) are used", file=sys.stderr)
+        print(
+            "qkv: the CPU kernels are not available here; PyTorch's own (oneDNN, F.gelu, F.dropout, SDPA) are used",
+            file=sys.stderr,
+        )
     else:
         print(f"qkv: CPU kernels ready in {cache_dir() / build_name()}")
     return 0  # not an error: every operation still has a kernel

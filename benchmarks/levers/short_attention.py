@@ -1,0 +1,148 @@
+"""qkv's compiled attention for short sequences (`qkv.nn.short_attention`, `attention.cpp`) and dropout
+mask (`qkv.nn.dropout`, `dropout.cpp`) against PyTorch's SDPA and `F.dropout`, alternating in one process.
+
+    python benchmarks/levers/short_attention.py [--rounds 5]
+
+1. One attention call, forward and forward + backward (ms), 64 sentences x 8 heads x d_k 32, at
+   24 positions (the Multi30k benchmark's) to 256, with a key padding mask, and causal.
+2. One decoding step's attention (a query against T cached keys), batch 64.
+3. Dropout of a 1,536 x 256 activation, forward (ms).
+4. The encoder-decoder training step of `benchmarks/seq2seq_train.py` (tokens/s) with qkv's kernels and
+   with `set_kernel("pytorch")`, which turns them off (and sends every product to F.linear).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from common import alternate, environment  # noqa: E402
+from seq2seq_train import SHAPES, qkv_loss, qkv_model  # noqa: E402
+
+from qkv.nn import native, short_attention  # noqa: E402
+from qkv.nn.dropout import dropout  # noqa: E402
+from qkv.nn.linear import set_kernel  # noqa: E402
+
+
+def per_call_ms(fn, reps: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps * 1e3
+
+
+def attention_times(t_q: int, t_k: int, causal: bool, rounds: int, b: int = 64, h: int = 8, d: int = 32) -> None:
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(b, h, n, d, generator=g) for n in (t_q, t_k, t_k))
+    mask = None if causal else torch.ones(b, 1, 1, t_k, dtype=torch.bool)
+    if mask is not None:
+        mask[: b // 4, ..., t_k * 3 // 4 :] = False  # a quarter of the sentences padded
+    go = torch.randn(b, h, t_q, d, generator=g)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    reps = max(3, 20_000 // (t_q * t_k))
+
+    def sdpa(train: bool):
+        args = leaves if train else (q, k, v)
+        out = F.scaled_dot_product_attention(*args, attn_mask=mask, is_causal=causal)
+        if train:
+            out.backward(go)
+
+    def qkv(train: bool):
+        args = leaves if train else (q, k, v)
+        out = short_attention.attention(*args, mask, causal, None)
+        if train:
+            out.backward(go)
+
+    ms = alternate(
+        {
+            "SDPA forward": lambda: per_call_ms(lambda: sdpa(False), reps),
+            "qkv forward": lambda: per_call_ms(lambda: qkv(False), reps),
+            "SDPA forward+backward": lambda: per_call_ms(lambda: sdpa(True), reps),
+            "qkv forward+backward": lambda: per_call_ms(lambda: qkv(True), reps),
+        },
+        rounds,
+    )
+    kind = "causal" if causal else "padding mask"
+    print(
+        f"{b} x {h} x {t_q} queries x {t_k} keys x {d}, {kind}: "
+        + ", ".join(f"{name} {x:.3f}" for name, x in ms.items())
+        + f" ms; forward {ms['SDPA forward'] / ms['qkv forward']:.2f}x, "
+        f"forward+backward {ms['SDPA forward+backward'] / ms['qkv forward+backward']:.2f}x"
+    )
+
+
+def dropout_times(rounds: int) -> None:
+    x = torch.randn(1536, 256)
+    ms = alternate(
+        {
+            "F.dropout": lambda: per_call_ms(lambda: F.dropout(x, 0.1), 200),
+            "qkv": lambda: per_call_ms(lambda: dropout(x, 0.1), 200),
+        },
+        rounds,
+    )
+    print(
+        f"dropout 1536 x 256, p 0.1: F.dropout {ms['F.dropout']:.3f}, qkv {ms['qkv']:.3f} ms: "
+        f"{ms['F.dropout'] / ms['qkv']:.1f}x"
+    )
+
+
+def training(rounds: int, steps: int = 5) -> None:
+    shape, b = SHAPES["multi30k"], 64
+    torch.manual_seed(0)
+    model = qkv_model(shape).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        tuple(torch.randint(3, shape.vocab, (b, n), generator=g) for n in (shape.src_len, shape.tgt_len, shape.tgt_len))
+        for _ in range(steps)
+    ]
+
+    def rate(kernel: str):
+        def run() -> float:
+            previous = set_kernel(kernel)
+            try:
+                start = time.perf_counter()
+                for src, tgt_in, tgt_out in batches:
+                    qkv_loss(model(src, tgt_in), tgt_out).backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                return steps * b * (shape.src_len + shape.tgt_len) / (time.perf_counter() - start)
+            finally:
+                set_kernel(previous)
+
+        return run
+
+    tokens = alternate({"pytorch": rate("pytorch"), "auto": rate("auto")}, rounds)
+    print(
+        f"Multi30k training step: set_kernel('pytorch') {tokens['pytorch']:.0f}, qkv's kernels {tokens['auto']:.0f} "
+        f"tokens/s: {tokens['auto'] / tokens['pytorch']:.3f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-training", action="store_true", help="only the single operations")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if native.module() is None:
+        sys.exit("qkv's kernels could not be built here: nothing to compare")
+    print(environment())
+    for t in (24, 64, 128, 256):
+        attention_times(t, t, False, args.rounds)
+    for t in (24, 64, 128):
+        attention_times(t, t, True, args.rounds)
+    for t in (24, 64, 128):
+        attention_times(1, t, False, args.rounds)
+    dropout_times(args.rounds)
+    if not args.skip_training:
+        training(args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+// Scaled dot-product attention, softmax(Q K^T / sqrt(d_k)) V (sec 3.2.1, eq. 1), forward and backward,
+// for short sequences: one (sentence, head) pair at a time, its whole score matrix in cache.
+//
+// Why qkv carries this: PyTorch's CPU kernel (the "flash" one) cuts keys and queries into blocks sized
+// for long sequences. At the Multi30k model's training shape (64 sentences x 8 heads, 24 positions,
+// d_k = 32) it ran forward at about 12 GFLOP/s on session 26's AMD EPYC, 3 ms a layer, and its backward
+// took 5 ms: together some 10% of the training step. Here a pair's keys are transposed once into a
+// small buffer, so that the scores of one query against 16 keys are one vector multiply-add per
+// dimension, and the softmax and the weighted sum of values stay in registers (docs/PERFORMANCE.md,
+// levers table). The backward pass recomputes the weights from the saved log-sum-exp of each query's
+// scores (as FlashAttention does, Dao et al. 2022, sec 3.1), so no T_q x T_k matrix is stored.
+// Built with qkv's other kernels by qkv/nn/native.py.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "exp_approx.h"
+
+namespace {
+
+constexpr int kLanes = 16;  // keys scored at once: one 512-bit vector of float32
+constexpr int kSplit = 4;   // independent partial sums in a dot product
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// The rows of one (sentence, head) pair in a (B, H, T, D) tensor whose last dimension is contiguous.
+struct Rows {
+  float* data;
+  int64_t sb, sh, st;
+  float* pair(int64_t b, int64_t h) const { return data + b * sb + h * sh; }
+};
+
+Rows rows_of(const at::Tensor& t) { return {t.data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2)}; }
+
+// A boolean mask expanded to (B, H, T_q, T_k), True = may attend (qkv/nn/masks.py); data null for none.
+struct Mask {
+  const bool* data;
+  int64_t sb, sh, sq, sk;
+};
+
+// Everything one pair needs besides its rows: sizes, masking and the factor on Q K^T.
+struct Problem {
+  int64_t tq, tk, tkp;  // tkp: T_k rounded up to whole vectors of keys
+  bool causal;          // query i sees keys 0..i (top-left, as SDPA's is_causal)
+  float scale;
+  Mask mask;
+  int64_t end(int64_t i) const { return causal ? std::min(tk, i + 1) : tk; }  // keys from here on are hidden
+};
+
+// kt (D x tkp) = the pair's T_k rows of x transposed, zero beyond T_k: the keys' c-th components lie
+// side by side, so that one query's scores are a sum over c of q[c] times a contiguous row.
+template <int D>
+void transpose(const float* x, int64_t stride, const Problem& p, float* kt) {
+  for (int c = 0; c < D; ++c)
+    for (int64_t j = 0; j < p.tkp; ++j) kt[c * p.tkp + j] = j < p.tk ? x[j * stride + c] : 0.0f;
+}
+
+// 16 floats as one value (GCC's vector extension): one 512-bit register with AVX-512, two 256-bit
+// ones with AVX2. Written out because the compiler's own vectorisation of these short loops kept a
+// single chain of multiply-adds, each waiting on the last one's latency.
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store(float* p, const Vec& v) { std::memcpy(p, &v, sizeof v); }
+
+// s[j] = scale * (a . column j of kt) for j < n (a multiple of 16; kt's rows are tkp long), 16 keys per vector. The sum over the D
+// components runs in kSplit independent partial sums, so that the multiply-adds overlap.
+template <int D>
+inline void dots(const float* a, const float* kt, int64_t n, int64_t tkp, float scale, float* s) {
+  static_assert(D % kSplit == 0, "the head size must be a multiple of kSplit");
+  for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
+    Vec acc[kSplit] = {};
+#pragma GCC unroll 64
+    for (int c = 0; c < D; ++c) acc[c % kSplit] += a[c] * load(kt + c * tkp + j0);
+    store(s + j0, ((acc[0] + acc[1]) + (acc[2] + acc[3])) * scale);
+  }
+}
+
+// out[c] = sum_j w[j] x_j[c] over keys j < end, for rows x_j of stride xs, in kSplit partial sums by j.
+template <int D>
+inline void weighted_rows(const float* w, const float* x, int64_t xs, int64_t end, float* out) {
+  constexpr int kVecs = D / kLanes;  // vectors per row
+  static_assert(D % kLanes == 0, "the head size must be a multiple of kLanes");
+  Vec acc[kSplit][kVecs] = {};
+  int64_t j = 0;
+  for (; j + kSplit <= end; j += kSplit)
+#pragma GCC unroll 4
+    for (int u = 0; u < kSplit; ++u)
+#pragma GCC unroll 4
+      for (int r = 0; r < kVecs; ++r) acc[u][r] += w[j + u] * load(x + (j + u) * xs + r * kLanes);
+  for (; j < end; ++j)
+#pragma GCC unroll 4
+    for (int r = 0; r < kVecs; ++r) acc[0][r] += w[j] * load(x + j * xs + r * kLanes);
+#pragma GCC unroll 4
+  for (int r = 0; r < kVecs; ++r) store(out + r * kLanes, (acc[0][r] + acc[1][r]) + (acc[2][r] + acc[3][r]));
+}
+
+// The additive mask of query i's scores: 0 where it may attend, -inf at hidden keys and at the lanes
+// beyond T_k. A padding mask is the same for every query (its stride sq is 0): one row serves them all.
+inline void key_bias(const Problem& p, const bool* mask, int64_t i, float* bias) {
+  for (int64_t j = 0; j < p.tkp; ++j)
+    bias[j] = j < p.tk && (mask == nullptr || mask[i * p.mask.sq + j * p.mask.sk]) ? 0.0f : -kInf;
+}
+
+inline bool bias_per_query(const Problem& p, const bool* mask) { return mask != nullptr && p.mask.sq != 0; }
+
+inline int64_t whole_vectors(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+inline float lanes_max(const Vec& v) {
+  float t[kLanes];
+  store(t, v);
+  float m = t[0];
+  for (int l = 1; l < kLanes; ++l) m = std::max(m, t[l]);
+  return m;
+}
+
+inline float lanes_sum(const Vec& v) {  // pairwise: four rounds of independent adds, not one chain of 15
+  float t[kLanes];
+  store(t, v);
+  for (int width = kLanes / 2; width > 0; width /= 2)
+    for (int l = 0; l < width; ++l) t[l] += t[l + width];
+  return t[0];
+}
+
+// Query i's scores s[0, n) with the keys from end on (after query i, when causal) and the hidden ones
+// (bias) at -inf; returns the largest (-inf when every key is hidden). n = end rounded up to whole vectors.
+inline float mask_scores(const float* bias, int64_t end, int64_t n, float* s) {
+  for (int64_t j = end; j < n; ++j) s[j] = -kInf;
+  Vec m = Vec{} - kInf;
+  for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
+    const Vec x = load(s + j0) + load(bias + j0);
+    store(s + j0, x);
+    m = x > m ? x : m;
+  }
+  return lanes_max(m);
+}
+
+// w[0, n) = e^(s - shift) in place: 0 at the hidden keys' -inf.
+inline void exp_shifted(float* w, int64_t n, float shift) {
+  for (int64_t j = 0; j < n; ++j) w[j] = qkv::exp_approx(w[j] - shift);
+}
+
+// One pair's forward pass: o (T_q x D) and each query's log-sum-exp of its scores (lse, T_q).
+template <int D>
+void forward_pair(const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs, float* o,
+                  int64_t os, float* lse, const bool* mask, const Problem p, float* kt, float* s, float* bias) {
+  transpose<D>(k, ks, p, kt);
+  if (!bias_per_query(p, mask)) key_bias(p, mask, 0, bias);
+  for (int64_t i = 0; i < p.tq; ++i) {
+    if (bias_per_query(p, mask)) key_bias(p, mask, i, bias);
+    const int64_t end = p.end(i), n = whole_vectors(end);
+    dots<D>(q + i * qs, kt, n, p.tkp, p.scale, s);
+    const float m = mask_scores(bias, end, n, s);
+    float* oi = o + i * os;
+    if (m == -kInf) {  // no visible key: zero output, as SDPA gives, and zero weights in the backward pass
+      for (int c = 0; c < D; ++c) oi[c] = 0.0f;
+      lse[i] = kInf;
+      continue;
+    }
+    exp_shifted(s, n, m);
+    Vec total = {};
+    for (int64_t j0 = 0; j0 < n; j0 += kLanes) total += load(s + j0);
+    const float sum = lanes_sum(total);
+    float acc[D];
+    weighted_rows<D>(s, v, vs, end, acc);
+    const float inv = 1.0f / sum;
+    for (int c = 0; c < D; ++c) oi[c] = acc[c] * inv;
+    lse[i] = m + std::log(sum);
+  }
+}
+
+// Query i's share of key j's gradients: dK_j += dS_ij q_i, dV_j += P_ij dO_i. The pointers never
+// overlap (restrict), so the updates vectorise without runtime overlap checks.
+template <int D>
+inline void key_gradients(float ds, float pj, const float* __restrict qi, const float* __restrict goi,
+                          float* __restrict dkj, float* __restrict dvj) {
+  for (int c = 0; c < D; ++c) {
+    dkj[c] += ds * qi[c];
+    dvj[c] += pj * goi[c];
+  }
+}
+
+// The gradients one pair needs (FlashAttention's backward, Dao et al. 2022, Algorithm 4, one block):
+// P = exp(S - lse), dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)), dQ = scale dS K,
+// dK = scale dS^T Q.
+template <int D>
+void backward_pair(const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs,
+                   const float* o, int64_t os, const float* go, int64_t gos, const float* lse, float* dq,
+                   int64_t dqs, float* dk, int64_t dks, float* dv, int64_t dvs, const bool* mask,
+                   const Problem p, float* kt, float* vt, float* w, float* dw, float* bias, float* dk_acc,
+                   float* dv_acc) {
+  transpose<D>(k, ks, p, kt);
+  transpose<D>(v, vs, p, vt);
+  if (!bias_per_query(p, mask)) key_bias(p, mask, 0, bias);
+  std::fill(dk_acc, dk_acc + p.tk * D, 0.0f);
+  std::fill(dv_acc, dv_acc + p.tk * D, 0.0f);
+  for (int64_t i = 0; i < p.tq; ++i) {
+    const float* qi = q + i * qs;
+    const float* goi = go + i * gos;
+    float* dqi = dq + i * dqs;
+    if (lse[i] == kInf) {  // the query saw no key: nothing flows back through it
+      for (int c = 0; c < D; ++c) dqi[c] = 0.0f;
+      continue;
+    }
+    if (bias_per_query(p, mask)) key_bias(p, mask, i, bias);
+    const int64_t end = p.end(i), n = whole_vectors(end);
+    dots<D>(qi, kt, n, p.tkp, p.scale, w);
+    mask_scores(bias, end, n, w);
+    exp_shifted(w, n, lse[i]);  // the forward pass's weights
+    dots<D>(goi, vt, n, p.tkp, 1.0f, dw);  // dP[i, j] = dO_i . v_j
+    const float* oi = o + i * os;
+    float delta = 0.0f;  // rowsum(dO * O): the weights' own share of dP
+    for (int c = 0; c < D; ++c) delta += goi[c] * oi[c];
+    for (int64_t j = 0; j < n; ++j) dw[j] = w[j] * (dw[j] - delta);  // dS (0 at hidden keys)
+    for (int64_t j = 0; j < end; ++j) key_gradients<D>(dw[j], w[j], qi, goi, dk_acc + j * D, dv_acc + j * D);
+    float acc[D];
+    weighted_rows<D>(dw, k, ks, end, acc);  // dQ_i / scale = sum_j dS_ij k_j
+    for (int c = 0; c < D; ++c) dqi[c] = acc[c] * p.scale;
+  }
+  for (int64_t j = 0; j < p.tk; ++j)
+    for (int c = 0; c < D; ++c) {
+      dk[j * dks + c] = dk_acc[j * D + c] * p.scale;
+      dv[j * dvs + c] = dv_acc[j * D + c];
+    }
+}
+
+at::Tensor rows_contiguous(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4, "attention: ", name,
+              " must be a (B, H, T, D) float32 CPU tensor");
+  return t.stride(3) == 1 ? t : t.contiguous();
+}
+
+// A (B, H, T, D) result laid out as (B, T, H, D) in memory: the heads' concatenation that follows
+// (sec 3.2.2) is then a view, not a copy.
+at::Tensor heads_last(int64_t b, int64_t h, int64_t t, int64_t d) {
+  return at::empty({b, t, h, d}, at::TensorOptions().dtype(at::kFloat)).permute({0, 2, 1, 3});
+}
+
+Problem problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const c10::optional<at::Tensor>& mask,
+                at::Tensor& expanded, bool causal, double scale) {
+  const int64_t b = q.size(0), h = q.size(1), tq = q.size(2), d = q.size(3), tk = k.size(2);
+  TORCH_CHECK(k.size(0) == b && k.size(1) == h && k.size(3) == d && v.sizes() == k.sizes(),
+              "attention: q, k and v must agree in B, H and D, and k and v in T");
+  Problem p{tq, tk, (tk + kLanes - 1) / kLanes * kLanes, causal, static_cast<float>(scale), {nullptr, 0, 0, 0, 0}};
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->scalar_type() == at::kBool, "attention: the mask must be boolean (True = may attend)");
+    expanded = mask->expand({b, h, tq, tk});
+    p.mask = {expanded.data_ptr<bool>(), expanded.stride(0), expanded.stride(1), expanded.stride(2),
+              expanded.stride(3)};
+  }
+  return p;
+}
+
+int64_t grain(const Problem& p, int64_t d) {  // pairs per task: enough work to be worth a thread
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.tq * p.tk * d));
+}
+
+template <int D>
+void forward_all(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Problem& p, at::Tensor& out,
+                 at::Tensor& lse) {
+  const Rows Q = rows_of(q), K = rows_of(k), V = rows_of(v), O = rows_of(out);
+  const int64_t heads = q.size(1);
+  float* L = lse.data_ptr<float>();
+  at::parallel_for(0, q.size(0) * heads, grain(p, D), [&](int64_t begin, int64_t end) {
+    std::vector<float> kt(D * p.tkp), s(p.tkp), bias(p.tkp);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t b = n / heads, h = n % heads;
+      const bool* m = p.mask.data == nullptr ? nullptr : p.mask.data + b * p.mask.sb + h * p.mask.sh;
+      forward_pair<D>(Q.pair(b, h), Q.st, K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), O.st, L + n * p.tq,
+                      m, p, kt.data(), s.data(), bias.data());
+    }
+  });
+}
+
+template <int D>
+void backward_all(const at::Tensor& go, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& out, const at::Tensor& lse, const Problem& p, at::Tensor& dq, at::Tensor& dk,
+                  at::Tensor& dv) {
+  const Rows GO = rows_of(go), Q = rows_of(q), K = rows_of(k), V = rows_of(v), O = rows_of(out);
+  const Rows DQ = rows_of(dq), DK = rows_of(dk), DV = rows_of(dv);
+  const int64_t heads = q.size(1);
+  const float* L = lse.data_ptr<float>();
+  at::parallel_for(0, q.size(0) * heads, grain(p, D), [&](int64_t begin, int64_t end) {
+    std::vector<float> kt(D * p.tkp), vt(D * p.tkp), w(p.tkp), dw(p.tkp), bias(p.tkp), dk_acc(p.tk * D),
+        dv_acc(p.tk * D);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t b = n / heads, h = n % heads;
+      const bool* m = p.mask.data == nullptr ? nullptr : p.mask.data + b * p.mask.sb + h * p.mask.sh;
+      backward_pair<D>(Q.pair(b, h), Q.st, K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), O.st,
+                       GO.pair(b, h), GO.st, L + n * p.tq, DQ.pair(b, h), DQ.st, DK.pair(b, h), DK.st,
+                       DV.pair(b, h), DV.st, m, p, kt.data(), vt.data(), w.data(), dw.data(), bias.data(),
+                       dk_acc.data(), dv_acc.data());
+    }
+  });
+}
+
+}  // namespace
+
+bool attention_supports(int64_t d) { return d == 16 || d == 32 || d == 64; }
+
+// q (B, H, T_q, D), k and v (B, H, T_k, D), mask broadcastable to (B, H, T_q, T_k) or None ->
+// [out (B, H, T_q, D), lse (B, H, T_q)].
+std::vector<at::Tensor> attention_forward(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
+                                          const c10::optional<at::Tensor>& mask, bool causal, double scale) {
+  const auto q = rows_contiguous(q_, "q"), k = rows_contiguous(k_, "k"), v = rows_contiguous(v_, "v");
+  at::Tensor expanded;
+  const Problem p = problem(q, k, v, mask, expanded, causal, scale);
+  const int64_t d = q.size(3);
+  auto out = heads_last(q.size(0), q.size(1), p.tq, d);
+  auto lse = at::empty({q.size(0), q.size(1), p.tq}, q.options());
+  switch (d) {
+    case 16: forward_all<16>(q, k, v, p, out, lse); break;
+    case 32: forward_all<32>(q, k, v, p, out, lse); break;
+    case 64: forward_all<64>(q, k, v, p, out, lse); break;
+    default: TORCH_CHECK(false, "attention: head size ", d, " is not compiled (16, 32, 64)");
+  }
+  return {out, lse};
+}
+
+// The gradients of attention_forward's output with respect to q, k and v, given its saved results.
+std::vector<at::Tensor> attention_backward(const at::Tensor& go_, const at::Tensor& q_, const at::Tensor& k_,
+                                           const at::Tensor& v_, const at::Tensor& out_, const at::Tensor& lse,
+                                           const c10::optional<at::Tensor>& mask, bool causal, double scale) {
+  const auto q = rows_contiguous(q_, "q"), k = rows_contiguous(k_, "k"), v = rows_contiguous(v_, "v");
+  const auto go = rows_contiguous(go_, "grad"), out = rows_contiguous(out_, "out");
+  TORCH_CHECK(lse.is_contiguous() && go.sizes() == q.sizes() && out.sizes() == q.sizes(),
+              "attention_backward: grad, out and lse must come from attention_forward on q");
+  at::Tensor expanded;
+  const Problem p = problem(q, k, v, mask, expanded, causal, scale);
+  const int64_t b = q.size(0), h = q.size(1), d = q.size(3);
+  auto dq = heads_last(b, h, p.tq, d), dk = heads_last(b, h, p.tk, d), dv = heads_last(b, h, p.tk, d);
+  switch (d) {
+    case 16: backward_all<16>(go, q, k, v, out, lse, p, dq, dk, dv); break;
+    case 32: backward_all<32>(go, q, k, v, out, lse, p, dq, dk, dv); break;
+    case 64: backward_all<64>(go, q, k, v, out, lse, p, dq, dk, dv); break;
+    default: TORCH_CHECK(false, "attention: head size ", d, " is not compiled (16, 32, 64)");
+  }
+  return {dq, dk, dv};
+}

@@ -1,0 +1,66 @@
+"""Attention over short sequences through qkv's compiled kernel (`attention.cpp`, built by `qkv.nn.native`),
+which `qkv.nn.attention.attend` uses in place of SDPA where it applies.
+
+PyTorch's CPU SDPA kernel tiles queries and keys for long sequences; at translation's lengths (tens of
+positions) most of its time is overhead. The kernel scores one (sentence, head) pair's queries against all
+its keys at once and keeps each query's log-sum-exp for the backward pass, as SDPA does. At the Multi30k
+model's training shape (64 x 8 heads x 24 positions x 32) a layer's forward and backward took about
+4.5 ms against SDPA's 9 on session 26's AMD EPYC (`python benchmarks/levers/short_attention.py`).
+It serves float32 CPU tensors with head size 16, 32 or 64, up to `MAX_KEYS` keys, without attention
+dropout, outside autocast and `torch.compile`; `set_kernel("pytorch")` turns it off with the other kernels.
+Results agree with SDPA's to float32 rounding (tests/test_short_attention.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from qkv.nn import native
+
+MAX_KEYS = 64  # beyond this SDPA is as fast or faster, forward + backward (benchmarks/levers/short_attention.py)
+
+
+def applies(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float) -> bool:
+    """Whether the kernel serves this call: q (B, H, T_q, D), k and v (B, H, T_k, D) with the same B and H."""
+    return (
+        dropout_p == 0.0
+        and q.dim() == 4
+        and k.size(-2) <= MAX_KEYS
+        and q.size(-1) in (16, 32, 64)
+        and q.shape[:2] == k.shape[:2] == v.shape[:2]
+        and k.shape == v.shape
+        and (mask is None or (mask.dtype == torch.bool and not is_causal))
+        and all(native.applies(t) for t in (q, k, v))
+        and native.kernel("attention_forward") is not None
+    )
+
+
+class _Attention(torch.autograd.Function):
+    """Saves q, k, v, the output and each query's log-sum-exp; the backward pass recomputes the weights."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, scale: float) -> Tensor:
+        out, lse = native.kernel("attention_forward")(q, k, v, mask, is_causal, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.mask, ctx.is_causal, ctx.scale = mask, is_causal, scale
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = native.kernel("attention_backward")(grad, q, k, v, out, lse, ctx.mask, ctx.is_causal, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, scale: float | None) -> Tensor:
+    """softmax(scale Q K^T + mask) V (sec 3.2.1, eq. 1) -> (B, H, T_q, D), laid out as (B, T_q, H, D) in
+    memory so that concatenating the heads is a view. is_causal: query i sees keys 0..i, as in SDPA."""
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _Attention.apply(q, k, v, mask, is_causal, scale)
+    return native.kernel("attention_forward")(q, k, v, mask, is_causal, scale)[0]

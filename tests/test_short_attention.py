@@ -1,0 +1,106 @@
+"""qkv's compiled attention for short sequences (`qkv.nn.short_attention`): the same output and gradients
+as eq. (1) computed in float64, for every mask qkv builds, and used by `attend` only where it applies."""
+
+import pytest
+import torch
+from conftest import native_kernel, needs_build
+
+from qkv.nn import attention, short_attention
+from qkv.nn.attention import attend, eager_attention
+from qkv.nn.linear import set_kernel
+from qkv.nn.masks import causal_mask, padding_mask
+
+pytestmark = needs_build
+
+
+@pytest.fixture(autouse=True)
+def built():
+    native_kernel("attention_forward")
+
+
+def packed(b: int, h: int, t_q: int, t_k: int, d: int, seed: int = 0):
+    """q, k, v as the layers make them: strided views of one projection's output."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, t_q, h, d, generator=g).transpose(1, 2)  # (B, H, T_q, d), heads interleaved in memory
+    kv = torch.randn(b, t_k, 2, h, d, generator=g).permute(2, 0, 3, 1, 4)  # 2 x (B, H, T_k, d)
+    return q, kv[0], kv[1]
+
+
+def check(q, k, v, mask, is_causal, scale=None):
+    """Forward and backward of the kernel against eq. (1) in float64."""
+    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    out = short_attention.attention(*leaves, mask, is_causal, scale)
+    ref_leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    ref, _ = eager_attention(*ref_leaves, mask, is_causal, scale=scale)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(9))
+    out.backward(g)
+    ref.backward(g.double())
+    for ours, want in zip(leaves, ref_leaves):
+        torch.testing.assert_close(ours.grad.double(), want.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [16, 32, 64])
+@pytest.mark.parametrize("t", [1, 7, 16, 24, 40, 64])
+def test_padding_mask_matches_float64(d, t):
+    q, k, v = packed(5, 3, t, t, d)
+    tokens = torch.ones(5, t, dtype=torch.long)
+    tokens[1, t // 2 + 1 :] = 0  # one sentence padded from the middle
+    tokens[3, 1:] = 0  # one that is a single token
+    check(q, k, v, padding_mask(tokens, 0), False)
+
+
+@pytest.mark.parametrize("t", [1, 5, 24, 33, 64])
+def test_causal_matches_float64(t):
+    q, k, v = packed(3, 4, t, t, 32)
+    check(q, k, v, None, True)
+
+
+def test_cross_attention_lengths_and_a_scale():
+    q, k, v = packed(4, 2, 9, 30, 32)  # queries and keys of different lengths
+    tokens = torch.ones(4, 30, dtype=torch.long)
+    tokens[2, 11:] = 0
+    check(q, k, v, padding_mask(tokens, 0), False)
+    check(q, k, v, None, False, scale=1.0)  # experiment 1's unscaled logits
+
+
+def test_a_mask_per_query_and_queries_that_see_nothing():
+    """A full (B, 1, T_q, T_k) mask (a causal mask after a cached prefix, or beam search's), including
+    rows that hide every key: their output and gradients are zero, as SDPA and the eager reference give."""
+    q, k, v = packed(2, 2, 6, 20, 16)
+    mask = causal_mask(6, 20).expand(2, 1, 6, 20).clone()
+    mask[1, :, 2] = False  # query 2 of sentence 1 sees nothing
+    check(q, k, v, mask, False)
+    out = short_attention.attention(q, k, v, mask, False, None)
+    assert out[1, :, 2].abs().max() == 0
+
+
+def test_the_output_is_laid_out_for_concatenating_heads():
+    q, k, v = packed(2, 4, 5, 5, 32)
+    out = short_attention.attention(q, k, v, None, True, None)
+    assert out.permute(0, 2, 1, 3).is_contiguous()  # (B, T, H, d) in memory: the concatenation is a view
+
+
+def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
+    calls = []
+    real = short_attention.attention
+    monkeypatch.setattr(short_attention, "attention", lambda *a: calls.append(1) or real(*a))
+    q, k, v = packed(2, 2, 8, 8, 32)
+    attend(q, k, v, None, True, 0.0, False)
+    assert len(calls) == 1
+    long_q, long_k, long_v = packed(1, 1, 2, short_attention.MAX_KEYS + 1, 32)
+    for args in (
+        (q, k, v, None, True, 0.1, False),  # attention dropout
+        (q, k, v, None, True, 0.0, True),  # weights wanted: the eager reference
+        (q.double(), k.double(), v.double(), None, True, 0.0, False),
+        (long_q, long_k, long_v, None, False, 0.0, False),
+        (*packed(2, 2, 8, 8, 24), None, True, 0.0, False),  # a head size that is not compiled
+    ):
+        attend(*args)
+    previous = set_kernel("pytorch")
+    try:
+        attend(q, k, v, None, True, 0.0, False)
+    finally:
+        set_kernel(previous)
+    assert len(calls) == 1
+    assert attention.short_attention is short_attention  # the one call site is the one that dispatches
