@@ -95,6 +95,7 @@ def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
         (q.double(), k.double(), v.double(), None, True, 0.0, False),
         (long_q, long_k, long_v, None, False, 0.0, False),
         (*packed(2, 2, 8, 8, 24), None, True, 0.0, False),  # a head size that is not compiled
+        (*packed(2, 2, 1, 8, 32), None, False, 0.0, False),  # one query: a decoding step
     ):
         attend(*args)
     previous = set_kernel("pytorch")

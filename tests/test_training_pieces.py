@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qkv.nn import native
+from qkv.nn.linear import set_kernel
 from qkv.train.losses import label_smoothed_cross_entropy
 from qkv.train.optim import OptimConfig
 from qkv.train.schedules import cosine, inverse_sqrt, noam
@@ -28,7 +30,18 @@ def test_other_schedules():
     assert cosine(60, 1.0, 10, 110) == pytest.approx(0.5)
 
 
-def test_label_smoothing_by_hand():
+@pytest.fixture(params=["compiled", "pytorch"])
+def loss_path(request):
+    """The criterion's two implementations: qkv's compiled kernel (float32 on the CPU) and PyTorch
+    operations (every other case, and `set_kernel("pytorch")`)."""
+    if request.param == "compiled" and native.kernel("smoothed_loss_forward") is None:
+        pytest.skip("qkv's kernels are not built here")
+    previous = set_kernel("auto" if request.param == "compiled" else "pytorch")
+    yield request.param
+    set_kernel(previous)
+
+
+def test_label_smoothing_by_hand(loss_path):
     logits = torch.tensor([[[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4]]])
     target = torch.tensor([[0, 3]])
     eps, v = 0.1, 4
@@ -42,7 +55,7 @@ def test_label_smoothing_by_hand():
     assert n == 2 and loss.item() == pytest.approx(total, rel=1e-6)
 
 
-def test_padding_is_ignored():
+def test_padding_is_ignored(loss_path):
     logits = torch.randn(1, 3, 5)
     loss_all, n = label_smoothed_cross_entropy(logits, torch.tensor([[1, 2, 0]]), 0.1, ignore_index=0)
     loss_two, _ = label_smoothed_cross_entropy(logits[:, :2], torch.tensor([[1, 2]]), 0.1, ignore_index=0)
@@ -61,7 +74,7 @@ def _reference(logits, target, eps, ignore_index):
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
-def test_label_smoothing_value_and_gradient_are_pytorchs(eps):
+def test_label_smoothing_value_and_gradient_are_pytorchs(eps, loss_path):
     """The written-out gradient (softmax minus the smoothed target) equals autograd's through
     F.cross_entropy, padding rows included; gradcheck confirms it in double precision."""
     g = torch.Generator().manual_seed(1)
@@ -88,7 +101,7 @@ def test_label_smoothing_value_and_gradient_are_pytorchs(eps):
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 
-def test_label_smoothing_stays_finite_for_a_hopeless_prediction_and_in_bf16():
+def test_label_smoothing_stays_finite_for_a_hopeless_prediction_and_in_bf16(loss_path):
     """A true token scored far below the rest (its probability underflows in fp32) still gives the
     finite loss and gradient PyTorch's criterion gives; bf16 scores (autocast) are summed in fp32."""
     logits = torch.zeros(1, 2, 50)
@@ -104,11 +117,24 @@ def test_label_smoothing_stays_finite_for_a_hopeless_prediction_and_in_bf16():
     assert mine.item() == pytest.approx(_reference(half.float(), target, 0.1, 0).item(), rel=1e-5)
 
 
-def test_label_smoothing_refuses_a_second_backward_through_the_same_loss():
-    """The gradient is built in the memory of the saved softmax, so a second pass (retain_graph) is an
-    error rather than a wrong gradient."""
+def test_label_smoothing_refuses_a_second_backward_through_the_same_loss(loss_path):
+    """PyTorch operations build the gradient in the memory of the saved softmax, so a second pass
+    (retain_graph) is an error rather than a wrong gradient; the compiled kernel keeps the scores and
+    gives the same gradient again."""
     logits = torch.randn(2, 3, 11, requires_grad=True)
     loss, _ = label_smoothed_cross_entropy(logits, torch.randint(1, 11, (2, 3)), 0.1, ignore_index=0)
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="backward through the same loss twice"):
-        loss.backward()
+    if loss_path == "pytorch":
+        with pytest.raises(RuntimeError, match="backward through the same loss twice"):
+            loss.backward()
+        return
+    first = logits.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(logits.grad, 2 * first)
+
+
+def test_compiled_loss_names_a_target_outside_the_vocabulary():
+    if native.kernel("smoothed_loss_forward") is None:
+        pytest.skip("qkv's kernels are not built here")
+    with pytest.raises(RuntimeError, match="target id 11 is outside the vocabulary of 11"):
+        label_smoothed_cross_entropy(torch.randn(1, 2, 11), torch.tensor([[3, 11]]), 0.1, ignore_index=0)

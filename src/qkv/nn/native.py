@@ -1,6 +1,7 @@
 """qkv's compiled CPU kernels, built for the processor they run on: batch-1 decoding's single-row
-product y = W x + b (`matvec.cpp`), GPT-2's GELU with its gradient (`gelu.cpp`), dropout (`dropout.cpp`)
-and attention over short sequences (`attention.cpp`), bound to Python by `native.cpp`.
+product y = W x + b (`matvec.cpp`), GPT-2's GELU with its gradient (`gelu.cpp`), dropout (`dropout.cpp`),
+attention over short sequences (`attention.cpp`) and the label-smoothed loss (`smoothed_loss.cpp`),
+bound to Python by `native.cpp`.
 
 `qkv.nn.linear` sends every no-gradient product of one input row to `matvec`, at any size, on x86
 processors that are not Intel's (where it would otherwise go to oneDNN or MKL): on session 24's AMD EPYC
@@ -9,11 +10,12 @@ decoding step took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, lever
 `qkv.nn.gelu` computes GPT-2's activation with `gelu_tanh` on every CPU (about 3x faster than
 PyTorch's kernel, forward and backward); `qkv.nn.dropout` draws float32 CPU dropout masks with `dropout`
 (about 40x faster than `bernoulli_`); `qkv.nn.short_attention` runs attention over up to 64 keys with
-`attention_forward` and `attention_backward` (about 2x SDPA at translation's lengths). The extension is
-compiled once per processor, source and PyTorch version (about a minute, with the C++ compiler PyTorch's
-`cpp_extension` finds, and ninja), cached under ~/.cache/qkv (or $QKV_CACHE_DIR), and loaded directly
-from there afterwards. `make setup` builds it; if the build fails, qkv warns once and keeps PyTorch's
-own kernels (oneDNN, `F.gelu`, `F.dropout`, SDPA).
+`attention_forward` and `attention_backward` (about 2x SDPA at translation's lengths);
+`qkv.train.losses` computes the label-smoothed loss with `smoothed_loss_forward` and `_backward`. The
+extension is compiled once per processor, source and PyTorch version (about a minute, with the C++
+compiler PyTorch's `cpp_extension` finds, and ninja), cached under ~/.cache/qkv (or $QKV_CACHE_DIR), and
+loaded directly from there afterwards. `make setup` builds it; if the build fails, qkv warns once and
+keeps PyTorch's own kernels (oneDNN, `F.gelu`, `F.dropout`, SDPA, its loss operations).
 
     python -c "from qkv.nn import native; native.main()"    # build now, or say why it cannot be
 """
@@ -35,9 +37,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-SOURCES = [
-    Path(__file__).with_name(f) for f in ("native.cpp", "matvec.cpp", "gelu.cpp", "dropout.cpp", "attention.cpp")
-]
+_KERNELS = ("native.cpp", "matvec.cpp", "gelu.cpp", "dropout.cpp", "attention.cpp", "smoothed_loss.cpp")
+SOURCES = [Path(__file__).with_name(f) for f in _KERNELS]
 HEADERS = [Path(__file__).with_name("exp_approx.h")]  # included by the sources: part of the build name too
 # Native code is safe to cache: the build is keyed by processor (build_name). -fopenmp is what makes
 # at::parallel_for split the work across PyTorch's threads; without it every loop runs on one thread.
@@ -133,7 +134,7 @@ def module() -> ModuleType | None:
             except Exception as error:  # no compiler, no ninja, a compile error: PyTorch's kernels stay in use
                 warnings.warn(
                     f"qkv: the CPU kernels could not be built ({str(error).strip()[:300]}); "
-                    "using PyTorch's (oneDNN, F.gelu, F.dropout, SDPA) instead",
+                    "using PyTorch's (oneDNN, F.gelu, F.dropout, SDPA, loss operations) instead",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -143,10 +144,11 @@ def module() -> ModuleType | None:
 
 def kernel(name: str) -> Callable[..., Tensor] | None:
     """The compiled function `name` ("matvec", "gelu_tanh", "gelu_tanh_backward", "dropout",
-    "attention_forward", "attention_backward"), or None where the extension cannot be built.
+    "attention_forward", "attention_backward", "smoothed_loss_forward", "smoothed_loss_backward"), or None
+    where the extension cannot be built.
     matvec(x, weight, bias): x (..., in) holding a single row, weight (out, in), bias (out,) or None ->
     (..., out). gelu_tanh(x), gelu_tanh_backward(grad, x), dropout(x, p, seed): float32, any shape.
-    attention_forward / attention_backward: see `qkv.nn.short_attention`."""
+    attention_*: see `qkv.nn.short_attention`; smoothed_loss_*: `qkv.train.losses`."""
     built = module()
     return None if built is None else getattr(built, name)
 

@@ -5,10 +5,10 @@ PyTorch's CPU SDPA kernel tiles queries and keys for long sequences; at translat
 positions) most of its time is overhead. The kernel scores one (sentence, head) pair's queries against all
 its keys at once and keeps each query's log-sum-exp for the backward pass, as SDPA does. At the Multi30k
 model's training shape (64 x 8 heads x 24 positions x 32) a layer's forward and backward took about
-4.5 ms against SDPA's 9 on session 26's AMD EPYC (`python benchmarks/levers/short_attention.py`).
-It serves float32 CPU tensors with head size 16, 32 or 64, up to `MAX_KEYS` keys, without attention
-dropout, outside autocast and `torch.compile`; `set_kernel("pytorch")` turns it off with the other kernels.
-Results agree with SDPA's to float32 rounding (tests/test_short_attention.py).
+4.5 ms against SDPA's 9 on session 26's AMD EPYC (`python benchmarks/levers/training_kernels.py`).
+It serves float32 CPU tensors with head size 16, 32 or 64, two queries or more, up to `MAX_KEYS` keys,
+without attention dropout, outside autocast and `torch.compile`; `set_kernel("pytorch")` turns it off
+with the other kernels. Results agree with SDPA's to float32 rounding (tests/test_short_attention.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from qkv.nn import native
 
-MAX_KEYS = 64  # beyond this SDPA is as fast or faster, forward + backward (benchmarks/levers/short_attention.py)
+MAX_KEYS = 64  # beyond this SDPA is as fast or faster, forward and backward (levers/training_kernels.py)
 
 
 def applies(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float) -> bool:
@@ -30,6 +30,7 @@ def applies(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: boo
         dropout_p == 0.0
         and q.dim() == 4
         and k.size(-2) <= MAX_KEYS
+        and q.size(-2) > 1  # one query (a decoding step): SDPA has its own path, as fast or faster
         and q.size(-1) in (16, 32, 64)
         and q.shape[:2] == k.shape[:2] == v.shape[:2]
         and k.shape == v.shape

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from qkv.nn import native
+
 
 def label_smoothed_cross_entropy(
     logits: Tensor, target: Tensor, epsilon: float, ignore_index: int
@@ -16,12 +18,36 @@ def label_smoothed_cross_entropy(
     1 - epsilon on the true token and epsilon spread uniformly over all V tokens (Szegedy et al.,
     2016; the paper's epsilon_ls = 0.1, sec 5.4): it "hurts perplexity ... but improves BLEU".
     The value and gradient are those of `F.cross_entropy(..., label_smoothing=epsilon, reduction="sum")`
-    (tests/test_training_pieces.py), in about half its time (docs/PERFORMANCE.md, levers).
+    (tests/test_training_pieces.py), in about half its time (docs/PERFORMANCE.md, levers); on the CPU in
+    float32 through qkv's compiled kernel (`smoothed_loss.cpp`), one pass over the scores each way.
     """
     flat = logits.reshape(-1, logits.size(-1))  # (N, V)
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32))  # bf16 scores (autocast) are summed in fp32
-    loss = _SmoothedCrossEntropy.apply(flat, target.reshape(-1), float(epsilon), ignore_index)
+    target = target.reshape(-1)
+    compiled = native.applies(flat) and native.kernel("smoothed_loss_forward") is not None
+    criterion = _CompiledSmoothedCrossEntropy if compiled else _SmoothedCrossEntropy
+    loss = criterion.apply(flat.contiguous() if compiled else flat, target, float(epsilon), ignore_index)
     return loss, int((target != ignore_index).sum())
+
+
+class _CompiledSmoothedCrossEntropy(torch.autograd.Function):
+    """The criterion below as two compiled passes (`qkv.nn.native`): the forward keeps the scores and
+    each row's log-sum-exp, and the backward writes softmax - q from them."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, target: Tensor, eps: float, ignore: int) -> Tensor:
+        # z: (N, V) float32 scores; target: (N,) ids
+        total, lse = native.kernel("smoothed_loss_forward")(z, target, eps, ignore)
+        ctx.save_for_backward(z, target, lse)
+        ctx.eps, ctx.ignore = eps, ignore
+        return total.to(z.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        z, target, lse = ctx.saved_tensors
+        dz = native.kernel("smoothed_loss_backward")(z, target, lse, ctx.eps, ctx.ignore, float(grad))
+        return dz, None, None, None
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):

@@ -1,13 +1,17 @@
-"""qkv's compiled attention for short sequences (`qkv.nn.short_attention`, `attention.cpp`) and dropout
-mask (`qkv.nn.dropout`, `dropout.cpp`) against PyTorch's SDPA and `F.dropout`, alternating in one process.
+"""qkv's compiled kernels for the translation training step against what PyTorch offers, alternating in
+one process: attention for short sequences (`qkv.nn.short_attention`, `attention.cpp`) against SDPA,
+the dropout mask (`qkv.nn.dropout`, `dropout.cpp`) against `F.dropout`, and the label-smoothed loss
+(`qkv.train.losses`, `smoothed_loss.cpp`) against the same criterion in PyTorch operations.
 
-    python benchmarks/levers/short_attention.py [--rounds 5]
+    python benchmarks/levers/training_kernels.py [--rounds 5] [--skip-training]
 
 1. One attention call, forward and forward + backward (ms), 64 sentences x 8 heads x d_k 32, at
    24 positions (the Multi30k benchmark's) to 256, with a key padding mask, and causal.
-2. One decoding step's attention (a query against T cached keys), batch 64.
+2. Few queries against T keys, batch 64: one (a greedy decoding step, which stays on SDPA), two, four
+   (beam 4's cross-attention folds a sentence's beams into one row of 4 queries).
 3. Dropout of a 1,536 x 256 activation, forward (ms).
-4. The encoder-decoder training step of `benchmarks/seq2seq_train.py` (tokens/s) with qkv's kernels and
+4. The loss over 1,536 x 8,000 scores, forward and backward (ms).
+5. The encoder-decoder training step of `benchmarks/seq2seq_train.py` (tokens/s) with qkv's kernels and
    with `set_kernel("pytorch")`, which turns them off (and sends every product to F.linear).
 """
 
@@ -26,6 +30,7 @@ from seq2seq_train import SHAPES, qkv_loss, qkv_model  # noqa: E402
 from qkv.nn import native, short_attention  # noqa: E402
 from qkv.nn.dropout import dropout  # noqa: E402
 from qkv.nn.linear import set_kernel  # noqa: E402
+from qkv.train.losses import label_smoothed_cross_entropy  # noqa: E402
 
 
 def per_call_ms(fn, reps: int) -> float:
@@ -91,6 +96,29 @@ def dropout_times(rounds: int) -> None:
     )
 
 
+def loss_times(rounds: int) -> None:
+    z = torch.randn(64, 24, 8000, requires_grad=True)
+    target = torch.randint(1, 8000, (64, 24))
+
+    def run(kernel: str) -> float:
+        def once():
+            loss, n = label_smoothed_cross_entropy(z, target, 0.1, 0)
+            (loss / n).backward()
+            z.grad = None
+
+        previous = set_kernel(kernel)
+        try:
+            return per_call_ms(once, 10)
+        finally:
+            set_kernel(previous)
+
+    ms = alternate({"pytorch": lambda: run("pytorch"), "qkv": lambda: run("auto")}, rounds)
+    print(
+        f"label-smoothed loss 1536 x 8000, forward+backward: PyTorch operations {ms['pytorch']:.1f}, "
+        f"qkv {ms['qkv']:.1f} ms: {ms['pytorch'] / ms['qkv']:.2f}x"
+    )
+
+
 def training(rounds: int, steps: int = 5) -> None:
     shape, b = SHAPES["multi30k"], 64
     torch.manual_seed(0)
@@ -137,9 +165,11 @@ def main() -> None:
         attention_times(t, t, False, args.rounds)
     for t in (24, 64, 128):
         attention_times(t, t, True, args.rounds)
-    for t in (24, 64, 128):
-        attention_times(1, t, False, args.rounds)
+    for t_q in (1, 2, 4):
+        for t in (24, 64):
+            attention_times(t_q, t, False, args.rounds)
     dropout_times(args.rounds)
+    loss_times(args.rounds)
     if not args.skip_training:
         training(args.rounds)
 

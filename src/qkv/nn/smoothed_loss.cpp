@@ -1,0 +1,117 @@
+// Label-smoothed cross-entropy over a vocabulary (Szegedy et al. 2016; the paper's epsilon_ls = 0.1,
+// sec 5.4), forward and backward, one pass over the scores each.
+//
+// Why qkv carries this: the loss reads and writes the (N, V) scores, 1,536 x 8,000 floats (49 MB) at the
+// Multi30k benchmark's shape. Written with PyTorch operations (qkv/train/losses.py) it makes about nine
+// passes over that much memory: max, subtract, exp, sum, divide, mean, and two in the backward pass. Here
+// the forward pass reads each row once from memory (a second read of the same row comes from the cache)
+// and keeps only each row's log-sum-exp; the backward pass reads the scores once more and writes the
+// gradient, softmax - q, in the same pass (docs/PERFORMANCE.md, levers table).
+// Built with qkv's other kernels by qkv/nn/native.py.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "exp_approx.h"
+
+namespace {
+
+constexpr int kParts = 16;  // partial sums per row, so that the loops vectorise and the adds overlap
+
+void check(const at::Tensor& z, const at::Tensor& target) {
+  TORCH_CHECK(z.device().is_cpu() && z.scalar_type() == at::kFloat && z.dim() == 2 && z.is_contiguous(),
+              "smoothed_loss: the scores must be a contiguous (N, V) float32 CPU tensor");
+  TORCH_CHECK(target.scalar_type() == at::kLong && target.dim() == 1 && target.size(0) == z.size(0),
+              "smoothed_loss: the targets must be (N,) int64");
+}
+
+inline float row_max(const float* z, int64_t v) {
+  float part[kParts];
+  std::fill(part, part + kParts, -std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + kParts <= v; j += kParts)
+    for (int l = 0; l < kParts; ++l) part[l] = std::max(part[l], z[j + l]);
+  float m = part[0];
+  for (int l = 1; l < kParts; ++l) m = std::max(m, part[l]);
+  for (; j < v; ++j) m = std::max(m, z[j]);
+  return m;
+}
+
+}  // namespace
+
+// z (N, V) scores, target (N,) ids -> [the summed loss over rows whose target is not `ignore` (float64
+// scalar), each row's log-sum-exp (N,)]. Row loss: lse - (1 - eps) z_t - (eps / V) sum_v z_v, which is
+// -(1 - eps) log p_t - (eps / V) sum_v log p_v.
+std::vector<at::Tensor> smoothed_loss_forward(const at::Tensor& z, const at::Tensor& target, double eps,
+                                              int64_t ignore) {
+  check(z, target);
+  const int64_t n = z.size(0), v = z.size(1);
+  auto lse = at::empty({n}, z.options());
+  std::vector<double> rows(n);
+  const float* zp = z.data_ptr<float>();
+  const int64_t* tp = target.data_ptr<int64_t>();
+  float* lp = lse.data_ptr<float>();
+  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* zr = zp + r * v;
+      const float m = row_max(zr, v);
+      float exps[kParts] = {}, sums[kParts] = {};
+      int64_t j = 0;
+      for (; j + kParts <= v; j += kParts)
+        for (int l = 0; l < kParts; ++l) {
+          exps[l] += qkv::exp_approx(zr[j + l] - m);
+          sums[l] += zr[j + l];
+        }
+      double e = 0.0, s = 0.0;
+      for (int l = 0; l < kParts; ++l) e += exps[l], s += sums[l];
+      for (; j < v; ++j) e += qkv::exp_approx(zr[j] - m), s += zr[j];
+      lp[r] = m + static_cast<float>(std::log(e));
+      const int64_t t = tp[r];
+      if (t == ignore) {
+        rows[r] = 0.0;
+        continue;
+      }
+      TORCH_CHECK(t >= 0 && t < v, "smoothed_loss: target id ", t, " is outside the vocabulary of ", v);
+      rows[r] = static_cast<double>(lp[r]) - (1.0 - eps) * zr[t] - eps * s / static_cast<double>(v);
+    }
+  });
+  double total = 0.0;  // summed in row order: the same on any number of threads
+  for (int64_t r = 0; r < n; ++r) total += rows[r];
+  return {at::scalar_tensor(total, at::TensorOptions().dtype(at::kDouble)), lse};
+}
+
+// d(grad * loss) / dz = grad * (softmax(z) - q), q = (1 - eps) at the target + eps / V everywhere; rows
+// whose target is `ignore` get zeros.
+at::Tensor smoothed_loss_backward(const at::Tensor& z, const at::Tensor& target, const at::Tensor& lse, double eps,
+                                  int64_t ignore, double grad) {
+  check(z, target);
+  const int64_t n = z.size(0), v = z.size(1);
+  auto dz = at::empty_like(z);
+  const float* zp = z.data_ptr<float>();
+  const int64_t* tp = target.data_ptr<int64_t>();
+  const float* lp = lse.data_ptr<float>();
+  float* dp = dz.data_ptr<float>();
+  const float g = static_cast<float>(grad), uniform = static_cast<float>(eps / static_cast<double>(v));
+  const float at_target = static_cast<float>((1.0 - eps) * grad);
+  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    const float gl = g, ul = uniform;  // locals: no store through dr can change them (vectorisation)
+    for (int64_t r = begin; r < end; ++r) {
+      const float* zr = zp + r * v;
+      float* dr = dp + r * v;
+      if (tp[r] == ignore) {
+        std::fill(dr, dr + v, 0.0f);
+        continue;
+      }
+      const float shift = lp[r];
+      for (int64_t j = 0; j < v; ++j) dr[j] = gl * (qkv::exp_approx(zr[j] - shift) - ul);
+      dr[tp[r]] -= at_target;
+    }
+  });
+  return dz;
+}
