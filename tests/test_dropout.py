@@ -94,6 +94,10 @@ def test_pytorch_dropout_where_the_kernel_does_not_apply():
         set_kernel(previous)
 
 
+def test_p_of_one_drops_everything_as_pytorch_does():
+    assert dropout(torch.rand(4, 8) + 0.5, 1.0).abs().max() == 0
+
+
 def test_layers_skip_it_in_evaluation_and_at_zero():
     x = torch.rand(8, 16)
     module = torch.nn.Dropout(0.1).eval()

@@ -36,9 +36,9 @@ class _NativeDropout(torch.autograd.Function):
 
 
 def dropout(x: Tensor, p: float) -> Tensor:
-    """Training-time dropout of x (any shape) with probability p in [0, 1) -> same shape."""
-    kernel = native.kernel("dropout") if native.applies(x) else None
-    if kernel is None:
+    """Training-time dropout of x (any shape) with probability p in [0, 1] -> same shape."""
+    kernel = native.kernel("dropout") if native.applies(x) and p < 1.0 else None
+    if kernel is None:  # also p = 1, which configs refuse but F.dropout allows: all zeros
         return F.dropout(x, p, training=True)
     # A fresh seed from PyTorch's default generator for each call: two calls never share a mask.
     seed = int(torch.empty((), dtype=torch.int64).random_())
