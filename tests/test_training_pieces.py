@@ -133,6 +133,14 @@ def test_label_smoothing_refuses_a_second_backward_through_the_same_loss(loss_pa
     torch.testing.assert_close(logits.grad, 2 * first)
 
 
+def test_int32_targets_give_the_same_loss(loss_path):
+    logits = torch.randn(2, 3, 11)
+    target = torch.tensor([[1, 4, 0], [10, 2, 3]])
+    want, _ = label_smoothed_cross_entropy(logits, target, 0.1, ignore_index=0)
+    got, _ = label_smoothed_cross_entropy(logits, target.int(), 0.1, ignore_index=0)
+    torch.testing.assert_close(got, want)
+
+
 def test_compiled_loss_names_a_target_outside_the_vocabulary():
     if native.kernel("smoothed_loss_forward") is None:
         pytest.skip("qkv's kernels are not built here")

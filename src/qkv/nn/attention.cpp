@@ -356,8 +356,6 @@ void backward_all(const at::Tensor& go, const at::Tensor& q, const at::Tensor& k
 
 }  // namespace
 
-bool attention_supports(int64_t d) { return d == 16 || d == 32 || d == 64; }
-
 // q (B, H, T_q, D), k and v (B, H, T_k, D), mask broadcastable to (B, H, T_q, T_k) or None ->
 // [out (B, H, T_q, D), lse (B, H, T_q)].
 std::vector<at::Tensor> attention_forward(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,

@@ -5,7 +5,7 @@ On the CPU in float32 the mask comes from qkv's compiled kernel (`dropout.cpp`, 
 `qkv.nn.native`): a hash of the element's index and a seed drawn from PyTorch's generator, so
 `torch.manual_seed` still makes a run repeatable, and the backward pass recomputes the mask from the seed
 instead of storing it. PyTorch's `F.dropout` draws the mask with `bernoulli_`, which at the Multi30k
-model's activations (1,536 x 256) took 2.7-4 ms a call on session 26's AMD EPYC; the kernel 0.07 ms
+model's activations (1,536 x 256) took 3.5-3.7 ms a call on session 26's AMD EPYC; the kernel 0.08-0.09 ms
 (`python benchmarks/levers/training_kernels.py`). Elsewhere (GPU, other dtypes, autocast, `torch.compile`,
 `set_kernel("pytorch")`, no compiler) it is `F.dropout`. The masks differ from `F.dropout`'s for the
 same seed; their statistics do not (tests/test_dropout.py).

@@ -8,7 +8,6 @@ at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight, const c10::opti
 at::Tensor gelu_tanh(const at::Tensor& x);
 at::Tensor gelu_tanh_backward(const at::Tensor& grad, const at::Tensor& x);
 at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
-bool attention_supports(int64_t d);
 std::vector<at::Tensor> smoothed_loss_forward(const at::Tensor& z, const at::Tensor& target, double eps, int64_t ignore);
 at::Tensor smoothed_loss_backward(const at::Tensor& z, const at::Tensor& target, const at::Tensor& lse, double eps,
                                   int64_t ignore, double grad);
@@ -32,7 +31,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gelu_tanh", &gelu_tanh, "GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (float32, CPU)");
   m.def("gelu_tanh_backward", &gelu_tanh_backward, "the gradient of gelu_tanh: (grad, x) -> grad * gelu_tanh'(x)");
   m.def("dropout", &dropout_apply, "x * keep / (1 - p) with keep drawn from (seed, index); the same call masks the gradient");
-  m.def("attention_supports", &attention_supports, "whether the attention kernel is compiled for head size d");
   m.def("attention_forward", &attention_forward, "softmax(scale Q K^T) V for short sequences -> [out, lse] (float32, CPU)");
   m.def("attention_backward", &attention_backward, "the gradients of attention_forward -> [dq, dk, dv]");
   m.def("smoothed_loss_forward", &smoothed_loss_forward, "label-smoothed cross-entropy, summed -> [loss, lse]");

@@ -4,8 +4,8 @@ which `qkv.nn.attention.attend` uses in place of SDPA where it applies.
 PyTorch's CPU SDPA kernel tiles queries and keys for long sequences; at translation's lengths (tens of
 positions) most of its time is overhead. The kernel scores one (sentence, head) pair's queries against all
 its keys at once and keeps each query's log-sum-exp for the backward pass, as SDPA does. At the Multi30k
-model's training shape (64 x 8 heads x 24 positions x 32) a layer's forward and backward took about
-4.5 ms against SDPA's 9 on session 26's AMD EPYC (`python benchmarks/levers/training_kernels.py`).
+model's training shape (64 x 8 heads x 24 positions x 32) a layer's forward and backward took 3.6 ms
+against SDPA's 6.8 on session 26's AMD EPYC (`python benchmarks/levers/training_kernels.py`).
 It serves float32 CPU tensors with head size 16, 32 or 64, two queries or more, up to `MAX_KEYS` keys,
 without attention dropout, outside autocast and `torch.compile`; `set_kernel("pytorch")` turns it off
 with the other kernels. Results agree with SDPA's to float32 rounding (tests/test_short_attention.py).

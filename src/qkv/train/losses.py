@@ -24,7 +24,9 @@ def label_smoothed_cross_entropy(
     flat = logits.reshape(-1, logits.size(-1))  # (N, V)
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32))  # bf16 scores (autocast) are summed in fp32
     target = target.reshape(-1)
-    compiled = native.applies(flat) and native.kernel("smoothed_loss_forward") is not None
+    compiled = (
+        native.applies(flat) and target.dtype == torch.long and native.kernel("smoothed_loss_forward") is not None
+    )
     criterion = _CompiledSmoothedCrossEntropy if compiled else _SmoothedCrossEntropy
     loss = criterion.apply(flat.contiguous() if compiled else flat, target, float(epsilon), ignore_index)
     return loss, int((target != ignore_index).sum())
