@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import alternate, environment  # noqa: E402
-from seq2seq_train import SHAPES, contender, qkv_loss, qkv_model  # noqa: E402
+from seq2seq_train import SHAPES, contender, qkv_model, qkv_step  # noqa: E402
 
 from qkv.decoding.generate import generate  # noqa: E402
 from qkv.models.gpt import GPT, PRESETS, GPTConfig  # noqa: E402
@@ -78,7 +78,8 @@ def translation_step(steps: int = 3):
     g = torch.Generator().manual_seed(0)
     batch = tuple(torch.randint(3, x.vocab, (b, n), generator=g) for n in (x.src_len, x.tgt_len, x.tgt_len))
     model = qkv_model(x)
-    run = contender(model, model, steps, [batch] * steps, torch.float32, qkv_loss)
+    states_of, criterion = qkv_step(model)
+    run = contender(model, states_of, steps, [batch] * steps, torch.float32, criterion)
     run()  # warm-up: Adam's state, the allocator
     return run
 

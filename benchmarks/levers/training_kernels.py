@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import alternate, environment  # noqa: E402
-from seq2seq_train import SHAPES, qkv_loss, qkv_model  # noqa: E402
+from seq2seq_train import SHAPES, qkv_model, qkv_step  # noqa: E402
 
 from qkv.nn import native, short_attention  # noqa: E402
 from qkv.nn.dropout import dropout  # noqa: E402
@@ -130,13 +130,15 @@ def training(rounds: int, steps: int = 5) -> None:
         for _ in range(steps)
     ]
 
+    states_of, criterion = qkv_step(model)  # as qkv's translation task trains
+
     def rate(kernel: str):
         def run() -> float:
             previous = set_kernel(kernel)
             try:
                 start = time.perf_counter()
                 for src, tgt_in, tgt_out in batches:
-                    qkv_loss(model(src, tgt_in), tgt_out).backward()
+                    criterion(states_of(src, tgt_in), tgt_out).backward()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 return steps * b * (shape.src_len + shape.tgt_len) / (time.perf_counter() - start)

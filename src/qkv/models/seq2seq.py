@@ -132,19 +132,29 @@ class EncoderDecoder(nn.Module):
         in place and returned. Target padding needs no key mask: causality already hides every later
         position, and the loss ignores padded positions.
         """
+        x, weights = self._decoder_states(tgt, memory, src_mask, cache, need_weights)
+        return Decoded(self.output(x), cache, weights)
+
+    def _decoder_states(
+        self, tgt: Tensor, memory: Tensor, src_mask: Tensor, cache: KVCache | None, need_weights: bool
+    ) -> tuple[Tensor, list | None]:
+        """`decode` up to the output layer: (B, T, D) states, and the attention weights when asked."""
         offset = cache.length if cache is not None else 0
         t_q = tgt.size(1)
         # sec 3.2.3: the mask stops leftward information flow; "none" exists only for experiment 3
         causal = self.config.decoder_mask == "causal"
         mask, is_causal = attention_mask(None, causal, t_q, offset + t_q, tgt.device)
         x = self.tgt_embed(tgt, offset)
-        x, weights = self.decoder(x, mask, is_causal, memory, src_mask, cache, need_weights)
-        return Decoded(self.output(x), cache, weights)
+        return self.decoder(x, mask, is_causal, memory, src_mask, cache, need_weights)
 
-    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        """Teacher forcing: src (B, S), tgt (B, T) -> logits (B, T, V_tgt)."""
+    def forward(self, src: Tensor, tgt: Tensor, output_layer: bool = True) -> Tensor:
+        """Teacher forcing: src (B, S), tgt (B, T) -> logits (B, T, V_tgt). With output_layer=False, the
+        decoder's output (B, T, D) before the output layer, for a criterion that applies `self.output`
+        itself (`qkv.train.losses.output_smoothed_cross_entropy`, which never holds all the scores)."""
         enc = self.encode(src)
-        return self.decode(tgt, enc.memory, enc.src_mask).logits
+        if output_layer:
+            return self.decode(tgt, enc.memory, enc.src_mask).logits
+        return self._decoder_states(tgt, enc.memory, enc.src_mask, None, False)[0]
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_decoder_layers)

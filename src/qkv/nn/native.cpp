@@ -10,7 +10,7 @@ at::Tensor gelu_tanh_backward(const at::Tensor& grad, const at::Tensor& x);
 at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
 std::vector<at::Tensor> smoothed_loss_forward(const at::Tensor& z, const at::Tensor& target, double eps, int64_t ignore);
 at::Tensor smoothed_loss_backward(const at::Tensor& z, const at::Tensor& target, const at::Tensor& lse, double eps,
-                                  int64_t ignore, double grad);
+                                  int64_t ignore, double grad, bool in_place);
 std::vector<at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                           const c10::optional<at::Tensor>& mask, bool causal, double scale);
 std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
@@ -34,6 +34,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_forward", &attention_forward, "softmax(scale Q K^T) V for short sequences -> [out, lse] (float32, CPU)");
   m.def("attention_backward", &attention_backward, "the gradients of attention_forward -> [dq, dk, dv]");
   m.def("smoothed_loss_forward", &smoothed_loss_forward, "label-smoothed cross-entropy, summed -> [loss, lse]");
-  m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores");
+  m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores, new or written over them");
   m.def("uses_openmp", &uses_openmp, "whether the kernels split their work across PyTorch's threads");
 }

@@ -87,12 +87,13 @@ std::vector<at::Tensor> smoothed_loss_forward(const at::Tensor& z, const at::Ten
 }
 
 // d(grad * loss) / dz = grad * (softmax(z) - q), q = (1 - eps) at the target + eps / V everywhere; rows
-// whose target is `ignore` get zeros.
+// whose target is `ignore` get zeros. in_place: written over z (each element is read once, before it is
+// written), for a caller that owns the scores and needs them no more.
 at::Tensor smoothed_loss_backward(const at::Tensor& z, const at::Tensor& target, const at::Tensor& lse, double eps,
-                                  int64_t ignore, double grad) {
+                                  int64_t ignore, double grad, bool in_place) {
   check(z, target);
   const int64_t n = z.size(0), v = z.size(1);
-  auto dz = at::empty_like(z);
+  auto dz = in_place ? z : at::empty_like(z);
   const float* zp = z.data_ptr<float>();
   const int64_t* tp = target.data_ptr<int64_t>();
   const float* lp = lse.data_ptr<float>();

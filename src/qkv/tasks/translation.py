@@ -22,7 +22,7 @@ from qkv.tasks.init import fine_tune_config, pretrained, saved_tokenizer, start_
 from qkv.train import distributed
 from qkv.train.distributed import Ranks
 from qkv.train.loop import LoopConfig
-from qkv.train.losses import label_smoothed_cross_entropy
+from qkv.train.losses import label_smoothed_cross_entropy, output_smoothed_cross_entropy
 from qkv.train.runconfig import model_config, section_config, where
 
 PAD, BOS, EOS = (SPECIALS.index(s) for s in ("<pad>", "<s>", "</s>"))  # the ids every translation tokenizer gives
@@ -77,8 +77,7 @@ class TranslationTask:
 
     def loss(self, model: EncoderDecoder, batch):
         src, tgt_in, tgt_out = to_model(batch, model)
-        # PAD is what _tensors padded with; `model` may be a DistributedDataParallel wrapper (no `config`)
-        return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, self.eps, PAD)
+        return translation_loss(model, src, tgt_in, tgt_out, self.eps)
 
     @torch.inference_mode()
     def evaluate(self, model: EncoderDecoder, ranks: Ranks = Ranks()) -> dict[str, float]:
@@ -91,7 +90,7 @@ class TranslationTask:
         eps = self.eps if self.cfg.label_smoothing_eval else 0.0
         for i in distributed.share(len(self.valid_batches), ranks):
             src, tgt_in, tgt_out = to_model(self.valid_batches[i], model)
-            loss, n = label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, eps, PAD)
+            loss, n = translation_loss(model, src, tgt_in, tgt_out, eps)
             total, count = total + loss.item(), count + n
         s = distributed.sums({"loss": total, "n": count}, ranks)
         metrics = {"val_loss": s["loss"] / s["n"]}
@@ -118,6 +117,19 @@ class TranslationTask:
 
     def load_state_dict(self, tensors, extra) -> None:
         self.stream.load_state_dict(tensors, extra)
+
+
+def translation_loss(model, src, tgt_in, tgt_out, eps: float) -> tuple[torch.Tensor, int]:
+    """Summed label-smoothed loss of teacher-forced `model` and the number of target tokens. The output
+    layer is applied by the criterion, a block of rows at a time (`output_smoothed_cross_entropy`),
+    except under FSDP, whose sharded weights only the model's own forward may use. `model` may be a
+    DistributedDataParallel wrapper (the layer is then `model.module.output`); PAD is what
+    `TranslationTask._tensors` padded with."""
+    output = getattr(model, "module", model).output
+    if type(output.weight) not in (torch.Tensor, torch.nn.Parameter):  # FSDP's DTensor
+        return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, eps, PAD)
+    states = model(src, tgt_in, output_layer=False)  # (B, T, D), through the wrapper's forward
+    return output_smoothed_cross_entropy(states, output.weight, output.bias, tgt_out, eps, PAD)
 
 
 def build(run: dict, loop: LoopConfig):

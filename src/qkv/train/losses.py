@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from qkv.nn import native
+from qkv.nn.linear import linear
 
 
 def label_smoothed_cross_entropy(
@@ -48,7 +49,7 @@ class _CompiledSmoothedCrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         z, target, lse = ctx.saved_tensors
-        dz = native.kernel("smoothed_loss_backward")(z, target, lse, ctx.eps, ctx.ignore, float(grad))
+        dz = native.kernel("smoothed_loss_backward")(z, target, lse, ctx.eps, ctx.ignore, float(grad), False)
         return dz, None, None, None
 
 
@@ -90,3 +91,86 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         p.sub_(ctx.eps / p.size(1)).mul_(w)  # (softmax - eps / V) * w ...
         p.scatter_add_(1, t[:, None], -(1.0 - ctx.eps) * w)  # ... - (1 - eps) * w at the true token
         return p, None, None, None
+
+
+def output_smoothed_cross_entropy(
+    x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, epsilon: float, ignore_index: int
+) -> tuple[Tensor, int]:
+    """`label_smoothed_cross_entropy` of the scores x W^T + b (the model's output layer, sec 3.4), without
+    keeping those scores: summed loss and the number of target tokens it covers.
+
+    x: (B, T, D) the decoder's output; weight: (V, D); bias: (V,) or None; target: (B, T). For float32
+    CPU tensors the scores are made a block of rows at a time in one reused buffer, and each block's
+    gradient is taken at once (`_ChunkedOutputLoss`); elsewhere (GPU, autocast, sharded weights) this is
+    `linear` followed by `label_smoothed_cross_entropy`, the same numbers up to rounding.
+    """
+    flat, target = x.reshape(-1, x.size(-1)), target.reshape(-1)  # (N, D), (N,)
+    chunked = (
+        native.applies(flat)
+        and all(_plain_cpu_float32(p) for p in (weight, bias) if p is not None)  # not FSDP's sharded DTensors
+        and target.dtype == torch.long
+        and native.kernel("smoothed_loss_forward") is not None
+    )
+    if not chunked:
+        return label_smoothed_cross_entropy(linear(x, weight, bias), target, epsilon, ignore_index)
+    loss = _ChunkedOutputLoss.apply(flat.contiguous(), weight, bias, target, float(epsilon), ignore_index)
+    return loss, int((target != ignore_index).sum())
+
+
+def _plain_cpu_float32(p: Tensor) -> bool:
+    return type(p) in (Tensor, nn.Parameter) and p.device.type == "cpu" and p.dtype == torch.float32
+
+
+CHUNK_BYTES = 24 * 2**20  # scores per block: under glibc's 32 MB mmap limit, so the buffer is reused memory
+
+
+class _ChunkedOutputLoss(torch.autograd.Function):
+    """The output layer and the label-smoothed loss, a block of rows at a time.
+
+    Why: at the Multi30k shape the scores are 1,536 x 8,000 floats (49 MB), and so is their gradient.
+    Each would be a fresh allocation every step, above glibc's mmap threshold, so every page of it
+    faults on first touch (about 15 ms each; `benchmarks/levers/large_allocations.py`), and the weight's
+    gradient would come out transposed and be copied once more. Here one block of scores at a time is
+    made in a buffer of at most CHUNK_BYTES, its loss taken, and (when gradients are wanted) the
+    gradient written over it and multiplied out at once into dL/dx, dL/dW and dL/db, which the backward
+    pass only scales by the incoming gradient. The cost: the forward does the backward's products, so
+    a loss computed with gradients on and never backpropagated costs twice its share."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, eps: float, ignore: int):
+        # x: (N, D); weight: (V, D); bias: (V,) or None; target: (N,)
+        n, v = x.size(0), weight.size(0)
+        want_x, want_w, want_b = ctx.needs_input_grad[:3]
+        rows = max(1, min(n, CHUNK_BYTES // (4 * v)))
+        scores = x.new_empty(rows, v)  # (rows, V), reused block by block
+        gx = torch.empty_like(x) if want_x else None  # (N, D)
+        gw = torch.zeros_like(weight) if want_w else None  # (V, D)
+        gb = torch.zeros_like(bias) if want_b else None  # (V,)
+        forward, backward = native.kernel("smoothed_loss_forward"), native.kernel("smoothed_loss_backward")
+        total = torch.zeros((), dtype=torch.float64)
+        for start in range(0, n, rows):
+            xs, ts = x[start : start + rows], target[start : start + rows]  # (r, D), (r,)
+            z = scores[: xs.size(0)]
+            if bias is None:
+                torch.mm(xs, weight.t(), out=z)
+            else:
+                torch.addmm(bias, xs, weight.t(), out=z)
+            part, lse = forward(z, ts, eps, ignore)
+            total += part
+            if want_x or want_w or want_b:
+                g = backward(z, ts, lse, eps, ignore, 1.0, True)  # (r, V) softmax - q, over the scores
+                if want_x:
+                    torch.mm(g, weight, out=gx[start : start + rows])  # dL/dx = g W
+                if want_w:
+                    gw.addmm_(g.t(), xs)  # dL/dW += g^T x, already in W's (V, D) layout
+                if want_b:
+                    gb += g.sum(0)
+        ctx.save_for_backward(gx, gw, gb)
+        return total.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        gx, gw, gb = ctx.saved_tensors
+        scale = lambda g: None if g is None else g * grad  # noqa: E731  (new tensors: a second backward is right too)
+        return scale(gx), scale(gw), scale(gb), None, None, None
