@@ -118,3 +118,27 @@ def test_the_translation_task_loss_equals_the_model_logits_loss(path):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for k, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_sharded_weights_leave_the_output_layer_to_the_model():
+    """Under FSDP the weights are DTensors, which only the model's own forward may use: the task then
+    asks the model for its logits (a tensor subclass stands in for the DTensor here)."""
+
+    class Sharded(torch.Tensor):
+        pass
+
+    calls = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.output = torch.nn.Linear(4, 9, bias=False)
+            self.output.weight = torch.nn.Parameter(torch.randn(9, 4).as_subclass(Sharded))
+
+        def forward(self, src, tgt, output_layer=True):
+            calls.append(output_layer)
+            return torch.randn(*tgt.shape, 9 if output_layer else 4)
+
+    loss, n = translation_loss(Model(), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long),
+                               torch.ones(2, 3, dtype=torch.long), 0.1)  # fmt: skip
+    assert calls == [True] and n == 6 and torch.isfinite(loss)
