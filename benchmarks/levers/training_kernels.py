@@ -3,14 +3,16 @@ one process: attention for short sequences (`qkv.nn.short_attention`, `attention
 the dropout mask (`qkv.nn.dropout`, `dropout.cpp`) against `F.dropout`, and the label-smoothed loss
 (`qkv.train.losses`, `smoothed_loss.cpp`) against the same criterion in PyTorch operations.
 
-    python benchmarks/levers/training_kernels.py [--rounds 5] [--skip-training]
+    python benchmarks/levers/training_kernels.py [--rounds 5] [--skip-training] [--output-loss-only]
 
 1. One attention call, forward and forward + backward (ms), 64 sentences x 8 heads x d_k 32, at
    24 positions (the Multi30k benchmark's) to 256, with a key padding mask, and causal.
 2. Few queries against T keys, batch 64: one (a greedy decoding step, which stays on SDPA), two, four
    (beam 4's cross-attention folds a sentence's beams into one row of 4 queries).
 3. Dropout of a 1,536 x 256 activation, forward (ms).
-4. The loss over 1,536 x 8,000 scores, forward and backward (ms).
+4. The loss over 1,536 x 8,000 scores, forward and backward (ms); and the output layer (256 -> 8,000)
+   with the loss, as the layer's product followed by the loss against `output_smoothed_cross_entropy`,
+   which applies the layer a block of rows at a time and never holds all the scores (ms).
 5. The encoder-decoder training step of `benchmarks/seq2seq_train.py` (tokens/s) with qkv's kernels and
    with `set_kernel("pytorch")`, which turns them off (and sends every product to F.linear).
 """
@@ -29,8 +31,8 @@ from seq2seq_train import SHAPES, qkv_model, qkv_step  # noqa: E402
 
 from qkv.nn import native, short_attention  # noqa: E402
 from qkv.nn.dropout import dropout  # noqa: E402
-from qkv.nn.linear import set_kernel  # noqa: E402
-from qkv.train.losses import label_smoothed_cross_entropy  # noqa: E402
+from qkv.nn.linear import linear, set_kernel  # noqa: E402
+from qkv.train.losses import label_smoothed_cross_entropy, output_smoothed_cross_entropy  # noqa: E402
 
 
 def per_call_ms(fn, reps: int) -> float:
@@ -119,6 +121,31 @@ def loss_times(rounds: int) -> None:
     )
 
 
+def output_loss_times(rounds: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 24, 256, generator=g, requires_grad=True)  # the decoder's output
+    weight = (torch.randn(8000, 256, generator=g) * 0.05).requires_grad_()  # the tied output layer
+    target = torch.randint(1, 8000, (64, 24), generator=g)
+
+    def run(chunked: bool) -> float:
+        def once():
+            if chunked:
+                loss, n = output_smoothed_cross_entropy(x, weight, None, target, 0.1, 0)
+            else:
+                loss, n = label_smoothed_cross_entropy(linear(x, weight), target, 0.1, 0)
+            (loss / n).backward()
+            x.grad = weight.grad = None
+
+        return per_call_ms(once, 5)
+
+    ms = alternate({"layer_then_loss": lambda: run(False), "chunked": lambda: run(True)}, rounds)
+    print(
+        f"output layer 256 -> 8000 and loss, 1536 rows, forward+backward: the layer's product then the loss "
+        f"{ms['layer_then_loss']:.1f}, a block of rows at a time {ms['chunked']:.1f} ms: "
+        f"{ms['layer_then_loss'] / ms['chunked']:.2f}x"
+    )
+
+
 def training(rounds: int, steps: int = 5) -> None:
     shape, b = SHAPES["multi30k"], 64
     torch.manual_seed(0)
@@ -158,11 +185,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-training", action="store_true", help="only the single operations")
+    parser.add_argument("--output-loss-only", action="store_true", help="only the output layer with the loss")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if native.module() is None:
         sys.exit("qkv's kernels could not be built here: nothing to compare")
     print(environment())
+    if args.output_loss_only:
+        return output_loss_times(args.rounds)
     for t in (24, 64, 128, 256):
         attention_times(t, t, False, args.rounds)
     for t in (24, 64, 128):
@@ -172,6 +202,7 @@ def main() -> None:
             attention_times(t_q, t, False, args.rounds)
     dropout_times(args.rounds)
     loss_times(args.rounds)
+    output_loss_times(args.rounds)
     if not args.skip_training:
         training(args.rounds)
 

@@ -144,7 +144,7 @@ class _ChunkedOutputLoss(torch.autograd.Function):
         rows = max(1, min(n, CHUNK_BYTES // (4 * v)))
         scores = x.new_empty(rows, v)  # (rows, V), reused block by block
         gx = torch.empty_like(x) if want_x else None  # (N, D)
-        gw = torch.zeros_like(weight) if want_w else None  # (V, D)
+        gw = torch.empty_like(weight) if want_w else None  # (V, D), written by the first block
         gb = torch.zeros_like(bias) if want_b else None  # (V,)
         forward, backward = native.kernel("smoothed_loss_forward"), native.kernel("smoothed_loss_backward")
         total = torch.zeros((), dtype=torch.float64)
@@ -161,8 +161,8 @@ class _ChunkedOutputLoss(torch.autograd.Function):
                 g = backward(z, ts, lse, eps, ignore, 1.0, True)  # (r, V) softmax - q, over the scores
                 if want_x:
                     torch.mm(g, weight, out=gx[start : start + rows])  # dL/dx = g W
-                if want_w:
-                    gw.addmm_(g.t(), xs)  # dL/dW += g^T x, already in W's (V, D) layout
+                if want_w:  # dL/dW += g^T x, already in W's (V, D) layout
+                    torch.mm(g.t(), xs, out=gw) if start == 0 else gw.addmm_(g.t(), xs)
                 if want_b:
                     gb += g.sum(0)
         ctx.save_for_backward(gx, gw, gb)
