@@ -146,3 +146,33 @@ def test_compiled_loss_names_a_target_outside_the_vocabulary():
         pytest.skip("qkv's kernels are not built here")
     with pytest.raises(RuntimeError, match="target id 11 is outside the vocabulary of 11"):
         label_smoothed_cross_entropy(torch.randn(1, 2, 11), torch.tensor([[3, 11]]), 0.1, ignore_index=0)
+
+
+def test_adam_is_fused_for_plain_tensors_and_a_resumed_run_keeps_its_own_choice(tmp_path):
+    """qkv's trainer takes PyTorch's fused AdamW; a checkpoint it wrote resumes in a process that
+    keeps PyTorch's default (FSDP's sharded tensors) with the same state and that process's choice."""
+    from qkv.train.state import load_state, rank_state, save_state
+
+    class Task:
+        def state_dict(self):
+            return {}, {}
+
+        def load_state_dict(self, tensors, extra):
+            pass
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4)
+    fused = OptimConfig().build(model)
+    assert [g["fused"] for g in fused.param_groups] == [True, True]
+    for g in fused.param_groups:
+        g["lr"] = 1e-2
+    model(torch.randn(2, 3)).sum().backward()
+    fused.step()
+    save_state(tmp_path, fused, [rank_state(Task())], {"step": 1})
+    default = OptimConfig().build(model)
+    for g in default.param_groups:
+        g["fused"] = None  # as under FSDP
+    load_state(tmp_path, default, Task())
+    assert [g["fused"] for g in default.param_groups] == [None, None]
+    torch.testing.assert_close(default.state[model.weight]["exp_avg"], fused.state[model.weight]["exp_avg"])
+    default.step()  # the loop implementation takes the fused one's state

@@ -94,8 +94,14 @@ def load_state(
     for name, value in record["optimizer"]["scalars"].items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
+    # How the update is computed (fused, foreach) is this process's choice, not the checkpoint's: a run saved
+    # by one process (fused) may resume under FSDP, whose sharded tensors keep PyTorch's default.
+    groups = [
+        {**saved, **{k: current[k] for k in ("fused", "foreach") if k in current}}
+        for saved, current in zip(record["optimizer"]["param_groups"], optimizer.param_groups)
+    ]
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": record["optimizer"]["param_groups"]})
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"{tensor_file}: optimiser state does not match the model ({err})") from None
     if record["world"] == world:
