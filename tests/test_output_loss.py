@@ -66,6 +66,15 @@ def test_without_gradients_and_for_weights_that_need_none(path):
     torch.testing.assert_close(x_grad, x.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_a_batch_without_rows_gives_zero_loss_and_zero_gradients(path):
+    _, weight, bias, _ = _leaves(True)
+    x = torch.randn(0, 6, requires_grad=True)
+    loss, n = output_smoothed_cross_entropy(x, weight, bias, torch.zeros(0, dtype=torch.long), 0.1, 0)
+    loss.backward()
+    assert n == 0 and loss.item() == 0.0
+    assert torch.equal(weight.grad, torch.zeros_like(weight)) and torch.equal(bias.grad, torch.zeros_like(bias))
+
+
 def test_a_second_backward_gives_the_same_gradient_again(path):
     x, weight, _, target = _leaves(False)
     loss, _ = output_smoothed_cross_entropy(x, weight, None, target, 0.1, 0)

@@ -129,7 +129,7 @@ class _ChunkedOutputLoss(torch.autograd.Function):
 
     Why: at the Multi30k shape the scores are 1,536 x 8,000 floats (49 MB), and so is their gradient.
     Each would be a fresh allocation every step, above glibc's mmap threshold, so every page of it
-    faults on first touch (about 15 ms each; `benchmarks/levers/large_allocations.py`), and the weight's
+    faults on first touch (12-15 ms each; `benchmarks/levers/large_allocations.py`), and the weight's
     gradient would come out transposed and be copied once more. Here one block of scores at a time is
     made in a buffer of at most CHUNK_BYTES, its loss taken, and (when gradients are wanted) the
     gradient written over it and multiplied out at once into dL/dx, dL/dW and dL/db, which the backward
@@ -144,7 +144,7 @@ class _ChunkedOutputLoss(torch.autograd.Function):
         rows = max(1, min(n, CHUNK_BYTES // (4 * v)))
         scores = x.new_empty(rows, v)  # (rows, V), reused block by block
         gx = torch.empty_like(x) if want_x else None  # (N, D)
-        gw = torch.empty_like(weight) if want_w else None  # (V, D), written by the first block
+        gw = (torch.empty_like if n else torch.zeros_like)(weight) if want_w else None  # (V, D), set by block 0
         gb = torch.zeros_like(bias) if want_b else None  # (V,)
         forward, backward = native.kernel("smoothed_loss_forward"), native.kernel("smoothed_loss_backward")
         total = torch.zeros((), dtype=torch.float64)
