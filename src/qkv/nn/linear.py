@@ -107,8 +107,8 @@ def kernels_apply(x: Tensor, weight: Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
-        and type(weight) in (Tensor, nn.Parameter)
-        and type(x) in (Tensor, nn.Parameter)
+        and native.plain(weight)
+        and native.plain(x)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
     )

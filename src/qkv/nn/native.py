@@ -153,6 +153,12 @@ def kernel(name: str) -> Callable[..., Tensor] | None:
     return None if built is None else getattr(built, name)
 
 
+def plain(t: Tensor) -> bool:
+    """A Tensor or Parameter, not a subclass: FSDP's DTensor holds one shard of a weight and may be used
+    only inside its module's forward, and other subclasses (fake, meta) are not data to compute on."""
+    return type(t) is Tensor or type(t) is torch.nn.Parameter
+
+
 def applies(x: Tensor) -> bool:
     """Whether qkv's elementwise kernels (GELU, dropout) serve x: a plain float32 CPU tensor, outside
     autocast and `torch.compile`, with `qkv.nn.linear.set_kernel` not at "pytorch"."""

@@ -17,6 +17,7 @@ from qkv.data.subword import SPECIALS, PairTokenizer
 from qkv.data.tokenizers import TokenizerError
 from qkv.decoding.translate import TRAINING_LENGTHS, translate_lines
 from qkv.models.seq2seq import PRESETS, EncoderDecoder
+from qkv.nn import native
 from qkv.tasks.common import info, timed, to_model
 from qkv.tasks.init import fine_tune_config, pretrained, saved_tokenizer, start_from
 from qkv.train import distributed
@@ -126,7 +127,7 @@ def translation_loss(model, src, tgt_in, tgt_out, eps: float) -> tuple[torch.Ten
     DistributedDataParallel wrapper (the layer is then `model.module.output`); PAD is what
     `TranslationTask._tensors` padded with."""
     output = getattr(model, "module", model).output
-    if type(output.weight) not in (torch.Tensor, torch.nn.Parameter):  # FSDP's DTensor
+    if not native.plain(output.weight):  # FSDP's DTensor
         return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, eps, PAD)
     states = model(src, tgt_in, output_layer=False)  # (B, T, D), through the wrapper's forward
     return output_smoothed_cross_entropy(states, output.weight, output.bias, tgt_out, eps, PAD)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from qkv.nn import native
@@ -105,9 +105,10 @@ def output_smoothed_cross_entropy(
     `linear` followed by `label_smoothed_cross_entropy`, the same numbers up to rounding.
     """
     flat, target = x.reshape(-1, x.size(-1)), target.reshape(-1)  # (N, D), (N,)
+    params = [p for p in (weight, bias) if p is not None]  # plain: not FSDP's sharded DTensors
     chunked = (
         native.applies(flat)
-        and all(_plain_cpu_float32(p) for p in (weight, bias) if p is not None)  # not FSDP's sharded DTensors
+        and all(native.plain(p) and p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
         and target.dtype == torch.long
         and native.kernel("smoothed_loss_forward") is not None
     )
@@ -115,10 +116,6 @@ def output_smoothed_cross_entropy(
         return label_smoothed_cross_entropy(linear(x, weight, bias), target, epsilon, ignore_index)
     loss = _ChunkedOutputLoss.apply(flat.contiguous(), weight, bias, target, float(epsilon), ignore_index)
     return loss, int((target != ignore_index).sum())
-
-
-def _plain_cpu_float32(p: Tensor) -> bool:
-    return type(p) in (Tensor, nn.Parameter) and p.device.type == "cpu" and p.dtype == torch.float32
 
 
 CHUNK_BYTES = 24 * 2**20  # scores per block: under glibc's 32 MB mmap limit, so the buffer is reused memory

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from qkv.config import Config, ConfigError, require
+from qkv.nn import native
 from qkv.train import schedules
 
 Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
@@ -66,7 +67,7 @@ class OptimConfig(Config):
         # PyTorch's fused kernel: one pass over all parameters instead of about ten small operations per
         # parameter (its default on the CPU), 4.3 against 11.9 ms an update for the Multi30k model's 97
         # tensors (benchmarks/levers/adam_step.py). Not for FSDP's sharded tensors: they keep the default.
-        fused = all(type(p) in (torch.Tensor, nn.Parameter) and p.device.type in ("cpu", "cuda") for p in params)
+        fused = all(native.plain(p) and p.device.type in ("cpu", "cuda") for p in params)
         return torch.optim.AdamW(groups, lr=0.0, betas=(self.beta1, self.beta2), eps=self.eps, fused=fused or None)
 
 
