@@ -24,6 +24,16 @@ Under "auto" on the same processors, a product of a single row without gradients
 any size, goes instead to qkv's own compiled loop (`matvec`, `qkv.nn.native`), which reads a weight faster than
 either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and costs less per call;
 `set_kernel("onednn")` keeps oneDNN there, for comparison.
+
+Also under "auto" on those processors, a product of several rows without gradients (decoding a batch,
+evaluation) whose weight has at least 2^17 numbers runs on oneDNN with the weight packed once into
+oneDNN's own layout (`packed_weight`). Unpacked, oneDNN rearranges the weight on every call, which at
+64 rows is a large share of the product: the Multi30k model's (8,000 x 256) output layer took 1.47-1.54
+ms a call packed against 1.96 unpacked and 2.46 through MKL; its (256 -> 1,024) and (1,024 -> 256) layers
+181 and 179 us against MKL's 224 and 237 (one-off timings, session 28's Zen 4). Smaller weights stay on
+MKL: a 256 x 256 one was no faster packed (59 against 56 us). A packed copy is kept per weight while the
+weight lives and is made again after the weight changes (its version counter or storage moves), up to
+`PACKED_BYTES` in all; past that, weights are not packed.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+from torch.utils.weak import WeakIdKeyDictionary
 
 from qkv.nn import native
 
@@ -46,6 +57,8 @@ Kernel = Literal["auto", "pytorch", "onednn"]
 # reading it is the cost, and oneDNN reads faster (module docstring).
 MIN_MACS = 2**21
 MIN_WEIGHT = 2**19
+MIN_PACKED = 2**17  # inference products of several rows: oneDNN on a packed weight from this size on
+PACKED_BYTES = 2**28  # at most 256 MB of packed copies: a model's size, for models up to 64M parameters
 _kernel: Kernel = "auto"
 _ONEDNN_BUILT = torch.backends.mkldnn.is_available()
 
@@ -146,6 +159,38 @@ def takes_matvec(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
+def takes_packed(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether `linear` sends this product to oneDNN with the weight packed (module docstring): under
+    "auto", where MKL runs generic code, for a weight of MIN_PACKED numbers or more and no gradient to
+    track. Single rows go to `matvec` first when it is built."""
+    return (
+        _kernel == "auto"
+        and weight.numel() >= MIN_PACKED
+        and mkl_runs_generic_code()
+        and not (torch.is_grad_enabled() and _tracked(x, weight, bias))
+        and not weight.is_inference()  # an inference tensor has no version counter to say it changed
+        and kernels_apply(x, weight)
+    )
+
+
+_packed: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> ((version, address), packed copy)
+
+
+def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
+    """`weight` in oneDNN's layout for products of about `rows` rows (any row count works), made once
+    and kept until the weight changes; None when PACKED_BYTES would be exceeded."""
+    stamp = (weight._version, weight.data_ptr())
+    entry = _packed.get(weight)
+    if entry is not None and entry[0] == stamp:
+        return entry[1]
+    if entry is None and sum(p.numel() * 4 for _, p in _packed.values()) + weight.numel() * 4 > PACKED_BYTES:
+        return None
+    with torch.no_grad():
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(rows, 1))
+    _packed[weight] = (stamp, packed)
+    return packed
+
+
 def _tracked(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     return x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
 
@@ -193,6 +238,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b. x: (..., in); weight: (out, in); bias: (out,) or None -> (..., out)."""
     if takes_matvec(x, weight, bias) and (single_row := native.kernel("matvec")) is not None:
         return single_row(x, weight, bias)  # batch-1 decoding: reading the weight is the whole cost
+    if takes_packed(x, weight, bias) and (packed := packed_weight(weight, x.numel() // x.size(-1))) is not None:
+        return _onednn(x, packed, bias)  # decoding a batch, evaluation: the weight rearranged once
     if not chooses_onednn(x, weight):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and _tracked(x, weight, bias):
