@@ -75,6 +75,30 @@ def test_a_mask_per_query_and_queries_that_see_nothing():
     assert out[1, :, 2].abs().max() == 0
 
 
+@pytest.mark.parametrize("d", [16, 32, 64])
+@pytest.mark.parametrize("t_k", [1, 15, 16, 17, 33, 100, 700])
+def test_one_query_against_a_cache_matches_float64(d, t_k):
+    """A decoding step: one query per row against the filled part of a cache buffer (a strided view with
+    room to spare), scored straight from the key rows, at any number of keys, with padded rows."""
+    g = torch.Generator().manual_seed(t_k)
+    q = torch.randn(6, 1, 3, d, generator=g).transpose(1, 2)  # (B, H, 1, d)
+    k_buf, v_buf = torch.randn(2, 6, 3, t_k + 9, d, generator=g)  # capacity beyond the filled length
+    k, v = k_buf[:, :, :t_k], v_buf[:, :, :t_k]
+    tokens = torch.ones(6, t_k, dtype=torch.long)
+    tokens[2, t_k // 2 + 1 :] = 0
+    tokens[4, 1:] = 0
+    check(q, k, v, padding_mask(tokens, 0), False)
+    check(q, k, v, None, False)
+
+
+def test_one_query_that_sees_nothing_gets_zeros():
+    q, k, v = packed(3, 2, 1, 20, 32)
+    tokens = torch.ones(3, 20, dtype=torch.long)
+    tokens[1] = 0  # every key of sentence 1 hidden
+    check(q, k, v, padding_mask(tokens, 0), False)
+    assert short_attention.attention(q, k, v, padding_mask(tokens, 0), False, None)[1].abs().max() == 0
+
+
 def test_the_output_is_laid_out_for_concatenating_heads():
     q, k, v = packed(2, 4, 5, 5, 32)
     out = short_attention.attention(q, k, v, None, True, None)
@@ -87,7 +111,9 @@ def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
     monkeypatch.setattr(short_attention, "attention", lambda *a: calls.append(1) or real(*a))
     q, k, v = packed(2, 2, 8, 8, 32)
     attend(q, k, v, None, True, 0.0, False)
-    assert len(calls) == 1
+    attend(*packed(2, 2, 1, 8, 32), None, False, 0.0, False)  # one query: a decoding step
+    attend(*packed(2, 2, 1, 3 * short_attention.MAX_KEYS, 32), None, False, 0.0, False)  # at any length
+    assert len(calls) == 3
     long_q, long_k, long_v = packed(1, 1, 2, short_attention.MAX_KEYS + 1, 32)
     for args in (
         (q, k, v, None, True, 0.1, False),  # attention dropout
@@ -95,7 +121,6 @@ def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
         (q.double(), k.double(), v.double(), None, True, 0.0, False),
         (long_q, long_k, long_v, None, False, 0.0, False),
         (*packed(2, 2, 8, 8, 24), None, True, 0.0, False),  # a head size that is not compiled
-        (*packed(2, 2, 1, 8, 32), None, False, 0.0, False),  # one query: a decoding step
     ):
         attend(*args)
     previous = set_kernel("pytorch")
@@ -103,5 +128,5 @@ def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
         attend(q, k, v, None, True, 0.0, False)
     finally:
         set_kernel(previous)
-    assert len(calls) == 1
+    assert len(calls) == 3
     assert attention.short_attention is short_attention  # the one call site is the one that dispatches

@@ -211,6 +211,28 @@ inline void exp_shifted(float* w, int64_t n, float shift) {
   for (int64_t j = 0; j < n; ++j) w[j] = qkv::exp_approx(w[j] - shift);
 }
 
+// Query i's output from its masked scores s[0, n) (largest m): o_i = softmax(s) V over keys j < end,
+// and lse_i, the log-sum-exp of its scores. A query that sees no key gets zeros, as SDPA gives, and an
+// infinite lse that the backward pass reads as "no gradient".
+template <int D>
+inline void finish_query(float* s, int64_t n, int64_t end, float m, const float* v, int64_t vs, float* oi,
+                         float* lse_i) {
+  if (m == -kInf) {
+    for (int c = 0; c < D; ++c) oi[c] = 0.0f;
+    *lse_i = kInf;
+    return;
+  }
+  exp_shifted(s, n, m);
+  Vec total = {};
+  for (int64_t j0 = 0; j0 < n; j0 += kLanes) total += load(s + j0);
+  const float sum = lanes_sum(total);
+  float acc[D];
+  weighted_rows<D>(s, v, vs, end, acc);
+  const float inv = 1.0f / sum;
+  for (int c = 0; c < D; ++c) oi[c] = acc[c] * inv;
+  *lse_i = m + std::log(sum);
+}
+
 // One pair's forward pass: o (T_q x D) and each query's log-sum-exp of its scores (lse, T_q).
 template <int D>
 void forward_pair(const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs, float* o,
@@ -222,23 +244,63 @@ void forward_pair(const float* q, int64_t qs, const float* k, int64_t ks, const 
     if (i + 1 < p.tq) prefetch_row<D>(q + (i + 1) * qs);
     const int64_t end = p.end(i), n = whole_vectors(end);
     dots<D>(q + i * qs, kt, n, p.tkp, p.scale, s);
-    const float m = mask_scores(bias, end, n, s);
-    float* oi = o + i * os;
-    if (m == -kInf) {  // no visible key: zero output, as SDPA gives, and zero weights in the backward pass
-      for (int c = 0; c < D; ++c) oi[c] = 0.0f;
-      lse[i] = kInf;
-      continue;
-    }
-    exp_shifted(s, n, m);
-    Vec total = {};
-    for (int64_t j0 = 0; j0 < n; j0 += kLanes) total += load(s + j0);
-    const float sum = lanes_sum(total);
-    float acc[D];
-    weighted_rows<D>(s, v, vs, end, acc);
-    const float inv = 1.0f / sum;
-    for (int c = 0; c < D; ++c) oi[c] = acc[c] * inv;
-    lse[i] = m + std::log(sum);
+    finish_query<D>(s, n, end, mask_scores(bias, end, n, s), v, vs, o + i * os, lse + i);
   }
+}
+
+// Lane j of the result = the sum of x[j]'s 16 lanes. Four rounds, each adding two vectors' halves
+// side by side (vector shuffles): 15 adds and 30 shuffles for 16 sums, where summing each vector
+// alone would take a chain of adds through memory per vector.
+inline Vec sum_each(Vec* x) {
+  typedef int32_t Lanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
+  // before round r a vector holds 1 << r keys' partial sums, 16 >> r lanes each, key by key; lo takes
+  // the first half of each key's lanes (a's keys, then b's), hi the second half: their sum is one
+  // vector of twice the keys with half the lanes each, in order
+  const Lanes lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                       {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+                       {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+                       {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}};
+  const Lanes hi[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                       {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31},
+                       {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31},
+                       {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}};
+#pragma GCC unroll 4
+  for (int r = 0, count = kLanes; r < 4; ++r, count /= 2)
+#pragma GCC unroll 8
+    for (int i = 0; i < count / 2; ++i)
+      x[i] = __builtin_shuffle(x[2 * i], x[2 * i + 1], lo[r]) + __builtin_shuffle(x[2 * i], x[2 * i + 1], hi[r]);
+  return x[0];
+}
+
+// s[j] = scale * (q . k_j) for j < n (a multiple of 16; keys from `end` on score 0), straight from the
+// key rows: one query has no use for transposed keys, whose making would cost more than its scores.
+template <int D>
+inline void dots_one(const float* q, const float* k, int64_t ks, int64_t end, int64_t n, float scale, float* s) {
+  constexpr int kVecs = D / kLanes;
+  Vec qv[kVecs];
+#pragma GCC unroll 4
+  for (int r = 0; r < kVecs; ++r) qv[r] = load(q + r * kLanes);
+  for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
+    Vec x[kLanes];
+#pragma GCC unroll 16
+    for (int u = 0; u < kLanes; ++u) {
+      x[u] = Vec{};
+      if (j0 + u < end)
+#pragma GCC unroll 4
+        for (int r = 0; r < kVecs; ++r) x[u] += qv[r] * load(k + (j0 + u) * ks + r * kLanes);
+    }
+    store(s + j0, sum_each(x) * scale);
+  }
+}
+
+// A pair's forward pass for a single query (T_q = 1: each step of decoding).
+template <int D>
+void forward_one(const float* q, const float* k, int64_t ks, const float* v, int64_t vs, float* o, float* lse,
+                 const bool* mask, const Problem p, float* s, float* bias) {
+  key_bias(p, mask, 0, bias);
+  const int64_t end = p.end(0), n = whole_vectors(end);
+  dots_one<D>(q, k, ks, end, n, p.scale, s);
+  finish_query<D>(s, n, end, mask_scores(bias, end, n, s), v, vs, o, lse);
 }
 
 // Query i's share of key j's gradients: dK_j += dS_ij q_i, dV_j += P_ij dO_i. The pointers never
@@ -338,12 +400,16 @@ void forward_all(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   const int64_t heads = q.size(1);
   float* L = lse.data_ptr<float>();
   at::parallel_for(0, q.size(0) * heads, grain(p, D), [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(D * p.tkp), s(p.tkp), bias(p.tkp);
+    std::vector<float> kt(p.tq == 1 ? 0 : D * p.tkp), s(p.tkp), bias(p.tkp);
     for (int64_t n = begin; n < end; ++n) {
       const int64_t b = n / heads, h = n % heads;
       const bool* m = p.mask.data == nullptr ? nullptr : p.mask.data + b * p.mask.sb + h * p.mask.sh;
-      forward_pair<D>(Q.pair(b, h), Q.st, K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), O.st, L + n * p.tq,
-                      m, p, kt.data(), s.data(), bias.data());
+      if (p.tq == 1)
+        forward_one<D>(Q.pair(b, h), K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), L + n, m, p, s.data(),
+                       bias.data());
+      else
+        forward_pair<D>(Q.pair(b, h), Q.st, K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), O.st,
+                        L + n * p.tq, m, p, kt.data(), s.data(), bias.data());
     }
   });
 }
