@@ -3,7 +3,7 @@ import torch
 from conftest import random_tokens
 
 from qkv.decoding.beam import beam_search
-from qkv.decoding.greedy import greedy_decode
+from qkv.decoding.greedy import first_argmax, greedy_decode
 from qkv.decoding.translate import translate_ids
 
 
@@ -100,3 +100,15 @@ def test_translating_from_python_refuses_settings_it_would_read_otherwise(tiny_m
         with pytest.raises(ValueError, match="beam size must be >= 1"):
             beam_search(tiny_model, torch.tensor([[3, 4, 2]]), settings["beam"])
     assert translate_ids(tiny_model, [], beam=4) == []  # nothing to translate: nothing back
+
+
+@pytest.mark.parametrize("shape", [(64, 8000), (3, 256), (5, 8001), (2, 100)])
+def test_first_argmax_is_argmax_with_ties_broken_to_the_first(shape):
+    g = torch.Generator().manual_seed(shape[1])
+    x = torch.randn(shape, generator=g)
+    assert torch.equal(first_argmax(x), x.argmax(-1))
+    ties = torch.randint(0, 3, shape, generator=g).float()  # many equal maxima in every row and chunk
+    ties[0] = -float("inf")  # and a row of nothing but -inf
+    assert torch.equal(first_argmax(ties), ties.argmax(-1))
+    wide = torch.randn(shape[0], 1, shape[1] + 7, generator=g)[:, -1, : shape[1]]  # rows with a stride
+    assert torch.equal(first_argmax(wide), wide.argmax(-1))

@@ -156,7 +156,19 @@ def test_inference_on_a_packed_weight_gives_f_linear_values(packed_only, shape, 
         torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-4)
         strided = x.transpose(0, 1) if x.dim() == 3 else x[::2]  # not contiguous
         torch.testing.assert_close(linear(strided, w, b), F.linear(strided, w, b), rtol=1e-5, atol=1e-4)
+        fused = linear(x, w, b, relu=True)  # the FFN's ReLU applied by oneDNN as it writes the product
+        torch.testing.assert_close(fused, F.relu(F.linear(x, w, b)), rtol=1e-5, atol=1e-4)
     assert len(qlinear._packed) == 1  # packed once, reused
+
+
+def test_relu_on_every_path(kernel):
+    """relu=True on the paths that apply it after the product: training, single rows, other dtypes."""
+    layer = Linear(256, 600)
+    for x in (torch.randn(4, 256, requires_grad=True), torch.randn(1, 256), torch.randn(4, 256).double()):
+        want = F.relu(F.linear(x, layer.weight.to(x.dtype), layer.bias.to(x.dtype)))
+        if x.dtype == torch.float64:
+            layer = layer.double()
+        torch.testing.assert_close(layer(x, relu=True), want, rtol=1e-5, atol=1e-4)
 
 
 def test_a_packed_weight_is_made_again_after_the_weight_changes(packed_only):

@@ -103,8 +103,11 @@ class FeedForward(nn.Module):
         self.up = Linear(d_model, d_ff)
         self.down = Linear(d_ff, d_model)
         self.act = _ACTIVATIONS[activation]
+        self.relu = activation == "relu"  # applied inside the up projection where its kernel can (linear)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.relu:
+            return self.down(self.up(x, relu=True))
         return self.down(self.act(self.up(x)))
 
 
