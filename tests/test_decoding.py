@@ -112,3 +112,30 @@ def test_first_argmax_is_argmax_with_ties_broken_to_the_first(shape):
     assert torch.equal(first_argmax(ties), ties.argmax(-1))
     wide = torch.randn(shape[0], 1, shape[1] + 7, generator=g)[:, -1, : shape[1]]  # rows with a stride
     assert torch.equal(first_argmax(wide), wide.argmax(-1))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+def test_decoding_packs_weights_for_its_own_call_only(tiny_model, monkeypatch):
+    """Where MKL runs generic code, greedy and beam search multiply by weights packed for oneDNN once
+    per call (here every weight, however small), with the same results up to rounding; no copy
+    outlives the call. A step's logits inside the block agree with those outside it."""
+    import qkv.nn.linear as qlinear
+
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
+    monkeypatch.setattr(qlinear, "MIN_PACKED", 0)
+    packed = []
+    real = qlinear.packed_weight
+    monkeypatch.setattr(qlinear, "packed_weight", lambda w, rows: packed.append(w) or real(w, rows))
+    torch.manual_seed(1)
+    src = random_tokens(4, 8)
+    with torch.inference_mode():
+        greedy_decode(tiny_model, src, 6)
+        assert packed and qlinear._packed is None
+        beam_search(tiny_model, src, 3, 0.6, 5)
+        assert qlinear._packed is None
+        enc = tiny_model.encode(src)
+        tgt = torch.full((4, 3), tiny_model.config.bos_id)
+        plain = tiny_model.decode(tgt, enc.memory, enc.src_mask).logits
+        with qlinear.packed_weights():
+            inside = tiny_model.decode(tgt, enc.memory, enc.src_mask).logits
+    torch.testing.assert_close(inside, plain, rtol=1e-5, atol=1e-5)

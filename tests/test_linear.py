@@ -139,10 +139,9 @@ def test_a_broadcast_gradient_reaches_onednn_as_a_real_matrix(kernel, monkeypatc
 
 @pytest.fixture
 def packed_only(kernel, monkeypatch):
-    """`linear` as on a processor where MKL runs generic code, with the packed copies forgotten after."""
+    """`linear` as on a processor where MKL runs generic code."""
     kernel("auto")
     monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
-    monkeypatch.setattr(qlinear, "_packed", qlinear.WeakIdKeyDictionary())
     return monkeypatch
 
 
@@ -151,14 +150,58 @@ def packed_only(kernel, monkeypatch):
 def test_inference_on_a_packed_weight_gives_f_linear_values(packed_only, shape, with_bias):
     w, b = torch.randn(600, 256), torch.randn(600) if with_bias else None  # 153,600 numbers >= MIN_PACKED
     x = torch.randn(shape)
-    with torch.inference_mode():
+    with torch.inference_mode(), qlinear.packed_weights():
         assert qlinear.takes_packed(x, w, b)
         torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-4)
         strided = x.transpose(0, 1) if x.dim() == 3 else x[::2]  # not contiguous
         torch.testing.assert_close(linear(strided, w, b), F.linear(strided, w, b), rtol=1e-5, atol=1e-4)
         fused = linear(x, w, b, relu=True)  # the FFN's ReLU applied by oneDNN as it writes the product
         torch.testing.assert_close(fused, F.relu(F.linear(x, w, b)), rtol=1e-5, atol=1e-4)
-    assert len(qlinear._packed) == 1  # packed once, reused
+        assert len(qlinear._packed) == 1  # packed once, reused
+    assert qlinear._packed is None  # dropped at the end of the block
+    with torch.inference_mode():
+        assert not qlinear.takes_packed(x, w, b)  # outside a block: the unpacked rules
+
+
+def test_copies_live_only_as_long_as_the_block(packed_only):
+    """A fused optimiser changes weights in place without moving their version counter, so a copy kept
+    from one decoding call to the next would be stale; each block packs afresh. Blocks nest."""
+    layer = Linear(256, 600)
+    x = torch.randn(8, 256)
+    opt = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)
+    with torch.no_grad(), qlinear.packed_weights():
+        before = layer(x)
+        first = qlinear.packed_weight(layer.weight, 8)
+        with qlinear.packed_weights():  # nested: the outer block's copy
+            assert qlinear.packed_weight(layer.weight, 8) is first
+    layer(x).square().sum().backward()
+    version = layer.weight._version
+    opt.step()
+    assert layer.weight._version == version  # what makes keeping copies across calls unsafe
+    with torch.no_grad(), qlinear.packed_weights():
+        after = layer(x)
+        torch.testing.assert_close(after, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(before, after)
+
+
+def test_packing_only_without_gradients_for_large_enough_weights_within_the_budget(packed_only):
+    w = torch.randn(600, 256, requires_grad=True)
+    x = torch.randn(8, 256)
+    with qlinear.packed_weights():
+        assert not qlinear.takes_packed(x, w, None)  # training: gradients to track
+        with torch.no_grad():
+            assert qlinear.takes_packed(x, w, None)
+            assert not qlinear.takes_packed(x, torch.randn(256, 256), None)  # 65,536 numbers: MKL keeps it
+            assert not qlinear.takes_packed(x.double(), w.double(), None)
+    packed_only.setattr(qlinear, "PACKED_BYTES", 600 * 256 * 4)
+    with torch.no_grad(), qlinear.packed_weights():
+        assert qlinear.packed_weight(w, 8) is not None
+        assert qlinear.packed_weight(torch.randn(600, 256), 8) is None  # over the budget: not packed
+        other = torch.randn(600, 256)
+        torch.testing.assert_close(linear(x, other), F.linear(x, other))  # and computed all the same
+    packed_only.setattr(qlinear, "mkl_runs_generic_code", lambda: False)  # an Intel processor: MKL
+    with torch.no_grad(), qlinear.packed_weights():
+        assert not qlinear.takes_packed(x, w, None)
 
 
 def test_relu_on_every_path(kernel):
@@ -169,37 +212,3 @@ def test_relu_on_every_path(kernel):
         if x.dtype == torch.float64:
             layer = layer.double()
         torch.testing.assert_close(layer(x, relu=True), want, rtol=1e-5, atol=1e-4)
-
-
-def test_a_packed_weight_is_made_again_after_the_weight_changes(packed_only):
-    layer = Linear(256, 600)
-    x = torch.randn(8, 256)
-    with torch.no_grad():
-        first = qlinear.packed_weight(layer.weight, 8)
-        assert qlinear.packed_weight(layer.weight, 8) is first
-        layer.weight.mul_(2)  # an optimiser step, a loaded state dict: in place
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
-        assert qlinear.packed_weight(layer.weight, 8) is not first
-        layer.weight.data = torch.randn(600, 256)  # new storage, version unchanged
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-4)
-
-
-def test_packing_only_without_gradients_for_large_enough_weights_within_the_budget(packed_only):
-    w = torch.randn(600, 256, requires_grad=True)
-    x = torch.randn(8, 256)
-    assert not qlinear.takes_packed(x, w, None)  # training: gradients to track
-    with torch.no_grad():
-        assert qlinear.takes_packed(x, w, None)
-        assert not qlinear.takes_packed(x, torch.randn(256, 256), None)  # 65,536 numbers: MKL keeps it
-        assert not qlinear.takes_packed(x.double(), w.double(), None)
-    with torch.inference_mode():
-        assert not qlinear.takes_packed(x, torch.randn(600, 256), None)  # an inference tensor: no version
-    packed_only.setattr(qlinear, "PACKED_BYTES", 600 * 256 * 4)
-    with torch.no_grad():
-        assert qlinear.packed_weight(w, 8) is not None
-        assert qlinear.packed_weight(torch.randn(600, 256), 8) is None  # over the budget: not packed
-        other = torch.randn(600, 256)
-        torch.testing.assert_close(linear(x, other), F.linear(x, other))  # and computed all the same
-    packed_only.setattr(qlinear, "mkl_runs_generic_code", lambda: False)  # an Intel processor: MKL
-    with torch.no_grad():
-        assert not qlinear.takes_packed(x, w, None)

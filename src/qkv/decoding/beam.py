@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qkv.nn.linear import packed_weights
+
 
 @dataclass
 class Hypothesis:
@@ -40,6 +42,7 @@ def check_search(beam: int, alpha: float, max_extra: int) -> None:
 
 
 @torch.inference_mode()
+@packed_weights()  # each weight rearranged for oneDNN once per call, not once per step (qkv.nn.linear)
 def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_extra: int = 50) -> list[Hypothesis]:
     """src: (B, S) padded ids -> the best hypothesis of each sentence.
 

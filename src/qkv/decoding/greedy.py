@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from qkv.models.seq2seq import EncoderDecoder
+from qkv.nn.linear import packed_weights
 
 
 def first_argmax(x: Tensor, chunk: int = 64) -> Tensor:
@@ -22,6 +23,7 @@ def first_argmax(x: Tensor, chunk: int = 64) -> Tensor:
 
 
 @torch.inference_mode()
+@packed_weights()  # each weight rearranged for oneDNN once per call, not once per step (qkv.nn.linear)
 def greedy_decode(model: EncoderDecoder, src: Tensor, max_len: int) -> Tensor:
     """src: (B, S) -> (B, <= max_len) generated ids after BOS; finished rows are padded after EOS.
     With learned positions, max_len is at most the model's `position_limit`.

@@ -15,6 +15,7 @@ from qkv.decoding import check_ids
 from qkv.decoding.beam import beam_search, check_search
 from qkv.decoding.greedy import greedy_decode
 from qkv.models.seq2seq import EncoderDecoder
+from qkv.nn.linear import packed_weights
 
 
 def translate_ids(
@@ -97,7 +98,7 @@ def translate_lines(
     order = sorted((i for i in range(len(lines)) if src_ids[i]), key=lambda i: len(src_ids[i]))
     out: list[list[int]] = [[] for _ in lines]
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), packed_weights():  # the weights rearranged for oneDNN once for all batches
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for chunk in tqdm(chunks, desc="translating", unit="batch", disable=not progress):
             for i, ids in zip(chunk, translate_ids(model, [src_ids[i] for i in chunk], beam, alpha)):

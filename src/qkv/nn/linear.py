@@ -25,20 +25,23 @@ any size, goes instead to qkv's own compiled loop (`matvec`, `qkv.nn.native`), w
 either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and costs less per call;
 `set_kernel("onednn")` keeps oneDNN there, for comparison.
 
-Also under "auto" on those processors, a product of several rows without gradients (decoding a batch,
-evaluation) whose weight has at least 2^17 numbers runs on oneDNN with the weight packed once into
-oneDNN's own layout (`packed_weight`). Unpacked, oneDNN rearranges the weight on every call, which at
-64 rows is a large share of the product: the Multi30k model's (8,000 x 256) output layer took 1.47-1.54
-ms a call packed against 1.96 unpacked and 2.46 through MKL; its (256 -> 1,024) and (1,024 -> 256) layers
-181 and 179 us against MKL's 224 and 237 (one-off timings, session 28's Zen 4). Smaller weights stay on
-MKL: a 256 x 256 one was no faster packed (59 against 56 us). A packed copy is kept per weight while the
-weight lives and is made again after the weight changes (its version counter or storage moves), up to
-`PACKED_BYTES` in all; past that, weights are not packed.
+Also under "auto" on those processors, inside a `packed_weights()` block (greedy decoding, beam search
+and batched generation open one), a product of several rows without gradients whose weight has at
+least 2^17 numbers runs on oneDNN with the weight packed once into oneDNN's own layout. Unpacked,
+oneDNN rearranges the weight on every call, which at 64 rows is a large share of the product: the
+Multi30k model's (8,000 x 256) output layer took 1.47-1.54 ms a call packed against 1.96 unpacked and
+2.46 through MKL; its (256 -> 1,024) and (1,024 -> 256) layers 181 and 179 us against MKL's 224 and 237
+(one-off timings, session 28's Zen 4). Smaller weights stay on MKL: a 256 x 256 one was no faster
+packed (59 against 56 us). The packed copies live only as long as the block: a copy kept across calls
+could not tell that its weight had changed, since PyTorch's fused optimisers and writes through
+`.data` update weights in place without moving their version counter.
 """
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -47,7 +50,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
-from torch.utils.weak import WeakIdKeyDictionary
 
 from qkv.nn import native
 
@@ -58,7 +60,7 @@ Kernel = Literal["auto", "pytorch", "onednn"]
 MIN_MACS = 2**21
 MIN_WEIGHT = 2**19
 MIN_PACKED = 2**17  # inference products of several rows: oneDNN on a packed weight from this size on
-PACKED_BYTES = 2**28  # at most 256 MB of packed copies: a model's size, for models up to 64M parameters
+PACKED_BYTES = 2**28  # at most 256 MB of packed copies in a block: all of a model of up to 64M parameters
 _kernel: Kernel = "auto"
 _ONEDNN_BUILT = torch.backends.mkldnn.is_available()
 
@@ -160,34 +162,53 @@ def takes_matvec(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
 
 
 def takes_packed(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Whether `linear` sends this product to oneDNN with the weight packed (module docstring): under
-    "auto", where MKL runs generic code, for a weight of MIN_PACKED numbers or more and no gradient to
-    track. Single rows go to `matvec` first when it is built."""
+    """Whether `linear` sends this product to oneDNN with the weight packed (module docstring): inside a
+    `packed_weights()` block, under "auto", where MKL runs generic code, for a weight of MIN_PACKED
+    numbers or more and no gradient to track. Single rows go to `matvec` first when it is built."""
     return (
-        _kernel == "auto"
+        _packed is not None
+        and _kernel == "auto"
         and weight.numel() >= MIN_PACKED
         and mkl_runs_generic_code()
         and not (torch.is_grad_enabled() and _tracked(x, weight, bias))
-        and not weight.is_inference()  # an inference tensor has no version counter to say it changed
         and kernels_apply(x, weight)
     )
 
 
-_packed: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> ((version, address), packed copy)
+# Inside a packed_weights() block: id(weight) -> (weight, packed copy); None outside one.
+_packed: dict[int, tuple[Tensor, Tensor]] | None = None
+
+
+@contextmanager
+def packed_weights() -> Iterator[None]:
+    """A block (or, as a decorator, a function) whose inference products may pack each weight once and
+    reuse it; the copies are dropped at its end. The weights must not change inside it, as they do not
+    while decoding. Blocks nest: an inner one uses the outer one's copies."""
+    global _packed
+    if _packed is not None:
+        yield
+        return
+    _packed = {}
+    try:
+        yield
+    finally:
+        _packed = None
 
 
 def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
-    """`weight` in oneDNN's layout for products of about `rows` rows (any row count works), made once
-    and kept until the weight changes; None when PACKED_BYTES would be exceeded."""
-    stamp = (weight._version, weight.data_ptr())
-    entry = _packed.get(weight)
-    if entry is not None and entry[0] == stamp:
+    """`weight` in oneDNN's layout for products of about `rows` rows (any row count works), made on its
+    first use in the current `packed_weights()` block; None outside one, or when the block's copies
+    would pass PACKED_BYTES."""
+    if _packed is None:
+        return None
+    entry = _packed.get(id(weight))
+    if entry is not None and entry[0] is weight:
         return entry[1]
-    if entry is None and sum(p.numel() * 4 for _, p in _packed.values()) + weight.numel() * 4 > PACKED_BYTES:
+    if sum(w.numel() * 4 for w, _ in _packed.values()) + weight.numel() * 4 > PACKED_BYTES:
         return None
     with torch.no_grad():
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(rows, 1))
-    _packed[weight] = (stamp, packed)
+    _packed[id(weight)] = (weight, packed)  # the weight kept alive: its id cannot be reused in the block
     return packed
 
 
