@@ -26,7 +26,7 @@ either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and 
 `set_kernel("onednn")` keeps oneDNN there, for comparison.
 
 Also under "auto" on those processors, inside a `packed_weights()` block (greedy decoding, beam search
-and batched generation open one), a product of several rows without gradients whose weight has at
+and `translate_lines` open one), a product of several rows without gradients whose weight has at
 least 2^17 numbers runs on oneDNN with the weight packed once into oneDNN's own layout. Unpacked,
 oneDNN rearranges the weight on every call, which at 64 rows is a large share of the product: the
 Multi30k model's (8,000 x 256) output layer took 1.47-1.54 ms a call packed against 1.96 unpacked and
@@ -263,7 +263,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
     if takes_matvec(x, weight, bias) and (single_row := native.kernel("matvec")) is not None:
         y = single_row(x, weight, bias)  # batch-1 decoding: reading the weight is the whole cost
     elif takes_packed(x, weight, bias) and (packed := packed_weight(weight, x.numel() // x.size(-1))) is not None:
-        # decoding a batch, evaluation: the weight rearranged once
+        # decoding a batch: the weight rearranged once per call, not at every step
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "relu" if relu else "none", [], "")
     elif not chooses_onednn(x, weight):
         y = F.linear(x, weight, bias)
