@@ -157,8 +157,8 @@ def test_inference_on_a_packed_weight_gives_f_linear_values(packed_only, shape, 
         torch.testing.assert_close(linear(strided, w, b), F.linear(strided, w, b), rtol=1e-5, atol=1e-4)
         fused = linear(x, w, b, relu=True)  # the FFN's ReLU applied by oneDNN as it writes the product
         torch.testing.assert_close(fused, F.relu(F.linear(x, w, b)), rtol=1e-5, atol=1e-4)
-        assert len(qlinear._packed) == 1  # packed once, reused
-    assert qlinear._packed is None  # dropped at the end of the block
+        assert len(qlinear._blocks_copies()) == 1  # packed once, reused
+    assert qlinear._blocks_copies() is None  # dropped at the end of the block
     with torch.inference_mode():
         assert not qlinear.takes_packed(x, w, b)  # outside a block: the unpacked rules
 
@@ -212,3 +212,30 @@ def test_relu_on_every_path(kernel):
         if x.dtype == torch.float64:
             layer = layer.double()
         torch.testing.assert_close(layer(x, relu=True), want, rtol=1e-5, atol=1e-4)
+
+
+def test_each_thread_has_its_own_block(packed_only):
+    """A thread's block neither sees nor ends another thread's: one decoding thread finishing while
+    another is still in its block leaves the other's copies in place."""
+    import threading
+
+    w = torch.randn(600, 256)
+    inside, leave = threading.Event(), threading.Event()
+    seen = []
+
+    def other():
+        with torch.no_grad(), qlinear.packed_weights():
+            qlinear.packed_weight(w, 8)
+            inside.set()
+            leave.wait(10)
+            seen.append(len(qlinear._blocks_copies()))
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    inside.wait(10)
+    assert qlinear._blocks_copies() is None  # this thread is in no block
+    with qlinear.packed_weights():
+        assert qlinear._blocks_copies() == {}
+    leave.set()
+    thread.join()
+    assert seen == [1]

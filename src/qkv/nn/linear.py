@@ -40,6 +40,7 @@ could not tell that its weight had changed, since PyTorch's fused optimisers and
 from __future__ import annotations
 
 import platform
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -166,7 +167,7 @@ def takes_packed(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     `packed_weights()` block, under "auto", where MKL runs generic code, for a weight of MIN_PACKED
     numbers or more and no gradient to track. Single rows go to `matvec` first when it is built."""
     return (
-        _packed is not None
+        _blocks_copies() is not None
         and _kernel == "auto"
         and weight.numel() >= MIN_PACKED
         and mkl_runs_generic_code()
@@ -175,8 +176,13 @@ def takes_packed(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
-# Inside a packed_weights() block: id(weight) -> (weight, packed copy); None outside one.
-_packed: dict[int, tuple[Tensor, Tensor]] | None = None
+# Per thread (two threads may decode at once): inside a packed_weights() block, `copies` maps id(weight)
+# to (weight, packed copy); outside one it is absent.
+_blocks = threading.local()
+
+
+def _blocks_copies() -> dict[int, tuple[Tensor, Tensor]] | None:
+    return getattr(_blocks, "copies", None)
 
 
 @contextmanager
@@ -184,31 +190,31 @@ def packed_weights() -> Iterator[None]:
     """A block (or, as a decorator, a function) whose inference products may pack each weight once and
     reuse it; the copies are dropped at its end. The weights must not change inside it, as they do not
     while decoding. Blocks nest: an inner one uses the outer one's copies."""
-    global _packed
-    if _packed is not None:
+    if _blocks_copies() is not None:
         yield
         return
-    _packed = {}
+    _blocks.copies = {}
     try:
         yield
     finally:
-        _packed = None
+        del _blocks.copies
 
 
 def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
     """`weight` in oneDNN's layout for products of about `rows` rows (any row count works), made on its
-    first use in the current `packed_weights()` block; None outside one, or when the block's copies
+    first use in this thread's `packed_weights()` block; None outside one, or when the block's copies
     would pass PACKED_BYTES."""
-    if _packed is None:
+    copies = _blocks_copies()
+    if copies is None:
         return None
-    entry = _packed.get(id(weight))
+    entry = copies.get(id(weight))
     if entry is not None and entry[0] is weight:
         return entry[1]
-    if sum(w.numel() * 4 for w, _ in _packed.values()) + weight.numel() * 4 > PACKED_BYTES:
+    if sum(w.numel() * 4 for w, _ in copies.values()) + weight.numel() * 4 > PACKED_BYTES:
         return None
     with torch.no_grad():
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(rows, 1))
-    _packed[id(weight)] = (weight, packed)  # the weight kept alive: its id cannot be reused in the block
+    copies[id(weight)] = (weight, packed)  # the weight kept alive: its id cannot be reused in the block
     return packed
 
 
