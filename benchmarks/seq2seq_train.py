@@ -5,10 +5,12 @@ utilisation against the matrix-multiply peak measured in the same run.
 
 Shape of the Multi30k CPU config: d_model 256, d_ff 1024, 3+3 layers, 8 heads, shared vocab 8,000,
 64 sentences of 24 source and 24 target tokens, dropout 0.1, label smoothing 0.1, Adam.
-One step = forward, loss, backward, optimiser step. Tokens/s counts source + target tokens. Each
-contender's loss is the label-smoothed cross-entropy it trains with: qkv's own criterion
-(`qkv.train.losses`), and for the references PyTorch's `F.cross_entropy(label_smoothing=0.1)`, the
-same numbers and faster than `transformers`' own `LabelSmoother` (benchmarks/levers/smoothed_loss.py).
+One step = forward, loss, backward, optimiser step: every contender's Adam is PyTorch's fused kernel
+(`fused=True`), the one qkv's trainer and `transformers`' Trainer (torch 2.8 on) both use by default.
+Tokens/s counts source + target tokens. Each contender's loss is the label-smoothed cross-entropy it
+trains with: qkv's own criterion (`qkv.train.losses`), and for the references PyTorch's
+`F.cross_entropy(label_smoothing=0.1)`, the same numbers and faster than `transformers`' own
+`LabelSmoother` (benchmarks/levers/smoothed_loss.py).
 --dtype bfloat16 runs every contender's forward and loss under bf16 autocast (weights and optimiser
 fp32, as `train.precision = "bf16"`), and MFU is then against the bf16 matrix-multiply peak.
 --device cuda runs the same on the GPU (there --batch 512 fills the chip better than the CPU's 64);
@@ -169,7 +171,8 @@ def qkv_step(model: nn.Module, forward=None) -> tuple:
 
 def contender(model: nn.Module, logits_of, steps: int, batches, dtype: torch.dtype, criterion=pytorch_loss):
     device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    # fused: what qkv's trainer and `transformers`' Trainer (default optim "adamw_torch_fused") both run
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
     model.train()
 
     def run() -> float:
