@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <vector>
 
@@ -53,18 +54,11 @@ struct Problem {
   int64_t end(int64_t i) const { return causal ? std::min(tk, i + 1) : tk; }  // keys from here on are hidden
 };
 
-// kt (D x tkp) = the pair's T_k rows of x transposed, zero beyond T_k: the keys' c-th components lie
-// side by side, so that one query's scores are a sum over c of q[c] times a contiguous row.
-template <int D>
-void transpose(const float* x, int64_t stride, const Problem& p, float* kt) {
-  for (int c = 0; c < D; ++c)  // column by column: kt's rows are written in order (row by row was slower)
-    for (int64_t j = 0; j < p.tkp; ++j) kt[c * p.tkp + j] = j < p.tk ? x[j * stride + c] : 0.0f;
-}
-
 // 16 floats as one value (GCC's vector extension): one 512-bit register with AVX-512, two 256-bit
 // ones with AVX2. Written out because the compiler's own vectorisation of these short loops kept a
 // single chain of multiply-adds, each waiting on the last one's latency.
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t Lanes __attribute__((vector_size(kLanes * sizeof(int32_t))));  // shuffle indices
 
 inline Vec load(const float* p) {
   Vec v;
@@ -73,6 +67,52 @@ inline Vec load(const float* p) {
 }
 
 inline void store(float* p, const Vec& v) { std::memcpy(p, &v, sizeof v); }
+
+// Swaps the off-diagonal W x W blocks of each 2W x 2W block of the 16 x 16 tile x (16 rows of 16
+// lanes): after W = 8, 4, 2, 1 the tile is transposed. Two-source shuffles, 64 in all for a tile.
+template <int W>
+inline void swap_blocks(Vec* x) {
+  constexpr Lanes kLow = {0 & W ? 16 + 0 - W : 0,       1 & W ? 16 + 1 - W : 1,    2 & W ? 16 + 2 - W : 2,
+                          3 & W ? 16 + 3 - W : 3,       4 & W ? 16 + 4 - W : 4,    5 & W ? 16 + 5 - W : 5,
+                          6 & W ? 16 + 6 - W : 6,       7 & W ? 16 + 7 - W : 7,    8 & W ? 16 + 8 - W : 8,
+                          9 & W ? 16 + 9 - W : 9,       10 & W ? 16 + 10 - W : 10, 11 & W ? 16 + 11 - W : 11,
+                          12 & W ? 16 + 12 - W : 12,    13 & W ? 16 + 13 - W : 13, 14 & W ? 16 + 14 - W : 14,
+                          15 & W ? 16 + 15 - W : 15};
+  constexpr Lanes kHigh = {0 & W ? 16 + 0 : 0 + W,    1 & W ? 16 + 1 : 1 + W,    2 & W ? 16 + 2 : 2 + W,
+                           3 & W ? 16 + 3 : 3 + W,    4 & W ? 16 + 4 : 4 + W,    5 & W ? 16 + 5 : 5 + W,
+                           6 & W ? 16 + 6 : 6 + W,    7 & W ? 16 + 7 : 7 + W,    8 & W ? 16 + 8 : 8 + W,
+                           9 & W ? 16 + 9 : 9 + W,    10 & W ? 16 + 10 : 10 + W, 11 & W ? 16 + 11 : 11 + W,
+                           12 & W ? 16 + 12 : 12 + W, 13 & W ? 16 + 13 : 13 + W, 14 & W ? 16 + 14 : 14 + W,
+                           15 & W ? 16 + 15 : 15 + W};
+#pragma GCC unroll 16
+  for (int i = 0; i < kLanes; ++i)
+    if (!(i & W)) {
+      const Vec a = x[i], b = x[i + W];
+      x[i] = __builtin_shuffle(a, b, kLow);
+      x[i + W] = __builtin_shuffle(a, b, kHigh);
+    }
+}
+
+// kt (D x tkp) = the pair's T_k rows of x transposed, zero beyond T_k: the keys' c-th components lie
+// side by side, so that one query's scores are a sum over c of q[c] times a contiguous row. Tiles of
+// 16 keys x 16 components are loaded row by row and transposed in registers; element by element, the
+// copy had been a fifth of the backward pass (which transposes K and V) in one profile.
+template <int D>
+void transpose(const float* x, int64_t stride, const Problem& p, float* kt) {
+  for (int64_t j0 = 0; j0 < p.tkp; j0 += kLanes)
+#pragma GCC unroll 4
+    for (int c0 = 0; c0 < D; c0 += kLanes) {
+      Vec tile[kLanes];
+#pragma GCC unroll 16
+      for (int u = 0; u < kLanes; ++u) tile[u] = j0 + u < p.tk ? load(x + (j0 + u) * stride + c0) : Vec{};
+      swap_blocks<8>(tile);
+      swap_blocks<4>(tile);
+      swap_blocks<2>(tile);
+      swap_blocks<1>(tile);
+#pragma GCC unroll 16
+      for (int c = 0; c < kLanes; ++c) store(kt + (c0 + c) * p.tkp + j0, tile[c]);
+    }
+}
 
 // s[j] = scale * (a . column j of kt) for j < n (a multiple of 16; kt's rows are tkp long), 16 keys per
 // vector. The sum over the D components runs in kSplit independent partial sums, so that the
@@ -160,20 +200,33 @@ inline bool bias_per_query(const Problem& p, const bool* mask) { return mask != 
 
 inline int64_t whole_vectors(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
-inline float lanes_max(const Vec& v) {
-  float t[kLanes];
-  store(t, v);
-  float m = t[0];
-  for (int l = 1; l < kLanes; ++l) m = std::max(m, t[l]);
-  return m;
+// Lane l of the result = lane l + w of v (lanes l < w; the others are don't-cares): one step of a
+// reduction kept in registers. Through an array on the stack instead, each 16-float store followed by
+// single-float loads of it stalled (a wide store cannot feed narrow loads at once): about a tenth of
+// the forward pass's samples in one profile.
+template <int W>
+inline Vec upper(const Vec& v) {
+  static_assert(W == 8 || W == 4 || W == 2 || W == 1, "a reduction step halves 16 lanes");
+  constexpr Lanes kFrom = {W % 16,       (W + 1) % 16,  (W + 2) % 16,  (W + 3) % 16,  (W + 4) % 16, (W + 5) % 16,
+                           (W + 6) % 16, (W + 7) % 16,  (W + 8) % 16,  (W + 9) % 16,  (W + 10) % 16,
+                           (W + 11) % 16, (W + 12) % 16, (W + 13) % 16, (W + 14) % 16, (W + 15) % 16};
+  return __builtin_shuffle(v, kFrom);
 }
 
-inline float lanes_sum(const Vec& v) {  // pairwise: four rounds of independent adds, not one chain of 15
-  float t[kLanes];
-  store(t, v);
-  for (int width = kLanes / 2; width > 0; width /= 2)
-    for (int l = 0; l < width; ++l) t[l] += t[l + width];
-  return t[0];
+inline float lanes_max(Vec v) {
+  v = v > upper<8>(v) ? v : upper<8>(v);
+  v = v > upper<4>(v) ? v : upper<4>(v);
+  v = v > upper<2>(v) ? v : upper<2>(v);
+  v = v > upper<1>(v) ? v : upper<1>(v);
+  return v[0];
+}
+
+inline float lanes_sum(Vec v) {  // pairwise: four rounds of independent adds, not one chain of 15
+  v += upper<8>(v);
+  v += upper<4>(v);
+  v += upper<2>(v);
+  v += upper<1>(v);
+  return v[0];
 }
 
 // a . b over D floats, one vector of products per 16 components summed pairwise: not a chain of D
@@ -193,7 +246,6 @@ inline float row_dot(const float* a, const float* b) {
 // for them to reach the cache. (Interleaved with the previous build at 64 x 8 x 24 x 32 with a
 // padding mask, forward+backward: 2.75 against 2.44 ms in one run, 1-12% faster in four others.)
 inline float mask_scores(const float* bias, int64_t end, int64_t n, float* s) {
-  typedef int32_t Lanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
   const Lanes lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   const Vec hidden = Vec{} - kInf;
   Vec m = hidden;
@@ -252,7 +304,6 @@ void forward_pair(const float* q, int64_t qs, const float* k, int64_t ks, const 
 // side by side (vector shuffles): 15 adds and 30 shuffles for 16 sums, where summing each vector
 // alone would take a chain of adds through memory per vector.
 inline Vec sum_each(Vec* x) {
-  typedef int32_t Lanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
   // before round r a vector holds 1 << r keys' partial sums, 16 >> r lanes each, key by key; lo takes
   // the first half of each key's lanes (a's keys, then b's), hi the second half: their sum is one
   // vector of twice the keys with half the lanes each, in order
@@ -303,14 +354,37 @@ void forward_one(const float* q, const float* k, int64_t ks, const float* v, int
   finish_query<D>(s, n, end, mask_scores(bias, end, n, s), v, vs, o, lse);
 }
 
-// Query i's share of key j's gradients: dK_j += dS_ij q_i, dV_j += P_ij dO_i. The pointers never
-// overlap (restrict), so the updates vectorise without runtime overlap checks.
+// Key j's gradients once every query's weights are known: dK_j = scale sum_i dS_ij q_i and
+// dV_j = sum_i P_ij dO_i, summed in registers over the queries (in two halves, so that two chains of
+// multiply-adds overlap) and written once. P and dS are the pair's (T_q x tkp) weights and their
+// gradients, 0 at hidden keys. Adding each query's share into rows in memory instead was a load and a
+// store per vector per (query, key), and those stores were a quarter of the backward pass's samples.
 template <int D>
-inline void key_gradients(float ds, float pj, const float* __restrict qi, const float* __restrict goi,
-                          float* __restrict dkj, float* __restrict dvj) {
-  for (int c = 0; c < D; ++c) {
-    dkj[c] += ds * qi[c];
-    dvj[c] += pj * goi[c];
+inline void key_gradients(const float* P, const float* dS, int64_t tkp, int64_t first, int64_t tq, const float* q,
+                          int64_t qs, const float* go, int64_t gos, float scale, float* dkj, float* dvj) {
+  constexpr int kVecs = D / kLanes;
+  Vec dk[2][kVecs] = {}, dv[2][kVecs] = {};
+  int64_t i = first;
+  for (; i + 2 <= tq; i += 2)
+#pragma GCC unroll 2
+    for (int u = 0; u < 2; ++u) {
+      const float ds = dS[(i + u) * tkp], pj = P[(i + u) * tkp];
+#pragma GCC unroll 4
+      for (int r = 0; r < kVecs; ++r) {
+        dk[u][r] += ds * load(q + (i + u) * qs + r * kLanes);
+        dv[u][r] += pj * load(go + (i + u) * gos + r * kLanes);
+      }
+    }
+  for (; i < tq; ++i)
+#pragma GCC unroll 4
+    for (int r = 0; r < kVecs; ++r) {
+      dk[0][r] += dS[i * tkp] * load(q + i * qs + r * kLanes);
+      dv[0][r] += P[i * tkp] * load(go + i * gos + r * kLanes);
+    }
+#pragma GCC unroll 4
+  for (int r = 0; r < kVecs; ++r) {
+    store(dkj + r * kLanes, (dk[0][r] + dk[1][r]) * scale);
+    store(dvj + r * kLanes, dv[0][r] + dv[1][r]);
   }
 }
 
@@ -321,19 +395,20 @@ template <int D>
 void backward_pair(const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs,
                    const float* o, int64_t os, const float* go, int64_t gos, const float* lse, float* dq,
                    int64_t dqs, float* dk, int64_t dks, float* dv, int64_t dvs, const bool* mask,
-                   const Problem p, float* kt, float* vt, float* w, float* dw, float* bias, float* dk_acc,
-                   float* dv_acc) {
+                   const Problem p, float* kt, float* vt, float* P, float* dS, float* bias) {
   transpose<D>(k, ks, p, kt);
   transpose<D>(v, vs, p, vt);
   if (!bias_per_query(p, mask)) key_bias(p, mask, 0, bias);
-  std::fill(dk_acc, dk_acc + p.tk * D, 0.0f);
-  std::fill(dv_acc, dv_acc + p.tk * D, 0.0f);
   for (int64_t i = 0; i < p.tq; ++i) {
     const float* qi = q + i * qs;
     const float* goi = go + i * gos;
     float* dqi = dq + i * dqs;
+    float* w = P + i * p.tkp;    // query i's weights,
+    float* dw = dS + i * p.tkp;  // and their gradients
     if (lse[i] == kInf) {  // the query saw no key: nothing flows back through it
       for (int c = 0; c < D; ++c) dqi[c] = 0.0f;
+      std::fill(w, w + p.tkp, 0.0f);
+      std::fill(dw, dw + p.tkp, 0.0f);
       continue;
     }
     if (bias_per_query(p, mask)) key_bias(p, mask, i, bias);
@@ -350,16 +425,14 @@ void backward_pair(const float* q, int64_t qs, const float* k, int64_t ks, const
     const float* oi = o + i * os;
     const float delta = row_dot<D>(goi, oi);  // rowsum(dO * O): the weights' own share of dP
     for (int64_t j = 0; j < n; ++j) dw[j] = w[j] * (dw[j] - delta);  // dS (0 at hidden keys)
-    for (int64_t j = 0; j < end; ++j) key_gradients<D>(dw[j], w[j], qi, goi, dk_acc + j * D, dv_acc + j * D);
     float acc[D];
     weighted_rows<D>(dw, k, ks, end, acc);  // dQ_i / scale = sum_j dS_ij k_j
     for (int c = 0; c < D; ++c) dqi[c] = acc[c] * p.scale;
   }
+  // Key j is seen by every query, or under a causal mask by queries j on (whose rows were written up to
+  // whole vectors past j; the entries of hidden keys are 0).
   for (int64_t j = 0; j < p.tk; ++j)
-    for (int c = 0; c < D; ++c) {
-      dk[j * dks + c] = dk_acc[j * D + c] * p.scale;
-      dv[j * dvs + c] = dv_acc[j * D + c];
-    }
+    key_gradients<D>(P + j, dS + j, p.tkp, p.causal ? j : 0, p.tq, q, qs, go, gos, p.scale, dk + j * dks, dv + j * dvs);
 }
 
 at::Tensor rows_contiguous(const at::Tensor& t, const char* name) {
@@ -389,6 +462,31 @@ Problem problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c
   return p;
 }
 
+// A task's working arrays, each starting on a 64-byte boundary. The kernels store 16-float vectors
+// into them and load them back at once; where such a store straddles two cache lines the load cannot
+// take its data from it and waits for the store to reach the cache. With std::vector's 16-byte
+// alignment that happened or not by where malloc put them: one build's backward pass spent an eighth
+// of its samples on that wait and ran 1.5x slower than the build before it, which had been lucky.
+class Scratch {
+ public:
+  explicit Scratch(std::initializer_list<int64_t> sizes) {
+    int64_t total = 0;
+    for (int64_t n : sizes) total += whole_vectors(n);
+    memory_.resize(total + kLanes);
+    float* at = memory_.data();
+    at += (kLanes - reinterpret_cast<uintptr_t>(at) / sizeof(float) % kLanes) % kLanes;
+    for (int64_t n : sizes) {
+      starts_.push_back(at);
+      at += whole_vectors(n);
+    }
+  }
+  float* operator[](size_t i) const { return starts_[i]; }
+
+ private:
+  std::vector<float> memory_;
+  std::vector<float*> starts_;
+};
+
 int64_t grain(const Problem& p, int64_t d) {  // pairs per task: enough work to be worth a thread
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.tq * p.tk * d));
 }
@@ -400,16 +498,16 @@ void forward_all(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   const int64_t heads = q.size(1);
   float* L = lse.data_ptr<float>();
   at::parallel_for(0, q.size(0) * heads, grain(p, D), [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(p.tq == 1 ? 0 : D * p.tkp), s(p.tkp), bias(p.tkp);
+    Scratch scratch({p.tq == 1 ? 0 : D * p.tkp, p.tkp, p.tkp});
+    float *kt = scratch[0], *s = scratch[1], *bias = scratch[2];
     for (int64_t n = begin; n < end; ++n) {
       const int64_t b = n / heads, h = n % heads;
       const bool* m = p.mask.data == nullptr ? nullptr : p.mask.data + b * p.mask.sb + h * p.mask.sh;
       if (p.tq == 1)
-        forward_one<D>(Q.pair(b, h), K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), L + n, m, p, s.data(),
-                       bias.data());
+        forward_one<D>(Q.pair(b, h), K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), L + n, m, p, s, bias);
       else
         forward_pair<D>(Q.pair(b, h), Q.st, K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), O.st,
-                        L + n * p.tq, m, p, kt.data(), s.data(), bias.data());
+                        L + n * p.tq, m, p, kt, s, bias);
     }
   });
 }
@@ -423,15 +521,14 @@ void backward_all(const at::Tensor& go, const at::Tensor& q, const at::Tensor& k
   const int64_t heads = q.size(1);
   const float* L = lse.data_ptr<float>();
   at::parallel_for(0, q.size(0) * heads, grain(p, D), [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(D * p.tkp), vt(D * p.tkp), w(p.tkp), dw(p.tkp), bias(p.tkp), dk_acc(p.tk * D),
-        dv_acc(p.tk * D);
+    Scratch scratch({D * p.tkp, D * p.tkp, p.tq * p.tkp, p.tq * p.tkp, p.tkp});
+    float *kt = scratch[0], *vt = scratch[1], *P = scratch[2], *dS = scratch[3], *bias = scratch[4];
     for (int64_t n = begin; n < end; ++n) {
       const int64_t b = n / heads, h = n % heads;
       const bool* m = p.mask.data == nullptr ? nullptr : p.mask.data + b * p.mask.sb + h * p.mask.sh;
       backward_pair<D>(Q.pair(b, h), Q.st, K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), O.st,
                        GO.pair(b, h), GO.st, L + n * p.tq, DQ.pair(b, h), DQ.st, DK.pair(b, h), DK.st,
-                       DV.pair(b, h), DV.st, m, p, kt.data(), vt.data(), w.data(), dw.data(), bias.data(),
-                       dk_acc.data(), dv_acc.data());
+                       DV.pair(b, h), DV.st, m, p, kt, vt, P, dS, bias);
     }
   });
 }
