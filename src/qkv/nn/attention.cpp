@@ -20,6 +20,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "exp_approx.h"
@@ -68,22 +69,25 @@ inline Vec load(const float* p) {
 
 inline void store(float* p, const Vec& v) { std::memcpy(p, &v, sizeof v); }
 
+// Shuffle indices as a constant: lane l of the result takes lane index(l) of the first source (0-15)
+// or of the second (16-31).
+template <typename F, int... L>
+constexpr Lanes lanes_from(F index, std::integer_sequence<int, L...>) {
+  return Lanes{index(L)...};
+}
+
+template <typename F>
+constexpr Lanes lanes_from(F index) {
+  return lanes_from(index, std::make_integer_sequence<int, kLanes>{});
+}
+
 // Swaps the off-diagonal W x W blocks of each 2W x 2W block of the 16 x 16 tile x (16 rows of 16
 // lanes): after W = 8, 4, 2, 1 the tile is transposed. Two-source shuffles, 64 in all for a tile.
 template <int W>
 inline void swap_blocks(Vec* x) {
-  constexpr Lanes kLow = {0 & W ? 16 + 0 - W : 0,       1 & W ? 16 + 1 - W : 1,    2 & W ? 16 + 2 - W : 2,
-                          3 & W ? 16 + 3 - W : 3,       4 & W ? 16 + 4 - W : 4,    5 & W ? 16 + 5 - W : 5,
-                          6 & W ? 16 + 6 - W : 6,       7 & W ? 16 + 7 - W : 7,    8 & W ? 16 + 8 - W : 8,
-                          9 & W ? 16 + 9 - W : 9,       10 & W ? 16 + 10 - W : 10, 11 & W ? 16 + 11 - W : 11,
-                          12 & W ? 16 + 12 - W : 12,    13 & W ? 16 + 13 - W : 13, 14 & W ? 16 + 14 - W : 14,
-                          15 & W ? 16 + 15 - W : 15};
-  constexpr Lanes kHigh = {0 & W ? 16 + 0 : 0 + W,    1 & W ? 16 + 1 : 1 + W,    2 & W ? 16 + 2 : 2 + W,
-                           3 & W ? 16 + 3 : 3 + W,    4 & W ? 16 + 4 : 4 + W,    5 & W ? 16 + 5 : 5 + W,
-                           6 & W ? 16 + 6 : 6 + W,    7 & W ? 16 + 7 : 7 + W,    8 & W ? 16 + 8 : 8 + W,
-                           9 & W ? 16 + 9 : 9 + W,    10 & W ? 16 + 10 : 10 + W, 11 & W ? 16 + 11 : 11 + W,
-                           12 & W ? 16 + 12 : 12 + W, 13 & W ? 16 + 13 : 13 + W, 14 & W ? 16 + 14 : 14 + W,
-                           15 & W ? 16 + 15 : 15 + W};
+  // row i takes its W-blocks at odd positions from row i + W's even ones, and row i + W the reverse
+  constexpr Lanes kLow = lanes_from([](int l) { return l & W ? kLanes + l - W : l; });
+  constexpr Lanes kHigh = lanes_from([](int l) { return l & W ? kLanes + l : l + W; });
 #pragma GCC unroll 16
   for (int i = 0; i < kLanes; ++i)
     if (!(i & W)) {
@@ -200,16 +204,14 @@ inline bool bias_per_query(const Problem& p, const bool* mask) { return mask != 
 
 inline int64_t whole_vectors(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
-// Lane l of the result = lane l + w of v (lanes l < w; the others are don't-cares): one step of a
+// Lane l of the result = lane l + W of v (lanes l < W; the others are don't-cares): one step of a
 // reduction kept in registers. Through an array on the stack instead, each 16-float store followed by
 // single-float loads of it stalled (a wide store cannot feed narrow loads at once): about a tenth of
 // the forward pass's samples in one profile.
 template <int W>
 inline Vec upper(const Vec& v) {
   static_assert(W == 8 || W == 4 || W == 2 || W == 1, "a reduction step halves 16 lanes");
-  constexpr Lanes kFrom = {W % 16,       (W + 1) % 16,  (W + 2) % 16,  (W + 3) % 16,  (W + 4) % 16, (W + 5) % 16,
-                           (W + 6) % 16, (W + 7) % 16,  (W + 8) % 16,  (W + 9) % 16,  (W + 10) % 16,
-                           (W + 11) % 16, (W + 12) % 16, (W + 13) % 16, (W + 14) % 16, (W + 15) % 16};
+  constexpr Lanes kFrom = lanes_from([](int l) { return (l + W) % kLanes; });
   return __builtin_shuffle(v, kFrom);
 }
 
