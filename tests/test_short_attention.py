@@ -56,6 +56,19 @@ def test_causal_matches_float64(t):
     check(q, k, v, None, True)
 
 
+@pytest.mark.parametrize("d", [16, 64])
+def test_the_longest_sequences_served_match_float64(d):
+    """Past 64 keys the scores take the kernel's general loop: padded up to MAX_KEYS, causal up to
+    MAX_CAUSAL_KEYS (a length that is not a whole number of 16-key vectors just below each)."""
+    for t in (short_attention.MAX_KEYS - 3, short_attention.MAX_KEYS):
+        q, k, v = packed(2, 2, t, t, d)
+        tokens = torch.ones(2, t, dtype=torch.long)
+        tokens[1, t - 20 :] = 0
+        check(q, k, v, padding_mask(tokens, 0), False)
+    for t in (short_attention.MAX_CAUSAL_KEYS - 7, short_attention.MAX_CAUSAL_KEYS):
+        check(*packed(1, 2, t, t, d), None, True)
+
+
 def test_cross_attention_lengths_and_a_scale():
     q, k, v = packed(4, 2, 9, 30, 32)  # queries and keys of different lengths
     tokens = torch.ones(4, 30, dtype=torch.long)
@@ -114,12 +127,16 @@ def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
     attend(*packed(2, 2, 1, 8, 32), None, False, 0.0, False)  # one query: a decoding step
     attend(*packed(2, 2, 1, 3 * short_attention.MAX_KEYS, 32), None, False, 0.0, False)  # at any length
     assert len(calls) == 3
+    attend(*packed(1, 1, 150, 150, 32), None, True, 0.0, False)  # causal: longer sequences too
+    assert len(calls) == 4
     long_q, long_k, long_v = packed(1, 1, 2, short_attention.MAX_KEYS + 1, 32)
+    causal_long = packed(1, 1, short_attention.MAX_CAUSAL_KEYS + 1, short_attention.MAX_CAUSAL_KEYS + 1, 32)
     for args in (
         (q, k, v, None, True, 0.1, False),  # attention dropout
         (q, k, v, None, True, 0.0, True),  # weights wanted: the eager reference
         (q.double(), k.double(), v.double(), None, True, 0.0, False),
         (long_q, long_k, long_v, None, False, 0.0, False),
+        (*causal_long, None, True, 0.0, False),
         (*packed(2, 2, 8, 8, 24), None, True, 0.0, False),  # a head size that is not compiled
     ):
         attend(*args)
@@ -128,5 +145,5 @@ def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
         attend(q, k, v, None, True, 0.0, False)
     finally:
         set_kernel(previous)
-    assert len(calls) == 3
+    assert len(calls) == 4
     assert attention.short_attention is short_attention  # the one call site is the one that dispatches

@@ -8,10 +8,10 @@ model's training shape (64 x 8 heads x 24 positions x 32) a layer's forward and 
 against SDPA's 6.8 on session 26's AMD EPYC (`python benchmarks/levers/training_kernels.py`).
 A single query (each step of decoding) is scored straight from the key rows, without the transpose:
 1.5-3x SDPA from 20 to 2,048 keys (64 x 8 rows of 20 keys: 49 against 151 us; session 28's Zen 4, one-off
-timings). It serves float32 CPU tensors with head size 16, 32 or 64, up to `MAX_KEYS` keys (any number
-for a single query), without attention dropout, outside autocast and `torch.compile`;
-`set_kernel("pytorch")` turns it off with the other kernels. Results agree with SDPA's to float32
-rounding (tests/test_short_attention.py).
+timings). It serves float32 CPU tensors with head size 16, 32 or 64, up to `MAX_KEYS` keys
+(`MAX_CAUSAL_KEYS` under a causal mask; any number for a single query), without attention dropout,
+outside autocast and `torch.compile`; `set_kernel("pytorch")` turns it off with the other kernels.
+Results agree with SDPA's to float32 rounding (tests/test_short_attention.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,12 @@ from torch.autograd.function import once_differentiable
 
 from qkv.nn import native
 
-MAX_KEYS = 64  # beyond this SDPA is as fast or faster, forward and backward (levers/training_kernels.py)
+# Up to how many keys the kernel beats SDPA, forward and backward together (session 29's Zen 4, one-off
+# timings at 64 x 8 heads x d_k 32 and 12 x 12 x 64, 2 threads). With a padding mask: 1.58x and 1.19x at
+# 96 keys, but 0.94x at 128 with d_k 64 and 0.79x and 0.66x at 256. Causal, the kernel skips the
+# hidden half of the scores and stays ahead: 2.21x and 1.68x at 128 keys, 1.52x and 1.11x at 256.
+MAX_KEYS = 96
+MAX_CAUSAL_KEYS = 256
 
 
 def applies(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float) -> bool:
@@ -33,7 +38,7 @@ def applies(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: boo
         dropout_p == 0.0
         and q.dim() == 4
         # one query (a decoding step) at any length: its scores come straight from the key rows
-        and (k.size(-2) <= MAX_KEYS or q.size(-2) == 1)
+        and (k.size(-2) <= (MAX_CAUSAL_KEYS if is_causal else MAX_KEYS) or q.size(-2) == 1)
         and q.size(-1) in (16, 32, 64)
         and q.shape[:2] == k.shape[:2] == v.shape[:2]
         and k.shape == v.shape
