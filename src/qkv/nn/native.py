@@ -9,9 +9,9 @@ it read a 124M GPT's 494 MB of matrices at 36-38 GB/s against oneDNN's 21-24 and
 decoding step took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table).
 `qkv.nn.gelu` computes GPT-2's activation with `gelu_tanh` on every CPU (about 3x faster than
 PyTorch's kernel, forward and backward); `qkv.nn.dropout` draws float32 CPU dropout masks with `dropout`
-(about 40x faster than `bernoulli_`); `qkv.nn.short_attention` runs attention over up to 64 keys, and a single query
-over any number, with `attention_forward` and `attention_backward` (about 2x SDPA at translation's
-lengths, 1.5-3x for a decoding step's single query);
+(about 40x faster than `bernoulli_`); `qkv.nn.short_attention` runs attention over up to 96 keys (256
+under a causal mask), and a single query over any number, with `attention_forward` and
+`attention_backward` (about 2.3x SDPA at translation's lengths, 1.5-3x for a decoding step's single query);
 `qkv.train.losses` computes the label-smoothed loss with `smoothed_loss_forward` and `_backward`. The
 extension is compiled once per processor, source and PyTorch version (about a minute, with the C++
 compiler PyTorch's `cpp_extension` finds, and ninja), cached under ~/.cache/qkv (or $QKV_CACHE_DIR), and
