@@ -3,10 +3,12 @@ one process: attention for short sequences (`qkv.nn.short_attention`, `attention
 the dropout mask (`qkv.nn.dropout`, `dropout.cpp`) against `F.dropout`, and the label-smoothed loss
 (`qkv.train.losses`, `smoothed_loss.cpp`) against the same criterion in PyTorch operations.
 
-    python benchmarks/levers/training_kernels.py [--rounds 5] [--skip-training] [--output-loss-only]
+    python benchmarks/levers/training_kernels.py [--rounds 5] [--skip-training] [--output-loss-only] [--long-only]
 
 1. One attention call, forward and forward + backward (ms), 64 sentences x 8 heads x d_k 32, at
-   24 positions (the Multi30k benchmark's) to 256, with a key padding mask, and causal.
+   24 positions (the Multi30k benchmark's) to 256, with a key padding mask, and causal. `--long-only`:
+   96 to 256 positions, also at 12 x 12 heads x d_k 64 (GPT-2's head size), the timings behind
+   `short_attention.MAX_KEYS` and `MAX_CAUSAL_KEYS`.
 2. Few queries against T keys, batch 64: one (a greedy decoding step, which stays on SDPA), two, four
    (beam 4's cross-attention folds a sentence's beams into one row of 4 queries).
 3. Dropout of a 1,536 x 256 activation, forward (ms).
@@ -186,6 +188,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-training", action="store_true", help="only the single operations")
     parser.add_argument("--output-loss-only", action="store_true", help="only the output layer with the loss")
+    parser.add_argument(
+        "--long-only",
+        action="store_true",
+        help="only attention at the lengths behind short_attention.MAX_KEYS and MAX_CAUSAL_KEYS (96-256 keys)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     if native.module() is None:
@@ -193,6 +200,12 @@ def main() -> None:
     print(environment())
     if args.output_loss_only:
         return output_loss_times(args.rounds)
+    if args.long_only:
+        for b, h, d in ((64, 8, 32), (12, 12, 64)):  # d_k 32 (Multi30k, shakespeare_char_best), 64 (GPT-2)
+            for t in (96, 128, 192, 256):
+                for causal in (False, True):
+                    attention_times(t, t, causal, args.rounds, b, h, d)
+        return
     for t in (24, 64, 128, 256):
         attention_times(t, t, False, args.rounds)
     for t in (24, 64, 128):

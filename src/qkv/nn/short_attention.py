@@ -24,10 +24,11 @@ from torch.autograd.function import once_differentiable
 
 from qkv.nn import native
 
-# Up to how many keys the kernel beats SDPA, forward and backward together (session 29's Zen 4, one-off
-# timings at 64 x 8 heads x d_k 32 and 12 x 12 x 64, 2 threads). With a padding mask: 1.58x and 1.19x at
-# 96 keys, but 0.94x at 128 with d_k 64 and 0.79x and 0.66x at 256. Causal, the kernel skips the
-# hidden half of the scores and stays ahead: 2.21x and 1.68x at 128 keys, 1.52x and 1.11x at 256.
+# Up to how many keys the kernel beats SDPA, forward and backward together (session 29's Zen 4, 2 threads,
+# 64 x 8 heads x d_k 32 and 12 x 12 x 64; a one-off script, then `python benchmarks/levers/training_kernels.py
+# --long-only`). With a padding mask: 1.21-1.58x and 1.15-1.19x at 96 keys, but 0.91-0.94x at 128 with d_k
+# 64 and 0.63-0.79x at 256. Causal, the kernel skips the hidden half of the scores and stays ahead:
+# 1.67-2.21x at 128 keys, 1.11-1.53x at 256.
 MAX_KEYS = 96
 MAX_CAUSAL_KEYS = 256
 
