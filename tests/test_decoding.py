@@ -2,8 +2,9 @@ import pytest
 import torch
 from conftest import random_tokens
 
+from qkv.decoding.argmax import first_argmax
 from qkv.decoding.beam import beam_search
-from qkv.decoding.greedy import first_argmax, greedy_decode
+from qkv.decoding.greedy import greedy_decode
 from qkv.decoding.translate import translate_ids
 
 

@@ -1,11 +1,12 @@
-"""What session 28's three decoding changes each give, in one process on the same batches: products of
+"""What each of qkv's decoding kernels gives, in one process on the same batches: session 28's products of
 several rows on oneDNN with packed weights (and the FFN's ReLU inside them; `qkv.nn.linear`), a single
-query's attention in qkv's kernel instead of SDPA (`qkv.nn.short_attention`), and greedy's first
-maximum from chunk maxima (`qkv.decoding.greedy.first_argmax`).
+query's attention in qkv's kernel instead of SDPA (`qkv.nn.short_attention`) and greedy's first
+maximum from chunk maxima (`qkv.decoding.argmax.first_argmax`); then session 30's greedy next token
+screened with 8-bit integer scores (`qkv.decoding.argmax`, greedy only: beam search needs every score).
 
     python benchmarks/levers/decoding_kernels.py [--model runs/multi30k_de_en/best] [--rounds 5]
 
-Each setting turns the changes on one by one, cumulatively, from "before" (all three off). Prints
+Each setting turns the changes on one by one, cumulatively, from "before" (all four off). Prints
 sentences/s (medians of alternating rounds) for greedy and beam 4, and whether outputs are identical.
 """
 
@@ -17,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from test2016 import model_and_batches
 
+import qkv.decoding.argmax as argmax
 import qkv.decoding.greedy as greedy
 import qkv.nn.linear as qlinear
 from qkv.decoding.beam import beam_search
@@ -40,13 +42,15 @@ def several_queries_only(q, k, v, mask, is_causal, dropout_p, applies=short_atte
 OFF = {
     "packed": (qlinear, "MIN_PACKED", 2**62),
     "one_query": (short_attention, "applies", several_queries_only),
-    "argmax": (greedy, "first_argmax", lambda x: x.max(-1).indices),
+    "argmax": (argmax, "first_argmax", lambda x: x.max(-1).indices),
+    "screened": (argmax, "enabled", False),
 }
 SETTINGS = {  # each turns on one more change
-    "before": ("packed", "one_query", "argmax"),
-    "+packed": ("one_query", "argmax"),
-    "+one_query": ("argmax",),
-    "+argmax": (),
+    "before": ("packed", "one_query", "argmax", "screened"),
+    "+packed": ("one_query", "argmax", "screened"),
+    "+one_query": ("argmax", "screened"),
+    "+argmax": ("screened",),
+    "+screened": (),
 }
 
 
@@ -82,7 +86,7 @@ def main() -> None:
         rates = {s: round(sentences / statistics.median(t), 1) for s, t in times.items()}
         same = {s: outputs[s] == outputs["before"] for s in SETTINGS}
         print(
-            f"beam {beam}: sentences/s {rates}; against before: {rates['+argmax'] / rates['before']:.3f}x; "
+            f"beam {beam}: sentences/s {rates}; against before: {rates['+screened'] / rates['before']:.3f}x; "
             f"outputs identical to before: {same}"
         )
 

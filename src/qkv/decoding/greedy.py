@@ -5,21 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from qkv.decoding.argmax import output_argmax
 from qkv.models.seq2seq import EncoderDecoder
 from qkv.nn.linear import packed_weights
-
-
-def first_argmax(x: Tensor, chunk: int = 64) -> Tensor:
-    """(R, V) -> (R,): the index of each row's largest entry, the first of equal ones (as `argmax`).
-    PyTorch 2.13's CPU `max(-1)` and `argmax` take 230-370 us over (64, 8,000) scores, where `amax` takes
-    17 (session 28's Zen 4): so the maxima of chunks of 64 entries first, then the first chunk holding the
-    row's maximum, then the first maximum inside it, 75 us in all (one-off timing)."""
-    r, v = x.shape
-    if v % chunk or v < 4 * chunk or x.stride(-1) != 1:
-        return x.max(-1).indices
-    chunks = x.view(r, v // chunk, chunk)
-    best = chunks.amax(-1).max(-1).indices  # (R,) the first chunk whose maximum is the row's
-    return best * chunk + chunks[torch.arange(r, device=x.device), best].max(-1).indices
 
 
 @torch.inference_mode()
@@ -44,8 +32,9 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, max_len: int) -> Tensor:
     last = out[:, :1]  # (B_live, 1) the newest token of each live row
     done = torch.zeros(b, dtype=torch.bool, device=src.device)  # (B_live,) ended, not yet dropped
     for t in range(max_len):
-        logits = model.decode(last, memory, src_mask, cache).logits  # (B_live, 1, V)
-        nxt = first_argmax(logits[:, -1]).masked_fill(done, c.pad_id)
+        states = model.decoder_states(last, memory, src_mask, cache)[0]  # (B_live, 1, D)
+        # the largest score's index without every score in float32 where that is faster (decoding.argmax)
+        nxt = output_argmax(states[:, -1], model.output).masked_fill(done, c.pad_id)
         out[rows, t + 1] = nxt
         done |= nxt == c.eos_id
         finished = int(done.sum())

@@ -132,13 +132,14 @@ class EncoderDecoder(nn.Module):
         in place and returned. Target padding needs no key mask: causality already hides every later
         position, and the loss ignores padded positions.
         """
-        x, weights = self._decoder_states(tgt, memory, src_mask, cache, need_weights)
+        x, weights = self.decoder_states(tgt, memory, src_mask, cache, need_weights)
         return Decoded(self.output(x), cache, weights)
 
-    def _decoder_states(
-        self, tgt: Tensor, memory: Tensor, src_mask: Tensor, cache: KVCache | None, need_weights: bool
+    def decoder_states(
+        self, tgt: Tensor, memory: Tensor, src_mask: Tensor, cache: KVCache | None = None, need_weights: bool = False
     ) -> tuple[Tensor, list | None]:
-        """`decode` up to the output layer: (B, T, D) states, and the attention weights when asked."""
+        """`decode` up to the output layer: (B, T, D) states, and the attention weights when asked (greedy
+        decoding applies `self.output` itself, `qkv.decoding.argmax`)."""
         offset = cache.length if cache is not None else 0
         t_q = tgt.size(1)
         # sec 3.2.3: the mask stops leftward information flow; "none" exists only for experiment 3
@@ -154,7 +155,7 @@ class EncoderDecoder(nn.Module):
         enc = self.encode(src)
         if output_layer:
             return self.decode(tgt, enc.memory, enc.src_mask).logits
-        return self._decoder_states(tgt, enc.memory, enc.src_mask, None, False)[0]
+        return self.decoder_states(tgt, enc.memory, enc.src_mask, None, False)[0]
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_decoder_layers)

@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,7 @@ from torch.autograd.function import once_differentiable
 from qkv.nn import native
 
 Kernel = Literal["auto", "pytorch", "onednn"]
+T = TypeVar("T")
 # oneDNN's per-call overhead outweighs its faster arithmetic below 2^21 multiply-adds, unless the weight
 # alone (2 MB or more) is too large to stay in a core's cache between calls, as in decoding: then
 # reading it is the cost, and oneDNN reads faster (module docstring).
@@ -176,12 +177,12 @@ def takes_packed(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
-# Per thread (two threads may decode at once): inside a packed_weights() block, `copies` maps id(weight)
-# to (weight, packed copy); outside one it is absent.
+# Per thread (two threads may decode at once): inside a packed_weights() block, `copies` maps
+# (id(weight), kind) to (weight, copy, bytes); outside one it is absent.
 _blocks = threading.local()
 
 
-def _blocks_copies() -> dict[int, tuple[Tensor, Tensor]] | None:
+def _blocks_copies() -> dict[tuple[int, str], tuple[Tensor, object, int]] | None:
     return getattr(_blocks, "copies", None)
 
 
@@ -200,22 +201,30 @@ def packed_weights() -> Iterator[None]:
         del _blocks.copies
 
 
-def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
-    """`weight` in oneDNN's layout for products of about `rows` rows (any row count works), made on its
-    first use in this thread's `packed_weights()` block; None outside one, or when the block's copies
-    would pass PACKED_BYTES."""
+def block_copy(weight: Tensor, kind: str, make: Callable[[Tensor], T], nbytes: int) -> T | None:
+    """`make(weight)` (a form of the weight named `kind`, of `nbytes` bytes), made on its first use in
+    this thread's `packed_weights()` block and kept to its end; None outside one, or when the block's
+    copies would pass PACKED_BYTES."""
     copies = _blocks_copies()
     if copies is None:
         return None
-    entry = copies.get(id(weight))
+    entry = copies.get((id(weight), kind))
     if entry is not None and entry[0] is weight:
         return entry[1]
-    if sum(w.numel() * 4 for w, _ in copies.values()) + weight.numel() * 4 > PACKED_BYTES:
+    if sum(e[2] for e in copies.values()) + nbytes > PACKED_BYTES:
         return None
     with torch.no_grad():
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(rows, 1))
-    copies[id(weight)] = (weight, packed)  # the weight kept alive: its id cannot be reused in the block
-    return packed
+        copy = make(weight.detach())
+    copies[(id(weight), kind)] = (weight, copy, nbytes)  # the weight kept alive: its id cannot be reused
+    return copy
+
+
+def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
+    """`weight` in oneDNN's layout for products of about `rows` rows (any row count works): a
+    `block_copy`, so None outside a `packed_weights()` block."""
+    return block_copy(
+        weight, "onednn", lambda w: torch.ops.mkldnn._reorder_linear_weight(w, max(rows, 1)), weight.numel() * 4
+    )
 
 
 def _tracked(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:

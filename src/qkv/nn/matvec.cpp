@@ -10,24 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-namespace {
-
-// One row's dot product with 32 independent partial sums: the compiler turns the inner loop into a
-// few vector multiply-adds whose loads never wait on the previous add. The summation order differs
-// from MKL's and oneDNN's (as theirs differ from each other), so results agree up to rounding.
-inline float dot(const float* __restrict w, const float* __restrict x, int64_t n) {
-  constexpr int kLanes = 32;
-  float acc[kLanes] = {0};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) acc[j] += w[i + j] * x[i + j];
-  float s = 0;
-  for (int j = 0; j < kLanes; ++j) s += acc[j];
-  for (; i < n; ++i) s += w[i] * x[i];
-  return s;
-}
-
-}  // namespace
+#include "dot.h"
 
 // x: (..., in) holding one row in all; weight: (out, in); bias: (out,) or None -> (..., out).
 at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
@@ -55,7 +38,7 @@ at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight, const c10::opti
   // applies); each thread streams its block of W in order, which the hardware prefetcher follows.
   at::parallel_for(0, out_f, 16, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
-      const float s = dot(w + o * in_f, xv, in_f);
+      const float s = qkv::dot(w + o * in_f, xv, in_f);
       out[o] = b ? s + b[o] : s;
     }
   });

@@ -1,5 +1,5 @@
 // The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp, dropout.cpp,
-// attention.cpp, smoothed_loss.cpp); qkv/nn/native.py builds
+// attention.cpp, smoothed_loss.cpp, screened_argmax.cpp); qkv/nn/native.py builds
 // and loads them.
 
 #include <torch/extension.h>
@@ -16,6 +16,10 @@ std::vector<at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor&
 std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                            const c10::optional<at::Tensor>& mask, bool causal, double scale);
+std::vector<at::Tensor> quantize_rows(const at::Tensor& x);
+at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at::Tensor& scale, const at::Tensor& x,
+                           const at::Tensor& weight, const c10::optional<at::Tensor>& bias, double w_scale,
+                           double w_l1);
 
 // Whether at::parallel_for can use more than one thread here (the build must have had -fopenmp).
 bool uses_openmp() {
@@ -35,5 +39,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_backward", &attention_backward, "the gradients of attention_forward -> [dq, dk, dv]");
   m.def("smoothed_loss_forward", &smoothed_loss_forward, "label-smoothed cross-entropy, summed -> [loss, lse]");
   m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores, new or written over them");
+  m.def("quantize_rows", &quantize_rows, "x (R, D) -> [q (R, D) int8, scale (R,)] with x ~ scale q, row by row");
+  m.def("screened_argmax", &screened_argmax, "each row's argmax of x W^T + b from 8-bit integer scores and their error bound");
   m.def("uses_openmp", &uses_openmp, "whether the kernels split their work across PyTorch's threads");
 }

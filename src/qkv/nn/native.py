@@ -38,9 +38,18 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-_KERNELS = ("native.cpp", "matvec.cpp", "gelu.cpp", "dropout.cpp", "attention.cpp", "smoothed_loss.cpp")
+_KERNELS = (
+    "native.cpp",
+    "matvec.cpp",
+    "gelu.cpp",
+    "dropout.cpp",
+    "attention.cpp",
+    "smoothed_loss.cpp",
+    "screened_argmax.cpp",
+)
 SOURCES = [Path(__file__).with_name(f) for f in _KERNELS]
-HEADERS = [Path(__file__).with_name("exp_approx.h")]  # included by the sources: part of the build name too
+# included by the sources: part of the build name too
+HEADERS = [Path(__file__).with_name(h) for h in ("exp_approx.h", "dot.h")]
 # Native code is safe to cache: the build is keyed by processor (build_name). -fopenmp is what makes
 # at::parallel_for split the work across PyTorch's threads; without it every loop runs on one thread.
 FLAGS = ["-O3", "-march=native", "-fopenmp"]

@@ -1,0 +1,96 @@
+"""Greedy decoding's next token: the index of the largest score of the output layer, exactly as float32
+would pick it, computed mostly with 8-bit integers.
+
+At batch 64 the Multi30k model's output layer (8,000 x 256) was about a fifth of greedy decoding's time,
+and greedy needs only each row's largest score, not the scores. Products of 8-bit integers run several
+times faster than float32 ones where the processor has AVX512-VNNI (64 x 256 x 8,000: 0.36 ms through
+`torch._int_mm` against 1.32 ms for float32 through oneDNN with a packed weight, session 30's Zen 4,
+one-off timings). So every score is first estimated from the input row and the weight rounded to
+integers (a scale per input row, one for the weight), with a bound on how far each estimate can be from the float32
+score; only the scores that could still be the largest (1.8 a row on average for the Multi30k model, at
+most 29, over the 6,760 steps of 512 test2016 sentences) are computed again in float32
+(`screened_argmax`, qkv/nn/screened_argmax.cpp, which derives the bound), and the first largest of those
+is the answer.
+
+The bound holds for any inputs, as long as the integer sums are exact (they are: at most d 127^2, far
+inside int32). Scores that round the same in every float32 summation order are picked the same as a
+float32 product would; near-ties that float32 orders disagree on (MKL against oneDNN, as today) may go
+either way, as between any two float32 implementations.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import torch
+from torch import Tensor, nn
+
+from qkv.nn import linear as qlinear
+from qkv.nn import native
+
+MIN_SCREENED = 2**20  # weights of at least this many numbers (the Multi30k output layer has 2,048,000)
+enabled = True  # False: always float32 scores (for `benchmarks/levers/decoding_kernels.py`)
+
+
+def first_argmax(x: Tensor, chunk: int = 64) -> Tensor:
+    """(R, V) -> (R,): the index of each row's largest entry, the first of equal ones (as `argmax`).
+    PyTorch 2.13's CPU `max(-1)` and `argmax` take 230-370 us over (64, 8,000) scores, where `amax` takes
+    17 (session 28's Zen 4): so the maxima of chunks of 64 entries first, then the first chunk holding the
+    row's maximum, then the first maximum inside it, 75 us in all (one-off timing)."""
+    r, v = x.shape
+    if v % chunk or v < 4 * chunk or x.stride(-1) != 1:
+        return x.max(-1).indices
+    chunks = x.view(r, v // chunk, chunk)
+    best = chunks.amax(-1).max(-1).indices  # (R,) the first chunk whose maximum is the row's
+    return best * chunk + chunks[torch.arange(r, device=x.device), best].max(-1).indices
+
+
+@cache
+def integer_products() -> bool:
+    """Where 8-bit integer products have the processor's dot-product instructions (AVX512-VNNI) and
+    qkv has measured them: x86 processors that are not Intel's, as for qkv's other oneDNN rules
+    (`qkv.nn.linear`), with PyTorch's `_int_mm`."""
+    flags = next((line for line in qlinear._cpuinfo().splitlines() if line.startswith("flags")), "").split()
+    return qlinear.mkl_runs_generic_code() and "avx512_vnni" in flags and hasattr(torch, "_int_mm")
+
+
+def screens(x: Tensor, weight: Tensor) -> bool:
+    """Whether `output_argmax` takes the integer route for these tensors."""
+    return (
+        enabled
+        and x.dim() == 2
+        and x.size(0) > 1  # a single row goes to qkv's float32 matvec, never timed against this
+        and weight.numel() >= MIN_SCREENED
+        and qlinear.current_kernel() == "auto"
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and qlinear.kernels_apply(x, weight)
+        and integer_products()
+    )
+
+
+def quantized(weight: Tensor) -> tuple[Tensor, float, float]:
+    """weight (V, D) -> (p (V, D) int8, t, l1): the weight rounded to t p with t = max |w| / 127 (one scale
+    for the whole matrix, held as a float32), and the largest |w_j|_1 of a row, rounded up. In float64,
+    so that |w / t - p| <= 1/2 holds for the float32 scale the kernel uses."""
+    w = weight.detach().double()
+    top = w.abs().max().item()
+    t = float(torch.tensor(top / 127 if top > 0 else 1.0, dtype=torch.float32))
+    p = torch.round(w / t).clamp(-127, 127).to(torch.int8)
+    l1 = w.abs().sum(1).max().item()
+    return p, t, math.nextafter(float(torch.tensor(l1, dtype=torch.float32)), math.inf)  # rounded up
+
+
+def output_argmax(x: Tensor, output: nn.Linear) -> Tensor:
+    """x: (R, D) decoder states -> (R,) the index of each row's largest `output(x)` score, the first of
+    equal ones. Screened with integers inside a `packed_weights()` block where `screens` holds (the
+    integer weight is made once per block); float32 scores otherwise."""
+    weight, bias = output.weight, output.bias
+    if screens(x, weight) and (argmax := native.kernel("screened_argmax")) is not None:
+        copy = qlinear.block_copy(weight, "int8", quantized, weight.numel())
+        if copy is not None:
+            p, t, l1 = copy
+            q, scale = native.kernel("quantize_rows")(x)  # x ~ scale q, row by row
+            acc = torch._int_mm(q, p.t())  # (R, V) exact integer sums
+            return argmax(acc, q, scale, x, weight, bias, t, l1)
+    return first_argmax(output(x))

@@ -1,0 +1,140 @@
+"""Greedy decoding's integer-screened argmax (qkv.decoding.argmax, qkv/nn/screened_argmax.cpp): the same
+index as float32 scores give, on any input, whether or not this processor has the instructions that
+make the route fast (the route is forced on here)."""
+
+import pytest
+import torch
+from conftest import native_kernel, needs_build, random_tokens
+from torch import nn
+
+import qkv.decoding.argmax as argmax
+import qkv.nn.linear as qlinear
+from qkv.decoding.greedy import greedy_decode
+
+pytestmark = needs_build
+
+
+@pytest.fixture
+def screening(monkeypatch):
+    """The integer route for every weight, on any x86 or other processor."""
+    native_kernel("screened_argmax")
+    monkeypatch.setattr(argmax, "integer_products", lambda: True)
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
+    monkeypatch.setattr(argmax, "MIN_SCREENED", 0)
+    calls = []
+    real = argmax.quantized
+    monkeypatch.setattr(argmax, "quantized", lambda w: calls.append(w) or real(w))
+    return calls
+
+
+def screened(x: torch.Tensor, output: nn.Linear) -> torch.Tensor:
+    with torch.inference_mode(), qlinear.packed_weights():
+        return argmax.output_argmax(x, output)
+
+
+def layer(v: int, d: int, bias: bool, seed: int) -> nn.Linear:
+    torch.manual_seed(seed)
+    output = nn.Linear(d, v, bias=bias)
+    nn.init.normal_(output.weight, std=d**-0.5)
+    if bias:
+        nn.init.normal_(output.bias, std=0.5)
+    return output
+
+
+def exact_argmax(x: torch.Tensor, output: nn.Linear) -> torch.Tensor:
+    """float64 scores: the float32 answer wherever float32 rounding cannot change it."""
+    w = output.weight.double()
+    z = x.double() @ w.t() + (output.bias.double() if output.bias is not None else 0)
+    return z.argmax(-1)
+
+
+@pytest.mark.parametrize("v, d, bias", [(8000, 256, False), (1001, 40, True), (37, 17, False), (512, 64, True)])
+def test_the_screened_argmax_is_the_float32_one(screening, v, d, bias):
+    output = layer(v, d, bias, seed=v)
+    x = torch.randn(48, d) * 3
+    assert torch.equal(screened(x, output), exact_argmax(x, output))
+    assert screening, "the integer route was not taken"
+
+
+def test_near_ties_are_decided_in_float32(screening):
+    """Rows 5 and 7 of W score far above the rest and within 0.01 of each other (of scores near 20):
+    the integer estimates cannot tell them apart (their bound is near 0.5 here), float32 can."""
+    output = layer(300, 64, False, seed=3)
+    torch.manual_seed(3)
+    u = torch.randn(64)
+    u = u / u.norm()
+    x = 20 * u + 0.5 * torch.randn(40, 64)  # every row points along u
+    with torch.no_grad():
+        output.weight[5] = u
+        r = torch.randn(64)
+        output.weight[7] = u + 5e-3 * (r - (r @ u) * u)  # ahead of row 5 for some rows, behind for others
+    z = x.double() @ output.weight.double().t()
+    gap = z[:, 7] - z[:, 5]
+    assert (gap.abs() < 0.05).all() and (gap > 0).any() and (gap < 0).any()
+    clear = gap.abs() > 1e-4  # far above float32 rounding of scores near 20
+    assert clear.sum() >= 30
+    got = screened(x, output)
+    assert set(got.tolist()) == {5, 7}
+    assert torch.equal(got[clear], exact_argmax(x, output)[clear])
+
+
+def test_ties_go_to_the_first_index_and_odd_rows_are_handled(screening):
+    output = layer(100, 32, False, seed=4)
+    with torch.no_grad():
+        output.weight[60] = output.weight[20]  # exactly equal scores: argmax takes the first, 20
+        output.weight[20] *= 4
+        output.weight[60] *= 4
+    x = 5 * output.weight[20].detach() / output.weight[20].detach().norm() + 0.1 * torch.randn(6, 32)
+    x[3] = 0  # a row of zeros: every score is 0, the answer is index 0
+    x[4, 5] = float("nan")  # a NaN row: every score NaN, argmax gives the first
+    x[5] *= 1e30  # huge numbers
+    reference = (x @ output.weight.t()).argmax(-1)
+    got = screened(x, output)
+    assert torch.equal(got[[0, 1, 2, 5]], exact_argmax(x, output)[[0, 1, 2, 5]])
+    assert (got[:3] == 20).all() and got[3] == 0 and got[4] == reference[4]
+
+
+def test_rows_are_rounded_within_half_a_step():
+    x = torch.randn(5, 70) * torch.tensor([1e-3, 1, 30, 1e4, 0])[:, None]
+    q, scale = native_kernel("quantize_rows")(x)
+    assert q.dtype == torch.int8 and q.abs().max() <= 127
+    assert ((x - scale[:, None] * q.float()).abs() <= scale[:, None] * (0.5 + 2**-11)).all()
+    assert scale[4] == 1 and (q[4] == 0).all()  # a row of zeros
+    q, scale = native_kernel("quantize_rows")(torch.tensor([[1.0, float("inf")], [float("nan"), 2.0]]))
+    assert scale.isnan().all() and (q == 0).all()
+
+
+def test_the_weight_is_rounded_within_half_a_step():
+    w = torch.randn(50, 30) * 0.1
+    p, t, l1 = argmax.quantized(w)
+    assert p.dtype == torch.int8 and p.abs().max() == 127
+    t32 = torch.tensor(t, dtype=torch.float32).item()
+    assert t == t32  # a float32 value, the one the kernel uses
+    assert ((w.double() - t * p.double()).abs() <= t / 2).all()
+    assert l1 >= w.double().abs().sum(1).max().item()
+
+
+def test_greedy_decoding_is_the_same_screened_or_not(screening, tiny_model, monkeypatch):
+    torch.manual_seed(5)
+    src = random_tokens(16, 7)
+    screened_out = greedy_decode(tiny_model, src, 12)
+    assert screening  # the integer route ran (once: one weight, one block)
+    monkeypatch.setattr(argmax, "enabled", False)
+    assert torch.equal(screened_out, greedy_decode(tiny_model, src, 12))
+
+
+def test_the_route_stays_off_where_it_does_not_apply(screening):
+    output = layer(64, 16, False, seed=6)
+    x = torch.randn(4, 16)
+    assert not argmax.screens(x, output.weight)  # a weight that gradients are tracked for
+    with torch.no_grad():
+        assert argmax.screens(x, output.weight)
+        assert not argmax.screens(x[:1], output.weight)  # one row: float32 matvec
+        assert not argmax.screens(x.double(), output.weight.double())
+        previous = qlinear.set_kernel("pytorch")
+        try:
+            assert not argmax.screens(x, output.weight)
+        finally:
+            qlinear.set_kernel(previous)
+        outside = argmax.output_argmax(x, output)  # outside a packed_weights() block: float32 scores
+    assert torch.equal(outside, (x @ output.weight.t()).argmax(-1)) and not screening
