@@ -35,10 +35,11 @@ class LayerCache:
         end = self.length + t
         if self.k is None or end > self.k.size(2):
             self._grow(k, max(end, 2 * (0 if self.k is None else self.k.size(2)), 16))
-        self.k[:, :, self.length : end] = k
-        self.v[:, :, self.length : end] = v
+        # narrow + copy_ rather than slice assignment: Python's indexing costs more per call
+        self.k.narrow(2, self.length, t).copy_(k)
+        self.v.narrow(2, self.length, t).copy_(v)
         self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
     def _grow(self, like: Tensor, capacity: int) -> None:
         b, h, _, d = like.shape

@@ -32,6 +32,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -170,19 +171,31 @@ def plain(t: Tensor) -> bool:
     return type(t) is Tensor or type(t) is torch.nn.Parameter
 
 
+@cache
+def _linear() -> ModuleType:
+    from qkv.nn import linear  # imported on first use: linear imports this module
+
+    return linear
+
+
 def applies(x: Tensor) -> bool:
     """Whether qkv's elementwise kernels (GELU, dropout) serve x: a plain float32 CPU tensor, outside
-    autocast and `torch.compile`, with `qkv.nn.linear.set_kernel` not at "pytorch"."""
-    from qkv.nn import linear  # imported here: linear imports this module
-
+    autocast and `torch.compile`, with `qkv.nn.linear.set_kernel` not at "pytorch". A decoding step asks
+    this a few dozen times, so the cheapest tests come first."""
     return (
-        x.device.type == "cpu"
+        type(x) is Tensor
         and x.dtype == torch.float32
-        and type(x) is Tensor
-        and linear.current_kernel() != "pytorch"
+        and x.is_cpu
         and not torch.is_autocast_enabled("cpu")
+        and _linear().current_kernel() != "pytorch"
         and not torch.compiler.is_compiling()
     )
+
+
+def same_kind(x: Tensor, *others: Tensor) -> bool:
+    """Whether every one of `others` is a plain tensor of x's dtype on x's device: with `applies(x)`,
+    whether the kernels serve all of them (cheaper than `applies` for each)."""
+    return all(type(t) is Tensor and t.dtype == x.dtype and t.device == x.device for t in others)
 
 
 def main() -> int:

@@ -44,7 +44,8 @@ def applies(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: boo
         and q.shape[:2] == k.shape[:2] == v.shape[:2]
         and k.shape == v.shape
         and (mask is None or (mask.dtype == torch.bool and not is_causal))
-        and all(native.applies(t) for t in (q, k, v))
+        and native.applies(q)
+        and native.same_kind(q, k, v)
         and native.kernel("attention_forward") is not None
     )
 
