@@ -1,5 +1,5 @@
 // The index of each row's largest score z = x W^T + b, found from 8-bit integer scores and a bound on
-// their error: greedy decoding's output layer at about a quarter of the cost of computing every score
+// their error: greedy decoding's output layer at about a third of the cost of computing every score
 // in float32. qkv/decoding/argmax.py quantizes W once, multiplies the integers (`torch._int_mm`), and
 // says why the result is the float32 argmax; the bound is derived here, next to the code that uses it.
 //
@@ -55,7 +55,8 @@ inline bool any_reaches(Vec v, float floor) {
 // the bias add, each within 2^-24 of its result; 2^-20 of |value| + |bias| covers them all.
 constexpr double kArithmetic = 0x1p-20;
 
-// One row of the problem: value_j = acc_j * k + b_j estimates the float32 score z_j, within `slack`.
+// One row of the problem: value_j = acc_j * k + b_j estimates the float32 score z_j, within the row's
+// bound e (`row_argmax`).
 struct Row {
   const int32_t* acc;  // (V,) sum_i q_i p_ji, exact
   const float* x;      // (D,) the input row
