@@ -38,3 +38,7 @@ def test_gradients_go_through_pytorch():
     out.sum().backward()
     assert x.grad is not None and norm.weight.grad is not None
     assert residual_norm(norm, 0.0, y).shape == y.shape  # no residual (experiment 4): norm(y)
+    norm.weight.requires_grad_(False)  # only the bias is trained: still PyTorch's path, its gradient kept
+    norm.bias.grad = None
+    residual_norm(norm, x.detach(), y).sum().backward()
+    assert norm.bias.grad is not None

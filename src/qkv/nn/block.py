@@ -106,7 +106,7 @@ def residual_norm(norm: nn.Module, skip: Tensor | float, y: Tensor) -> Tensor:
         if (
             w is not None
             and b is not None
-            and not (torch.is_grad_enabled() and (skip.requires_grad or y.requires_grad or w.requires_grad))
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (skip, y, w, b)))
             and native.applies(y)
             and native.same_kind(y, skip)
             and (fused := native.kernel("add_layer_norm")) is not None
