@@ -2,11 +2,12 @@
 several rows on oneDNN with packed weights (and the FFN's ReLU inside them; `qkv.nn.linear`), a single
 query's attention in qkv's kernel instead of SDPA (`qkv.nn.short_attention`) and greedy's first
 maximum from chunk maxima (`qkv.decoding.argmax.first_argmax`); then session 30's greedy next token
-screened with 8-bit integer scores (`qkv.decoding.argmax`, greedy only: beam search needs every score).
+screened with 8-bit integer scores (`qkv.decoding.argmax`, greedy only: beam search needs every score)
+and the residual add + LayerNorm in one compiled pass (`qkv.nn.block.residual_norm`).
 
     python benchmarks/levers/decoding_kernels.py [--model runs/multi30k_de_en/best] [--rounds 5]
 
-Each setting turns the changes on one by one, cumulatively, from "before" (all four off). Prints
+Each setting turns the changes on one by one, cumulatively, from "before" (all five off). Prints
 sentences/s (medians of alternating rounds) for greedy and beam 4, and whether outputs are identical.
 """
 
@@ -20,6 +21,7 @@ from test2016 import model_and_batches
 
 import qkv.decoding.argmax as argmax
 import qkv.decoding.greedy as greedy
+import qkv.nn.block as block
 import qkv.nn.linear as qlinear
 from qkv.decoding.beam import beam_search
 from qkv.nn import short_attention
@@ -44,13 +46,15 @@ OFF = {
     "one_query": (short_attention, "applies", several_queries_only),
     "argmax": (argmax, "first_argmax", lambda x: x.max(-1).indices),
     "screened": (argmax, "enabled", False),
+    "norm": (block, "residual_norm", lambda norm, skip, y: norm(skip + y)),
 }
 SETTINGS = {  # each turns on one more change
-    "before": ("packed", "one_query", "argmax", "screened"),
-    "+packed": ("one_query", "argmax", "screened"),
-    "+one_query": ("argmax", "screened"),
-    "+argmax": ("screened",),
-    "+screened": (),
+    "before": ("packed", "one_query", "argmax", "screened", "norm"),
+    "+packed": ("one_query", "argmax", "screened", "norm"),
+    "+one_query": ("argmax", "screened", "norm"),
+    "+argmax": ("screened", "norm"),
+    "+screened": ("norm",),
+    "+norm": (),
 }
 
 
@@ -86,7 +90,7 @@ def main() -> None:
         rates = {s: round(sentences / statistics.median(t), 1) for s, t in times.items()}
         same = {s: outputs[s] == outputs["before"] for s in SETTINGS}
         print(
-            f"beam {beam}: sentences/s {rates}; against before: {rates['+screened'] / rates['before']:.3f}x; "
+            f"beam {beam}: sentences/s {rates}; against before: {rates['+norm'] / rates['before']:.3f}x; "
             f"outputs identical to before: {same}"
         )
 

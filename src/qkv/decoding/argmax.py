@@ -6,8 +6,8 @@ and greedy needs only each row's largest score, not the scores. Products of 8-bi
 times faster than float32 ones where the processor has AVX512-VNNI (64 x 256 x 8,000: 0.36 ms through
 `torch._int_mm` against 1.32 ms for float32 through oneDNN with a packed weight, session 30's Zen 4,
 one-off timings). So every score is first estimated from the input row and the weight rounded to
-integers (a scale per input row, one for the weight), with a bound on how far each estimate can be from the float32
-score; only the scores that could still be the largest (1.8 a row on average for the Multi30k model, at
+integers (a scale per input row, one for the weight), with a bound on how far each estimate can be
+from the float32 score; only the scores that could still be the largest (1.8 a row on average for the Multi30k model, at
 most 29, over the 6,760 steps of 512 test2016 sentences) are computed again in float32
 (`screened_argmax`, qkv/nn/screened_argmax.cpp, which derives the bound), and the first largest of those
 is the answer.

@@ -215,7 +215,8 @@ at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at:
   c10::optional<at::Tensor> bc;
   float b_max = 0;
   if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == v, "screened_argmax: bias must hold ", v, " floats");
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == v, "screened_argmax: bias must hold ", v,
+                " floats");
     bc = bias->contiguous();
     const float* b = bc->data_ptr<float>();
     for (int64_t j = 0; j < v; ++j) b_max = std::fabs(b[j]) > b_max ? std::fabs(b[j]) : b_max;
