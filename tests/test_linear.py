@@ -84,11 +84,60 @@ def test_auto_takes_onednn_only_for_large_products_where_mkl_is_generic(kernel, 
     with torch.no_grad():  # outside training only large weights: other shapes come once (uncached generation)
         assert not chooses_onednn(*small_train)
         assert chooses_onednn(*big_decode)
-    monkeypatch.setattr(qlinear, "full_width_avx512", lambda: False)  # Zen 4: training's smaller products stay
+    monkeypatch.setattr(qlinear, "full_width_avx512", lambda: False)  # Zen 4: training's smaller products stay,
+    monkeypatch.setattr(qlinear, "_training_shapes", set())
     assert not chooses_onednn(*small_train)
+    assert chooses_onednn(*small_train)  # until their shape comes again (`recurring`)
     assert chooses_onednn(*big_decode)
     monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: False)  # an Intel processor
     assert not chooses_onednn(*big_decode)
+
+
+def test_zen4_training_takes_onednn_for_recurring_shapes_only(kernel, monkeypatch):
+    """Half-width AVX-512: a training product's first shape stays on MKL, a shape seen before goes to
+    oneDNN, and past MAX_TRAINING_SHAPES distinct shapes a new one is never admitted."""
+    kernel("auto")
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
+    monkeypatch.setattr(qlinear, "full_width_avx512", lambda: False)
+    monkeypatch.setattr(qlinear, "_training_shapes", set())
+    monkeypatch.setattr(qlinear, "MAX_TRAINING_SHAPES", 2)
+    w = torch.randn(256, 256)
+    a, b, c = (torch.randn(rows, 256) for rows in (64, 48, 40))  # three shapes of >= 2^21 MACs
+    assert [chooses_onednn(a, w), chooses_onednn(a, w), chooses_onednn(b, w)] == [False, True, False]
+    assert not chooses_onednn(c, w) and not chooses_onednn(c, w)  # the third shape: over the limit
+    assert chooses_onednn(b, w)
+    with torch.no_grad():  # not training: inference products of small weights stay on MKL
+        assert not chooses_onednn(a, w)
+    assert not chooses_onednn(torch.randn(4, 256), w) and not chooses_onednn(torch.randn(4, 256), w)  # < 2^21
+
+
+@pytest.mark.parametrize("out", [48, 80])  # narrower and wider than the input
+def test_weight_gradient_on_mkl_gives_f_linear_gradients(kernel, monkeypatch, out):
+    """The Zen 4 path: oneDNN forward and dL/dx, MKL's dL/dW; every gradient as F.linear's."""
+    kernel("auto")
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
+    monkeypatch.setattr(qlinear, "full_width_avx512", lambda: False)
+    monkeypatch.setattr(qlinear, "_training_shapes", set())
+    monkeypatch.setattr(qlinear, "MIN_MACS", 1)
+    calls = []
+    real = qlinear._onednn
+    monkeypatch.setattr(qlinear, "_onednn", lambda *a: calls.append(a[0].shape) or real(*a))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 64, generator=g, requires_grad=True)
+    w = torch.randn(out, 64, generator=g, requires_grad=True)
+    b = torch.randn(out, generator=g, requires_grad=True)
+    assert qlinear.weight_gradient_on_mkl(w)
+    linear(x, w, b)  # the shape's first time: MKL
+    assert calls == []
+    y = linear(x, w, b)
+    upstream = torch.randn(y.shape, generator=g)
+    got = torch.autograd.grad(y, [x, w, b], upstream)
+    assert calls == [(3, 5, 64), (15, out)]  # the forward product and dL/dx only
+    want_y = F.linear(x, w, b)
+    want = torch.autograd.grad(want_y, [x, w, b], upstream)
+    torch.testing.assert_close(y, want_y, atol=1e-5, rtol=1e-5)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_kernel_is_refused():

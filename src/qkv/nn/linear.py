@@ -20,6 +20,17 @@ results differ from MKL's in rounding only (summation order). Autocast, other dt
 subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already uses oneDNN) always
 get `F.linear`.
 
+On those half-width processors a training product of that size goes to oneDNN after all once its shape
+(rows, in, out) has come before (`recurring`), for its forward and dL/dx products, with dL/dW on MKL:
+there oneDNN's weight-gradient product was the slower one (session 27: 145-209 against MKL's 166-193
+GFLOP/s at widths up to 768), and its kernels, built per input shape, pay only for shapes that recur.
+Session 31's Zen 4, alternating in one process: the Multi30k training step 1.027x and 1.028x (forward and
+dL/dx on oneDNN, against MKL; with dL/dW on oneDNN too, 0.970x); 30 real token-batched Multi30k
+batches, each of a new shape, 0.978x the first time oneDNN saw them and 1.012x and 1.031x after.
+A token-batched run therefore keeps MKL for a batch until its shape comes round again (the next
+epoch), and only the first MAX_TRAINING_SHAPES shapes of a process are admitted, so that their kernels
+stay in oneDNN's cache (1,024 kernels, shared with decoding's).
+
 Under "auto" on the same processors, a product of a single row without gradients (batch-1 decoding), of
 any size, goes instead to qkv's own compiled loop (`matvec`, `qkv.nn.native`), which reads a weight faster than
 either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and costs less per call;
@@ -63,6 +74,10 @@ MIN_MACS = 2**21
 MIN_WEIGHT = 2**19
 MIN_PACKED = 2**17  # inference products of several rows: oneDNN on a packed weight from this size on
 PACKED_BYTES = 2**28  # at most 256 MB of packed copies in a block: all of a model of up to 64M parameters
+# Training shapes (rows, in, out) seen so far, for `recurring`: 128 shapes are 256 oneDNN kernels
+# (forward and dL/dx), a quarter of its cache.
+MAX_TRAINING_SHAPES = 128
+_training_shapes: set[tuple[int, int, int]] = set()
 _kernel: Kernel = "auto"
 _ONEDNN_BUILT = torch.backends.mkldnn.is_available()
 
@@ -145,9 +160,29 @@ def chooses_onednn(x: Tensor, weight: Tensor) -> bool:
             # not: uncached generation, whose input grows by a row each token, ran 1.3-1.7x slower.
             if not torch.is_grad_enabled() or x.numel() * weight.size(0) < MIN_MACS:  # rows * in * out
                 return False
-            if not full_width_avx512():  # and only where oneDNN computes faster, not just reads faster
+            # where oneDNN computes faster (full-width AVX-512), or on a shape whose kernel it keeps
+            if not full_width_avx512() and not recurring(x, weight):
                 return False
     return kernels_apply(x, weight)
+
+
+def recurring(x: Tensor, weight: Tensor) -> bool:
+    """Whether a training product of this shape (rows, in, out) came before in this process, among its
+    first MAX_TRAINING_SHAPES shapes; a new shape is noted for next time. oneDNN builds a kernel per
+    input shape and caches it: a fixed batch shape repays it from the second step on, a token-batched
+    run when the batch comes round again, and a one-off shape never (module docstring)."""
+    key = (x.numel() // x.size(-1), x.size(-1), weight.size(0))
+    if key in _training_shapes:
+        return True
+    if len(_training_shapes) < MAX_TRAINING_SHAPES:
+        _training_shapes.add(key)
+    return False
+
+
+def weight_gradient_on_mkl(weight: Tensor) -> bool:
+    """Whether a oneDNN training product leaves dL/dW to MKL: under "auto", for the weights that reach
+    oneDNN through `recurring` (half-width AVX-512), where MKL's weight-gradient product is the faster."""
+    return _kernel == "auto" and weight.numel() < MIN_WEIGHT and not full_width_avx512()
 
 
 def takes_matvec(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
@@ -238,12 +273,13 @@ def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) 
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """oneDNN for the forward product and for both products of the backward pass."""
+    """oneDNN for the forward product and dL/dx, and for dL/dW unless `mkl_weight_grad`."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mkl_weight_grad: bool = False) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        ctx.mkl_weight_grad = mkl_weight_grad
         return _onednn(x, weight, bias)
 
     @staticmethod
@@ -262,13 +298,15 @@ class _OneDNNLinear(torch.autograd.Function):
             # wins: (x^T g)^T when out >= in, g^T x when out < in (Multi30k shape, N = 1,536, a one-off
             # timing: 1024 x 256 2.7 against 3.6 ms, 256 x 1024 2.3 against 3.5; MKL 4.3 and 4.5).
             x2 = x.reshape(-1, x.size(-1))
-            if weight.size(0) < weight.size(1):
+            if ctx.mkl_weight_grad:
+                grad_w = g.t().mm(x2)  # as F.linear's backward computes it
+            elif weight.size(0) < weight.size(1):
                 grad_w = _onednn(g.t(), x2.t(), None)
             else:
                 grad_w = _onednn(x2.t(), g.t(), None).t()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
@@ -284,7 +322,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
     elif not chooses_onednn(x, weight):
         y = F.linear(x, weight, bias)
     elif torch.is_grad_enabled() and _tracked(x, weight, bias):
-        y = _OneDNNLinear.apply(x, weight, bias)
+        y = _OneDNNLinear.apply(x, weight, bias, weight_gradient_on_mkl(weight))
     else:
         y = _onednn(x, weight, bias)
     return F.relu(y) if relu else y
