@@ -124,7 +124,8 @@ def full_width_avx512() -> bool:
     faster than MKL's generic AVX2 ones: session 24's Zen 4 EPYC multiplied 2048^3 at 212 GFLOP/s
     through oneDNN and 145 through MKL, against 447 and 197 on session 23's Zen 5, and the 4 x 128 GPT's
     training step ran 6% slower under the rule without this test than on MKL (16,252 against 17,230
-    tokens/s; `python benchmarks/levers/onednn_linear.py` gives that step for each kernel)."""
+    tokens/s; `python benchmarks/levers/onednn_linear.py` gives that step for each kernel). There a
+    training product goes to oneDNN only through `recurring`, with dL/dW left to MKL."""
     cpuinfo = _cpuinfo()
     for line in cpuinfo.splitlines():
         if line.startswith("cpu family"):
