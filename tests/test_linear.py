@@ -109,6 +109,11 @@ def test_zen4_training_takes_onednn_for_recurring_shapes_only(kernel, monkeypatc
     with torch.no_grad():  # not training: inference products of small weights stay on MKL
         assert not chooses_onednn(a, w)
     assert not chooses_onednn(torch.randn(4, 256), w) and not chooses_onednn(torch.randn(4, 256), w)  # < 2^21
+    monkeypatch.setattr(qlinear, "_training_shapes", set())
+    monkeypatch.setattr(qlinear, "MAX_TRAINING_SHAPES", 128)
+    d = torch.randn(64, 256, dtype=torch.float64)  # tensors oneDNN does not take are not noted
+    assert not chooses_onednn(d, w.double()) and not chooses_onednn(d, w.double())
+    assert qlinear._training_shapes == set()
 
 
 @pytest.mark.parametrize("out", [48, 80])  # narrower and wider than the input

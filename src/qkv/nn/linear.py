@@ -161,9 +161,8 @@ def chooses_onednn(x: Tensor, weight: Tensor) -> bool:
             # not: uncached generation, whose input grows by a row each token, ran 1.3-1.7x slower.
             if not torch.is_grad_enabled() or x.numel() * weight.size(0) < MIN_MACS:  # rows * in * out
                 return False
-            # where oneDNN computes faster (full-width AVX-512), or on a shape whose kernel it keeps
-            if not full_width_avx512() and not recurring(x, weight):
-                return False
+            if not full_width_avx512():  # half-width: only a shape whose oneDNN kernel is kept (`recurring`)
+                return kernels_apply(x, weight) and recurring(x, weight)  # (GPU tensors are never noted)
     return kernels_apply(x, weight)
 
 
