@@ -21,15 +21,16 @@ subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already 
 get `F.linear`.
 
 On those half-width processors a training product of that size goes to oneDNN after all once its shape
-(rows, in, out) has come before (`recurring`), for its forward and dL/dx products, with dL/dW on MKL:
-there oneDNN's weight-gradient product was the slower one (session 27: 145-209 against MKL's 166-193
-GFLOP/s at widths up to 768), and its kernels, built per input shape, pay only for shapes that recur.
-Session 31's Zen 4, alternating in one process: the Multi30k training step 1.027x and 1.028x (forward and
-dL/dx on oneDNN, against MKL; with dL/dW on oneDNN too, 0.970x); 30 real token-batched Multi30k
-batches, each of a new shape, 0.978x the first time oneDNN saw them and 1.012x and 1.031x after.
-A token-batched run therefore keeps MKL for a batch until its shape comes round again (the next
-epoch), and only the first MAX_TRAINING_SHAPES shapes of a process are admitted, so that their kernels
-stay in oneDNN's cache (1,024 kernels, shared with decoding's).
+(rows, in, out) has come before (`recurring`), for its forward and dL/dx products, with dL/dW left to
+MKL: timed alone oneDNN's weight-gradient products are the faster (see `_OneDNNLinear.backward`), but
+in the step they were not (a one-off prototype: the Multi30k step 0.970x with them on oneDNN, 1.027x
+and 1.028x without). oneDNN builds a kernel per input shape, which only a recurring shape repays: sent
+there the first time they were met, 30 real token-batched Multi30k batches of new shapes ran 2.2%
+slower. Session 31's Zen 4, the rule against MKL alone, alternating in one process (one-off scripts,
+then `python benchmarks/levers/recurring_shapes.py`): the Multi30k training step 1.010x, 1.043x and
+1.005x, the 4 x 128 GPT's 1.021x and 1.000x, those 30 real batches within 2% either way. At most
+MAX_TRAINING_SHAPES shapes a process are admitted, so that their kernels stay in oneDNN's cache (1,024
+kernels, shared with decoding's); a token-batched run keeps MKL for a batch until it comes round again.
 
 Under "auto" on the same processors, a product of a single row without gradients (batch-1 decoding), of
 any size, goes instead to qkv's own compiled loop (`matvec`, `qkv.nn.native`), which reads a weight faster than
