@@ -132,6 +132,7 @@ def test_weight_gradient_on_mkl_gives_f_linear_gradients(kernel, monkeypatch, ou
     w = torch.randn(out, 64, generator=g, requires_grad=True)
     b = torch.randn(out, generator=g, requires_grad=True)
     assert qlinear.weight_gradient_on_mkl(w)
+    assert not qlinear.weight_gradient_on_mkl(torch.empty(1024, 256))  # from 2^18 numbers on: oneDNN's
     linear(x, w, b)  # the shape's first time: MKL
     assert calls == []
     y = linear(x, w, b)

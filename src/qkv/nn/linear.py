@@ -21,14 +21,13 @@ subclasses (FSDP's DTensor) and `torch.compile` (whose own CPU lowering already 
 get `F.linear`.
 
 On those half-width processors a training product of that size goes to oneDNN after all once its shape
-(rows, in, out) has come before (`recurring`), for its forward and dL/dx products, with dL/dW left to
-MKL: timed alone oneDNN's weight-gradient products are the faster (see `_OneDNNLinear.backward`), but
-in the step they were not (a one-off prototype: the Multi30k step 0.970x with them on oneDNN, 1.027x
-and 1.028x without). oneDNN builds a kernel per input shape, which only a recurring shape repays: sent
-there the first time they were met, 30 real token-batched Multi30k batches of new shapes ran 2.2%
-slower. Session 31's Zen 4, the rule against MKL alone, alternating in one process (one-off scripts,
-then `python benchmarks/levers/recurring_shapes.py`): the Multi30k training step 1.010x, 1.043x and
-1.005x, the 4 x 128 GPT's 1.021x and 1.000x, those 30 real batches within 2% either way. At most
+(rows, in, out) has come before (`recurring`), for its forward and dL/dx products; dL/dW stays on MKL
+for weights under 2^18 numbers (`weight_gradient_on_mkl`). oneDNN builds a kernel per input shape,
+which only a recurring shape repays: sent there the first time they were met, 30 real token-batched
+Multi30k batches of new shapes ran 2.2% slower. Session 31's Zen 4, alternating in one process (one-off
+scripts, then `python benchmarks/levers/recurring_shapes.py`), with every dL/dW on MKL: the Multi30k
+training step 1.010x, 1.043x and 1.005x against MKL alone, the 4 x 128 GPT's 1.021x and 1.000x, those 30
+real batches within 2% either way; the FFN's dL/dW then moved to oneDNN, 1.009-1.014x more. At most
 MAX_TRAINING_SHAPES shapes a process are admitted, so that their kernels stay in oneDNN's cache (1,024
 kernels, shared with decoding's); a token-batched run keeps MKL for a batch until it comes round again.
 
@@ -78,6 +77,7 @@ PACKED_BYTES = 2**28  # at most 256 MB of packed copies in a block: all of a mod
 # Training shapes (rows, in, out) seen so far, for `recurring`: 128 shapes are 256 oneDNN kernels
 # (forward and dL/dx), a quarter of its cache.
 MAX_TRAINING_SHAPES = 128
+MIN_WEIGHT_GRAD = 2**18  # there, dL/dW on oneDNN from this size on (`weight_gradient_on_mkl`)
 _training_shapes: set[tuple[int, int, int]] = set()
 _kernel: Kernel = "auto"
 _ONEDNN_BUILT = torch.backends.mkldnn.is_available()
@@ -181,9 +181,12 @@ def recurring(x: Tensor, weight: Tensor) -> bool:
 
 
 def weight_gradient_on_mkl(weight: Tensor) -> bool:
-    """Whether a oneDNN training product leaves dL/dW to MKL: under "auto", for the weights that reach
-    oneDNN through `recurring` (half-width AVX-512), where MKL's weight-gradient product is the faster."""
-    return _kernel == "auto" and weight.numel() < MIN_WEIGHT and not full_width_avx512()
+    """Whether a oneDNN training product leaves dL/dW to MKL: under "auto" on half-width AVX-512, for
+    weights under MIN_WEIGHT_GRAD numbers. Session 31's Zen 4, the Multi30k training step alternating in
+    one process: every dL/dW of the products `recurring` admits on oneDNN 0.970x against 1.027x with all
+    on MKL (a one-off prototype); only the FFN's (256 x 1,024, 2^18 numbers) on oneDNN 1.010x, 1.014x and
+    1.009x against all on MKL (one-off scripts, 9-13 rounds)."""
+    return _kernel == "auto" and weight.numel() < MIN_WEIGHT_GRAD and not full_width_avx512()
 
 
 def takes_matvec(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
