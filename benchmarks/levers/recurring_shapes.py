@@ -3,9 +3,10 @@
     python benchmarks/levers/recurring_shapes.py [--rounds 7] [--real 30]
 
 On processors whose MKL runs generic code and whose AVX-512 is half-width (AMD Zen 4), `qkv.nn.linear`
-sends a training product to oneDNN (its forward and dL/dx; dL/dW stays on MKL) once its shape has come
-before. This times, alternating in one process, the rule as built ("recurring") against the rule
-switched off ("mkl", every training product on MKL, as before session 31) on:
+sends a training product to oneDNN (its forward and dL/dx, and dL/dW for weights of 2^18 numbers and
+more: `weight_gradient_on_mkl`) once its shape has come before. This times, alternating in one process,
+the rule as built ("recurring") against the rule switched off ("mkl", every training product on MKL,
+as before session 31) on:
 1. the Multi30k training step of `benchmarks/seq2seq_train.py` (one fixed batch shape);
 2. the 4 x 128 GPT training step of `benchmarks/gpt.py`;
 3. with --real N, N real token-batched Multi30k batches (`qkv.data.batching.token_batches`, 2,500
