@@ -33,6 +33,17 @@ from qkv.decoding.translate import translate_ids  # noqa: E402
 from qkv.nn.linear import packed_weights  # noqa: E402
 
 
+def beam_sizes(text: str) -> tuple[int, ...]:
+    """ "1,4" -> (1, 4): positive beam sizes, for --beams."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of beam sizes") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"beam sizes must be 1 or more, not {text!r}")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/multi30k_de_en/best")
@@ -41,6 +52,13 @@ def main() -> None:
     # five alternating rounds, the median of each side: with two, single runs moved 10% (mostly the
     # reference's rate), about 30 s more per run
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median of each is reported")
+    parser.add_argument(
+        "--beams",
+        type=beam_sizes,
+        default=(1, 4),
+        help="comma-separated beam sizes to time, 1 being greedy (default: 1,4); `make bench` runs greedy "
+        "in three processes (benchmarks/processes.py) and beam 4 in one",
+    )
     device_argument(parser)
     args = parser.parse_args()
     import transformers
@@ -104,7 +122,7 @@ def main() -> None:
                     same += ours_row == (row[: row.index(c.eos_id)] if c.eos_id in row else row)
         return round(same / len(ids), 4)
 
-    for beam in (1, 4):
+    for beam in args.beams:
         rates = alternate({"qkv": ours(beam), "hf_generate": theirs(beam)}, args.rounds)
         report(
             f"translation_decoding_sentences_per_s[beam {beam}]",

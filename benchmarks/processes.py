@@ -24,18 +24,46 @@ def ratios(record: dict) -> dict[str, float]:
     return {k: v for k, v in record.items() if k.startswith("ratio_vs_") and isinstance(v, (int, float))}
 
 
+def figures(record: dict) -> dict[str, float]:
+    """The other numbers of one benchmark line (each contender's rate, MFU), nested ones named
+    "outer.inner": `{"qkv": 7000, "mfu": {"qkv": 0.75}}` -> `{"qkv": 7000, "mfu.qkv": 0.75}`."""
+    found = {}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            found.update({f"{k}.{inner}": x for inner, x in v.items() if _number(x)})
+        elif _number(v) and not k.startswith("ratio_vs_"):
+            found[k] = v
+    return found
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def medians(seen: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure that every run has."""
+    keys = [k for k in seen[0] if all(k in r for r in seen)]
+    return {k: round(statistics.median(r[k] for r in seen), 3) for k in keys}
+
+
 def summarise(records: list[dict]) -> list[dict]:
-    """Per benchmark (in first-seen order): each process's ratios and their medians."""
-    runs: dict[str, list[dict[str, float]]] = {}
+    """Per benchmark (in first-seen order): each process's ratios and their medians, and the medians of
+    its other figures (`figure_medians`)."""
+    runs: dict[str, list[dict]] = {}
     for record in records:
-        found = ratios(record)
-        if found:
-            runs.setdefault(str(record["benchmark"]), []).append(found)
+        if ratios(record):
+            runs.setdefault(str(record["benchmark"]), []).append(record)
     summary = []
     for name, seen in runs.items():
-        keys = [k for k in seen[0] if all(k in r for r in seen)]
-        medians = {k: round(statistics.median(r[k] for r in seen), 3) for k in keys}
-        summary.append({"benchmark": name, "processes": seen, "ratio_medians": medians})
+        found = [ratios(r) for r in seen]
+        summary.append(
+            {
+                "benchmark": name,
+                "processes": found,
+                "ratio_medians": medians(found),
+                "figure_medians": medians([figures(r) for r in seen]),
+            }
+        )
     return summary
 
 

@@ -19,10 +19,11 @@ def load():
 
 def test_summarise_takes_each_benchmarks_median_ratio():
     records = [
-        {"benchmark": "a", "ratio_vs_x": 1.2, "ratio_vs_y": 2.0, "qkv": 5},
+        {"benchmark": "a", "ratio_vs_x": 1.2, "ratio_vs_y": 2.0, "qkv": 5, "mfu": {"qkv": 0.7, "x": "n/a"}},
         {"benchmark": "b", "n": 64},  # no ratio: not summarised
-        {"benchmark": "a", "ratio_vs_x": 1.4, "ratio_vs_y": 1.0},
-        {"benchmark": "a", "ratio_vs_x": 1.3},  # a ratio missing from one run: left out of the medians
+        {"benchmark": "a", "ratio_vs_x": 1.4, "ratio_vs_y": 1.0, "qkv": 9, "mfu": {"qkv": 0.9}, "batch": 64},
+        # a ratio missing from one run: left out of the medians
+        {"benchmark": "a", "ratio_vs_x": 1.3, "qkv": 6, "mfu": {"qkv": 0.8}, "torch": "2.13.0", "ok": True},
     ]
     (summary,) = load().summarise(records)
     assert summary["benchmark"] == "a"
@@ -32,6 +33,8 @@ def test_summarise_takes_each_benchmarks_median_ratio():
         {"ratio_vs_x": 1.3},
     ]
     assert summary["ratio_medians"] == {"ratio_vs_x": 1.3}
+    # the other numbers (one level of nesting), those every run has; text and flags are not figures
+    assert summary["figure_medians"] == {"qkv": 6, "mfu.qkv": 0.8}
 
 
 def test_runs_the_script_in_separate_processes(tmp_path):
