@@ -1,6 +1,6 @@
 """Translation decoding speed: qkv against `transformers` `generate` on the same weights.
 
-    python benchmarks/decoding.py --model runs/multi30k_de_en/best
+    python benchmarks/decoding.py --model runs/multi30k_de_en/best [--beams 1,4]
 
 The trained qkv model is exported to the Marian layout (`qkv.convert.marian`, an exact conversion)
 and both decode the same batches of 64 Multi30k test2016 sources (sorted by length), greedy and beam 4
