@@ -24,13 +24,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The speed suite: each benchmark runs qkv and the reference implementation in one process and prints
-# one JSON line per figure (docs/PERFORMANCE.md has the latest table). The two whose targets the spread
-# between processes decides (fp32 training against Marian, greedy decoding) run in three processes, each
-# followed by a line of the medians across them (benchmarks/processes.py).
+# one JSON line per figure (docs/PERFORMANCE.md has the latest table). Those whose targets the spread
+# between processes decides (fp32 training against Marian, the small GPT's generation against uncached,
+# greedy decoding) run in three processes, each followed by a line of the medians across them
+# (benchmarks/processes.py).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/processes.py --runs 3 benchmarks/seq2seq_train.py
 	$(BIN)/python benchmarks/seq2seq_train.py --dtype bfloat16
-	$(BIN)/python benchmarks/gpt.py
+	$(BIN)/python benchmarks/gpt.py --only training
+	$(BIN)/python benchmarks/processes.py --runs 3 benchmarks/gpt.py --only small
+	$(BIN)/python benchmarks/gpt.py --only gpt2
 	$(BIN)/python benchmarks/attention_scaling.py
 	$(BIN)/python benchmarks/processes.py --runs 3 benchmarks/decoding.py --model runs/multi30k_de_en/best --beams 1
 	$(BIN)/python benchmarks/decoding.py --model runs/multi30k_de_en/best --beams 4
