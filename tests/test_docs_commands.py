@@ -40,14 +40,35 @@ def test_the_docs_cite_commands():
     assert len(SCRIPTS) > 30 and len(QKV) > 15  # the extraction itself works
 
 
+def scripts_and_flags(command: str) -> list[tuple[str, list[str]]]:
+    """`python a.py --x b.py --y` -> [("a.py", ["--x"]), ("b.py", ["--y"])]: a script may run another
+    one with the arguments after it (`benchmarks/processes.py --runs 3 benchmarks/gpt.py --only small`)."""
+    groups: list[tuple[str, list[str]]] = []
+    for arg in shlex.split(command)[1:]:
+        if arg.endswith(".py"):
+            groups.append((arg, []))
+        elif arg.startswith("--") and groups:
+            groups[-1][1].append(arg.split("=")[0])
+    return groups
+
+
+def test_flags_after_an_inner_script_are_its_own():
+    assert scripts_and_flags("python benchmarks/processes.py --runs 3 benchmarks/gpt.py --only small") == [
+        ("benchmarks/processes.py", ["--runs"]),
+        ("benchmarks/gpt.py", ["--only"]),
+    ]
+
+
 @pytest.mark.parametrize("doc, command", SCRIPTS, ids=[c for _, c in SCRIPTS])
 def test_cited_script_and_flags_exist(doc, command):
-    script, *args = shlex.split(command)[1:]
-    path = ROOT / script
-    assert path.is_file(), f"{doc}: {script} does not exist"
-    source = path.read_text() + (ROOT / "benchmarks" / "common.py").read_text()  # shared flags (--device)
-    for flag in (a.split("=")[0] for a in args if a.startswith("--")):
-        assert f'"{flag}"' in source, f"{doc}: {script} defines no {flag}"
+    groups = scripts_and_flags(command)
+    assert groups and shlex.split(command)[1] == groups[0][0], f"{doc}: {command} does not start with a script"
+    for script, flags in groups:
+        path = ROOT / script
+        assert path.is_file(), f"{doc}: {script} does not exist"
+        source = path.read_text() + (ROOT / "benchmarks" / "common.py").read_text()  # shared flags (--device)
+        for flag in flags:
+            assert f'"{flag}"' in source, f"{doc}: {script} defines no {flag}"
 
 
 @pytest.mark.parametrize("doc, command", QKV, ids=[c for _, c in QKV])
