@@ -7,7 +7,9 @@ shared machine the larger spread is between processes: session 31's runs of `seq
 Marian 1.225-1.365x, the reference's own rate moving 5,008-5,694 tokens/s from process to process. This
 runs the script --runs times, passes every JSON line through as it comes, and then prints, for each
 benchmark, one JSON line with every run's ratios and their median (`"processes"` and
-`"ratio_medians"`). Arguments after the script's path go to the script.
+`"ratio_medians"`), and the medians of its other figures, the rates and MFU (`"figure_medians"`).
+Arguments after the script's path go to the script. `make bench` runs fp32 training, the small GPT's
+generation and greedy decoding this way (session 32).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 
 def ratios(record: dict) -> dict[str, float]:
     """The `ratio_vs_*` figures of one benchmark line."""
-    return {k: v for k, v in record.items() if k.startswith("ratio_vs_") and isinstance(v, (int, float))}
+    return {k: v for k, v in record.items() if k.startswith("ratio_vs_") and _number(v)}
 
 
 def figures(record: dict) -> dict[str, float]:
