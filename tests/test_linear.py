@@ -24,17 +24,20 @@ def kernel():
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (3, 1, 7)])
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("out", [6, 9])  # narrower and wider than the input: two orders of dL/dW
-def test_onednn_gives_f_linear_values_and_gradients(kernel, shape, with_bias, out):
+@pytest.mark.parametrize("relu", [False, True])  # the FFN's ReLU, applied by oneDNN as it writes y
+def test_onednn_gives_f_linear_values_and_gradients(kernel, shape, with_bias, out, relu):
     kernel("onednn")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g, requires_grad=True)
     w = torch.randn(out, 7, generator=g, requires_grad=True)
     b = torch.randn(out, generator=g, requires_grad=True) if with_bias else None
     assert chooses_onednn(x, w)
-    y = linear(x, w, b)
+    y = linear(x, w, b, relu=relu)
     upstream = torch.randn(y.shape, generator=g)
     got = torch.autograd.grad(y, [x, w] + ([b] if with_bias else []), upstream)
-    want_y = F.linear(x, w, b)
+    want_y = F.relu(F.linear(x, w, b)) if relu else F.linear(x, w, b)
+    if relu:
+        assert 0 < int((want_y == 0).sum()) < want_y.numel()  # the mask stops some gradients, not all
     want = torch.autograd.grad(want_y, [x, w] + ([b] if with_bias else []), upstream)
     torch.testing.assert_close(y, want_y, atol=1e-6, rtol=1e-5)
     for a, e in zip(got, want):
@@ -181,9 +184,9 @@ def test_a_broadcast_gradient_reaches_onednn_as_a_real_matrix(kernel, monkeypatc
     strides = []
     real = qlinear._onednn
 
-    def spy(x, w, b):
+    def spy(x, w, b, relu=False):
         strides.extend((x.stride(), w.stride()))
-        return real(x, w, b)
+        return real(x, w, b, relu)
 
     monkeypatch.setattr(qlinear, "_onednn", spy)
     x, w = torch.randn(6, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
