@@ -15,7 +15,8 @@ The 4 x 128 GPT of the generation benchmark (random weights, context 512), 256 n
 2. One fixed-buffer step (the `StaticKVCache` step that `qkv.decoding.graphed` records as a CUDA
    graph, here with a 64-slot window) run eagerly, as a TorchScript trace (deprecated since PyTorch
    2.5), and with --compile through `torch.compile` (inductor, C++ wrapper; cold compile into a fresh
-   cache directory). Prints us per step and the one-off cost of each capture.
+   cache directory). Prints us per step and the one-off cost of each capture. This part runs under
+   `set_kernel("pytorch")`, so that the trace sees every operator (session 33).
 
 The flat step exists only to measure; the library keeps one block implementation (STYLE principle 1).
 """
@@ -37,6 +38,7 @@ from common import alternate, timed  # noqa: E402
 from qkv.decoding.generate import generate  # noqa: E402
 from qkv.decoding.graphed import GraphedSteps  # noqa: E402
 from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
+from qkv.nn.linear import set_kernel  # noqa: E402
 
 
 def parameters_of(model: GPT) -> list[tuple]:
@@ -128,6 +130,10 @@ def main() -> None:
         f" ({1e6 / med['flat_lookups'] - 1e6 / med['flat']:.0f} us a token more)"
     )
 
+    # Part 2 on PyTorch's operators only: a trace records PyTorch's operators, and qkv's compiled kernels
+    # (matvec, attention, GELU: pybind functions since session 25) would be baked into it as constants
+    # (its logits then differed from the eager step's).
+    previous = set_kernel("pytorch")
     steps = GraphedSteps(model, capture=False)
     with torch.inference_mode():
         steps(prompt, 0)  # the prompt into the fixed buffers
@@ -162,6 +168,7 @@ def main() -> None:
             print(f"torch.compile: {time.perf_counter() - start:.1f} s to compile one window")
             contenders["compiled"] = compiled
         us = alternate({k: lambda fn=fn: step_us(fn) for k, fn in contenders.items()}, args.rounds)
+    set_kernel(previous)
     calls = " / ".join(f"{t:.1f}" for t in first_ms)
     print(f"TorchScript trace: {trace_ms:.0f} ms to trace, {calls} ms its first three calls (per window)")
     print("one fixed-buffer step (64-slot window), us, medians: " + ", ".join(f"{k} {v:.0f}" for k, v in us.items()))
