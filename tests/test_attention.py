@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qkv.nn.attention import SelfAttention, eager_attention
+from qkv.nn.attention import SelfAttention, attend, eager_attention
 from qkv.nn.masks import attention_mask, causal_mask, padding_mask
 
 B, H, T, D = 3, 4, 7, 16
@@ -44,6 +44,20 @@ def test_eager_matches_sdpa_with_cached_prefix():
     sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
     eager, _ = eager_attention(q, k, v, mask, is_causal)
     assert (sdpa - eager).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("t_q", [1, 3])
+def test_attend_is_causal_with_fewer_queries_than_keys_means_the_last_positions(t_q):
+    """is_causal=True over a cached prefix: the queries are the last t_q of 7 positions, as in
+    `causal_mask` and the eager reference, on every path of `attend` (SDPA's own flag, and qkv's
+    kernel, align a causal mask to the top left instead: query i would see keys 0..i only)."""
+    q, k, v = _qkv(t_q=t_q)
+    want, _ = eager_attention(q, k, v, None, True)
+    got, _ = attend(q, k, v, None, True, 0.0, False)
+    assert (got - want).abs().max() <= 1e-5
+    want_padded, _ = eager_attention(q, k, v, _padding(), True)
+    got_padded, _ = attend(q, k, v, _padding(), True, 0.0, False)
+    assert (got_padded - want_padded).abs().max() <= 1e-5
 
 
 def test_causal_mask_offset():

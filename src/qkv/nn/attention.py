@@ -72,7 +72,12 @@ def attend(
 ) -> tuple[Tensor, Tensor | None]:
     """The single attention call site: SDPA, or the eager reference when weights are wanted (or when
     it is the faster of the two: `written_out_is_faster`), or qkv's kernel for short float32 sequences
-    on the CPU (`qkv.nn.short_attention`)."""
+    on the CPU (`qkv.nn.short_attention`). is_causal follows `causal_mask`: with fewer queries than keys,
+    the queries are the last T_q positions (after a cached prefix)."""
+    if is_causal and (mask is not None or q.size(-2) != k.size(-2)):
+        # SDPA's flag and qkv's kernel align a causal mask to the top left (query i sees keys 0..i), and
+        # SDPA takes no mask beside the flag: such a call gets the mask written out instead
+        mask, is_causal = combine(mask, causal_mask(q.size(-2), k.size(-2), q.device)), False
     if need_weights or written_out_is_faster(q, k):
         out, weights = eager_attention(q, k, v, mask, is_causal, dropout_p, scale)
         return out, weights if need_weights else None
