@@ -100,7 +100,9 @@ def current_kernel() -> Kernel:
 
 
 @cache
-def _cpuinfo() -> str:
+def cpuinfo() -> str:
+    """/proc/cpuinfo's text, read once; empty where there is none (not Linux). The kernel choices here
+    and in `qkv.decoding.argmax` read the vendor, family and instruction-set flags from it."""
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -114,8 +116,8 @@ def mkl_runs_generic_code() -> bool:
         return False
     if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
         return False
-    cpuinfo = _cpuinfo()  # empty where there is none (not Linux): keep PyTorch's choice
-    return "vendor_id" in cpuinfo and "GenuineIntel" not in cpuinfo
+    info = cpuinfo()  # empty where there is none (not Linux): keep PyTorch's choice
+    return "vendor_id" in info and "GenuineIntel" not in info
 
 
 @cache
@@ -127,10 +129,10 @@ def full_width_avx512() -> bool:
     training step ran 6% slower under the rule without this test than on MKL (16,252 against 17,230
     tokens/s; `python benchmarks/levers/onednn_linear.py` gives that step for each kernel). There a
     training product goes to oneDNN only through `recurring`, with dL/dW left to MKL."""
-    cpuinfo = _cpuinfo()
-    for line in cpuinfo.splitlines():
+    info = cpuinfo()
+    for line in info.splitlines():
         if line.startswith("cpu family"):
-            return "AuthenticAMD" in cpuinfo and int(line.split(":")[1]) >= 26
+            return "AuthenticAMD" in info and int(line.split(":")[1]) >= 26
     return False
 
 
