@@ -101,8 +101,7 @@ def current_kernel() -> Kernel:
 
 @cache
 def cpuinfo() -> str:
-    """/proc/cpuinfo's text, read once; empty where there is none (not Linux). The kernel choices here
-    and in `qkv.decoding.argmax` read the vendor, family and instruction-set flags from it."""
+    """/proc/cpuinfo's text (vendor, family, flags for the kernel choices), read once; empty off Linux."""
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -337,8 +336,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
     elif not chooses_onednn(x, weight):
         y = F.linear(x, weight, bias)
     elif torch.is_grad_enabled() and _tracked(x, weight, bias):
-        # ReLU applied as the product is written here too: a separate F.relu over the FFN's 1,536 x 1,024
-        # training activation took 0.73 ms a call under torch.profiler (fresh memory written once more)
         return _OneDNNLinear.apply(x, weight, bias, weight_gradient_on_mkl(weight), relu)
     else:
         y = _onednn(x, weight, bias)
