@@ -50,7 +50,7 @@ def integer_products() -> bool:
     """Where 8-bit integer products have the processor's dot-product instructions (AVX512-VNNI) and
     qkv has measured them: x86 processors that are not Intel's, as for qkv's other oneDNN rules
     (`qkv.nn.linear`), with PyTorch's `_int_mm`."""
-    flags = next((line for line in qlinear.cpuinfo().splitlines() if line.startswith("flags")), "").split()
+    flags = next((line for line in native.cpuinfo().splitlines() if line.startswith("flags")), "").split()
     return qlinear.mkl_runs_generic_code() and "avx512_vnni" in flags and hasattr(torch, "_int_mm")
 
 

@@ -55,7 +55,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
-from pathlib import Path
 from typing import Literal, TypeVar
 
 import torch
@@ -100,22 +99,13 @@ def current_kernel() -> Kernel:
 
 
 @cache
-def cpuinfo() -> str:
-    """/proc/cpuinfo's text (vendor, family, flags for the kernel choices), read once; empty off Linux."""
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-@cache
 def mkl_runs_generic_code() -> bool:
     """True on an x86 processor that is not Intel's, with PyTorch's MKL and oneDNN both built in."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
         return False
-    info = cpuinfo()  # empty where there is none (not Linux): keep PyTorch's choice
+    info = native.cpuinfo()  # empty where there is none (not Linux): keep PyTorch's choice
     return "vendor_id" in info and "GenuineIntel" not in info
 
 
@@ -128,7 +118,7 @@ def full_width_avx512() -> bool:
     training step ran 6% slower under the rule without this test than on MKL (16,252 against 17,230
     tokens/s; `python benchmarks/levers/onednn_linear.py` gives that step for each kernel). There a
     training product goes to oneDNN only through `recurring`, with dL/dW left to MKL."""
-    info = cpuinfo()
+    info = native.cpuinfo()
     for line in info.splitlines():
         if line.startswith("cpu family"):
             return "AuthenticAMD" in info and int(line.split(":")[1]) >= 26

@@ -65,11 +65,20 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+@cache
+def cpuinfo() -> str:
+    """/proc/cpuinfo's text, read once; empty off Linux. The build name and the kernel choices
+    (`qkv.nn.linear`, `qkv.decoding.argmax`) read the vendor, family and flags from it."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def _processor() -> str:
     """What the compiled code depends on: the vendor, model and instruction-set flags of this processor."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    info = cpuinfo()
+    if not info:
         return platform.processor() + platform.machine()
     first = info.split("\n\n", 1)[0]  # the first processor's block
     keep = ("vendor_id", "model name", "flags")
