@@ -30,7 +30,7 @@ def generic_mkl(monkeypatch):
 
 @needs_build
 @pytest.mark.parametrize("n_in", [1, 31, 32, 33, 768, 3072])  # under, at and over one 32-wide stride
-@pytest.mark.parametrize("n_out", [1, 7, 2304])
+@pytest.mark.parametrize("n_out", [1, 7, 13, 2304])  # 13: one group of 8 rows and 5 single ones
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_values_match_a_float64_product(single_row, n_in, n_out, with_bias):
     g = torch.Generator().manual_seed(n_in * 10 + n_out)
