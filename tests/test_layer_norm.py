@@ -1,5 +1,6 @@
 """The residual connection and its LayerNorm in one compiled pass (qkv.nn.block.residual_norm,
-layer_norm.cpp): the same numbers as nn.LayerNorm(x + y), used only where no gradient is tracked."""
+layer_norm.cpp): the same numbers as nn.LayerNorm(x + y), or nn.LayerNorm(y) without a residual (a
+pre-LN block's norms), used only where no gradient is tracked."""
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from qkv.nn.block import residual_norm
 pytestmark = needs_build
 
 
+@pytest.mark.parametrize("with_skip", [True, False])
 @pytest.mark.parametrize("shape", [(64, 1, 256), (3, 5, 40), (1, 17), (2048, 64)])
-def test_the_fused_pass_is_layer_norm_of_the_sum(shape):
+def test_the_fused_pass_is_layer_norm_of_the_sum(shape, with_skip):
     native_kernel("add_layer_norm")
     torch.manual_seed(0)
     norm = nn.LayerNorm(shape[-1], eps=1e-6)
@@ -20,8 +22,10 @@ def test_the_fused_pass_is_layer_norm_of_the_sum(shape):
         norm.weight.normal_()
         norm.bias.normal_()
     x, y = torch.randn(shape) * 3 + 1, torch.randn(shape)
+    if not with_skip:
+        x = torch.zeros(shape)  # the sum is y alone
     with torch.inference_mode():
-        got = residual_norm(norm, x, y)
+        got = residual_norm(norm, x if with_skip else None, y)
         torch.testing.assert_close(got, norm(x + y), rtol=1e-5, atol=1e-5)
         # the definition, in float64: (s - mean) / sqrt(var + eps) * w + b, biased variance
         s = (x + y).double()
@@ -38,6 +42,8 @@ def test_gradients_go_through_pytorch():
     out.sum().backward()
     assert x.grad is not None and norm.weight.grad is not None
     assert residual_norm(norm, 0.0, y).shape == y.shape  # no residual (experiment 4): norm(y)
+    pre = residual_norm(norm, None, x)  # a pre-LN block's norm in training
+    assert pre.grad_fn is not None and "LayerNorm" in type(pre.grad_fn).__name__
     norm.weight.requires_grad_(False)  # only the bias is trained: still PyTorch's path, its gradient kept
     norm.bias.grad = None
     residual_norm(norm, x.detach(), y).sum().backward()

@@ -17,8 +17,8 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Ten
                                            const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                            const c10::optional<at::Tensor>& mask, bool causal, double scale);
 std::vector<at::Tensor> quantize_rows(const at::Tensor& x);
-at::Tensor add_layer_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight, const at::Tensor& bias,
-                          double eps);
+at::Tensor add_layer_norm(const at::Tensor& x, const c10::optional<at::Tensor>& y, const at::Tensor& weight,
+                          const at::Tensor& bias, double eps);
 at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at::Tensor& scale, const at::Tensor& x,
                            const at::Tensor& weight, const c10::optional<at::Tensor>& bias, double w_scale,
                            double w_l1);
@@ -43,6 +43,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores, new or written over them");
   m.def("quantize_rows", &quantize_rows, "x (R, D) -> [q (R, D) int8, scale (R,)] with x ~ scale q, row by row");
   m.def("screened_argmax", &screened_argmax, "each row's argmax of x W^T + b from 8-bit integer scores and their error bound");
-  m.def("add_layer_norm", &add_layer_norm, "LayerNorm(x + y) over the last dimension, in one pass per row (float32, CPU)");
+  m.def("add_layer_norm", &add_layer_norm, "LayerNorm(x + y), or LayerNorm(x) with y None, over the last dimension (float32, CPU)");
   m.def("uses_openmp", &uses_openmp, "whether the kernels split their work across PyTorch's threads");
 }
