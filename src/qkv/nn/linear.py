@@ -129,7 +129,7 @@ def kernels_apply(x: Tensor, weight: Tensor) -> bool:
     """Whether oneDNN's kernel (or qkv's matvec) can stand in for `F.linear` on these tensors at all."""
     return (
         _ONEDNN_BUILT
-        and x.device.type == "cpu"
+        and x.is_cpu  # not x.device.type: 0.07 against 0.33 us, 17 times a small GPT's decoding step
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and native.plain(weight)
