@@ -2,8 +2,10 @@ import pytest
 import torch
 from conftest import random_tokens
 
+from qkv.data.padding import pad_sequences
 from qkv.decoding.argmax import first_argmax
 from qkv.decoding.beam import beam_search
+from qkv.decoding.encoding import MIN_GROUP, encode_by_length, length_groups, source_lengths
 from qkv.decoding.greedy import greedy_decode
 from qkv.decoding.translate import translate_ids
 
@@ -140,3 +142,38 @@ def test_decoding_packs_weights_for_its_own_call_only(tiny_model, monkeypatch):
         with qlinear.packed_weights():
             inside = tiny_model.decode(tgt, enc.memory, enc.src_mask).logits
     torch.testing.assert_close(inside, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_length_groups_halve_only_where_padding_is_saved():
+    assert length_groups([]) == []
+    assert length_groups([7] * 64) == [(0, 64)]  # one length: nothing to save
+    assert length_groups([5] * 6 + [30] * 6) == [(0, 12)]  # halves under MIN_GROUP rows: kept whole
+    assert length_groups([5] * 8 + [30] * 8) == [(0, 8), (8, 16)]
+    spread = sorted([4 + i // 2 for i in range(64)])  # 4 .. 35
+    groups = length_groups(spread)
+    assert len(groups) > 1 and groups[0][0] == 0 and groups[-1][1] == 64
+    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # contiguous, every row once
+    assert all(hi - lo >= MIN_GROUP for lo, hi in groups)
+
+
+def test_encoding_by_length_gives_the_encoders_memory(tiny_model):
+    torch.manual_seed(5)
+    lengths = torch.randint(2, 31, (40,)).tolist()
+    src = pad_sequences([random_tokens(1, n)[0].tolist() for n in lengths], 0)
+    assert len(length_groups(sorted(lengths))) > 1  # the test needs rows encoded in several groups
+    with torch.inference_mode():
+        want, got = tiny_model.encode(src), encode_by_length(tiny_model, src)
+    assert torch.equal(got.src_mask, want.src_mask)
+    real = want.src_mask[:, 0, 0, :, None]  # (B, S, 1)
+    torch.testing.assert_close(got.memory * real, want.memory * real, rtol=1e-5, atol=1e-5)
+    assert source_lengths(src, 0).tolist() == lengths
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_sentences_of_many_lengths_translate_as_alone(tiny_model, beam):
+    """A batch wide enough in length to be encoded in groups: each sentence as it translates alone."""
+    torch.manual_seed(7)
+    sentences = [torch.randint(3, 23, (n,)).tolist() for n in torch.randint(1, 31, (36,)).tolist()]
+    assert len(length_groups(sorted(len(s) + 1 for s in sentences))) > 1
+    alone = [translate_ids(tiny_model, [s], beam, max_extra=8)[0] for s in sentences]
+    assert translate_ids(tiny_model, sentences, beam, max_extra=8) == alone

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qkv.decoding.encoding import encode_by_length
 from qkv.nn.linear import packed_weights
 
 
@@ -57,7 +58,7 @@ def beam_search(model, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_
     max_len = ((src != c.pad_id).sum(1) + max_extra).tolist()
     if c.position_limit is not None:  # learned positions: no vector past the last one
         max_len = [min(m, c.position_limit) for m in max_len]
-    enc = model.encode(src)
+    enc = encode_by_length(model, src)  # rows in groups of similar length: less padding to compute
     # one encoder row per sentence, shared by its K beams (rows j*K .. j*K+K-1): cross-attention
     # takes a sentence's K queries in one call, and the encoder keys are projected and kept once
     memory, src_mask = enc.memory, enc.src_mask  # (B, S, D), (B, 1, 1, S)

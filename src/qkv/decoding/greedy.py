@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from qkv.decoding.argmax import output_argmax
+from qkv.decoding.encoding import encode_by_length
 from qkv.models.seq2seq import EncoderDecoder
 from qkv.nn.linear import packed_weights
 
@@ -23,7 +24,7 @@ def greedy_decode(model: EncoderDecoder, src: Tensor, max_len: int) -> Tensor:
     c = model.config
     if c.position_limit is not None:  # learned positions: the decoder has no vector for later ones
         max_len = min(max_len, c.position_limit)
-    enc = model.encode(src)
+    enc = encode_by_length(model, src)  # rows in groups of similar length: less padding to compute
     memory, src_mask, cache = enc.memory, enc.src_mask, model.new_cache()
     b = src.size(0)
     out = torch.full((b, max_len + 1), c.pad_id, dtype=torch.long, device=src.device)
