@@ -56,7 +56,8 @@ def linear_kernel() -> str:
         else "; GELU, dropout, attention: PyTorch's (qkv's kernels not built)"
     )
     if not linear.mkl_runs_generic_code():
-        return "auto: F.linear" + gelu
+        small = ", qkv matvec for single rows of small weights" if built and linear.x86_with_both() else ""
+        return "auto: F.linear" + small + gelu
     single_row = "qkv matvec" if built else "oneDNN (matvec not built)"
     return f"auto: oneDNN for large fp32 CPU products, {single_row} for single rows" + gelu
 

@@ -138,3 +138,23 @@ def test_the_route_stays_off_where_it_does_not_apply(screening):
             qlinear.set_kernel(previous)
         outside = argmax.output_argmax(x, output)  # outside a packed_weights() block: float32 scores
     assert torch.equal(outside, (x @ output.weight.t()).argmax(-1)) and not screening
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_the_route_is_taken_on_either_vendor_with_vnni(monkeypatch, vendor):
+    """Measured faster on an AMD Zen 4 and an Intel Xeon alike: the vendor does not decide, the
+    instructions do."""
+    from qkv.nn import native
+
+    def processor(flags: str) -> None:
+        monkeypatch.setattr(native, "cpuinfo", lambda: f"vendor_id\t: {vendor}\nflags\t\t: {flags}\n")
+        argmax.integer_products.cache_clear()
+
+    monkeypatch.setattr(qlinear, "x86_with_both", lambda: True)
+    try:
+        processor("fpu avx2 avx512f avx512_vnni")
+        assert argmax.integer_products() == hasattr(torch, "_int_mm")
+        processor("fpu avx2 avx512f")  # no VNNI: float32 scores
+        assert not argmax.integer_products()
+    finally:
+        argmax.integer_products.cache_clear()  # read again from the real processor on next use

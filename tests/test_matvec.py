@@ -106,6 +106,28 @@ def test_linear_sends_only_single_rows_without_gradients_here(single_row, generi
 
 
 @needs_build
+@pytest.mark.parametrize("x86", [True, False])
+def test_on_intel_only_weights_that_stay_in_cache_take_it(single_row, monkeypatch, x86):
+    """Intel: MKL reads a streamed weight at the memory's rate, so only small weights come here
+    (`takes_matvec`); off x86 nothing does."""
+    calls = []
+    spy = {"matvec": lambda x, w, b: calls.append(tuple(w.shape)) or single_row(x, w, b)}
+    monkeypatch.setattr(native, "kernel", spy.get)
+    monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: False)
+    monkeypatch.setattr(qlinear, "x86_with_both", lambda: x86)
+    previous = set_kernel("auto")
+    try:
+        with torch.no_grad():
+            small = linear(torch.randn(1, 1, 128), torch.randn(384, 128))  # a small GPT's step
+            linear(torch.randn(1, 1, 768), torch.randn(qlinear.MIN_WEIGHT // 768 + 1, 768))  # just over: MKL
+            linear(torch.randn(1, 1, 768), torch.randn(qlinear.MIN_WEIGHT // 768, 768))  # just under
+    finally:
+        set_kernel(previous)
+    assert calls == ([(384, 128), (qlinear.MIN_WEIGHT // 768, 768)] if x86 else [])
+    assert small.shape == (1, 1, 384)
+
+
+@needs_build
 def test_cached_steps_through_it_match_the_full_forward(single_row, generic_mkl):
     """A GPT whose output layer (2,048 x 256) is large enough to go through the kernel in each cached
     step: its logits agree with one forward over the whole sequence."""
