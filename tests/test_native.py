@@ -65,6 +65,24 @@ def test_the_build_name_follows_the_processor_and_the_source(monkeypatch):
     assert native.build_name() != name  # never a binary built for another processor
 
 
+@pytest.mark.parametrize(
+    "vendor, flags, wide",
+    [
+        ("GenuineIntel", "sse2 avx2 avx512f", True),
+        ("GenuineIntel", "sse2 avx2", False),
+        ("AuthenticAMD", "avx512f", False),
+    ],
+)
+def test_vector_width_512_only_where_measured(monkeypatch, vendor, flags, wide):
+    """512-bit loops on Intel processors with AVX-512, where they were measured faster; the flags are
+    part of the build name, so each choice is a build of its own."""
+    monkeypatch.setattr(native, "cpuinfo", lambda: f"vendor_id\t: {vendor}\nflags\t\t: {flags}\n\nvendor_id\t: x")
+    assert native.flags() == native.FLAGS + (native.WIDE if wide else [])
+    name = native.build_name()
+    monkeypatch.setattr(native, "WIDE", [])
+    assert (native.build_name() != name) == wide
+
+
 def test_every_source_and_header_is_in_the_build_name(monkeypatch, tmp_path):
     names = [native.build_name()]
     changed = tmp_path / "attention.cpp"
