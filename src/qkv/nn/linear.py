@@ -7,10 +7,9 @@ EPYC (Zen 5, AVX-512) a 2048 x 2048 product runs at 196 GFLOP/s through `torch.m
 oneDNN, the other matrix library PyTorch ships, which picks its code by instruction set alone; a
 matrix-vector product (batch-1 decoding) reads weights at 17 GB/s through MKL and 31-40 through oneDNN
 (`python benchmarks/levers/onednn_linear.py`). On Intel processors MKL is kept: on session 35's Xeon
-(AVX-512, AMX), alternating in one process, the Multi30k training step ran at 0.92x with every
-product on oneDNN (`set_kernel("onednn")`), 0.975x under the Zen 4 rules below and 0.935x under the
-Zen 5 ones; the packed decoding products gave greedy decoding 0.965x (0.913x with its integer
-screening on) and beam 4 1.031x, then 0.999x (one-off scripts).
+(AVX-512, AMX), alternating in one process, the Multi30k training step ran 0.92x with every product
+on oneDNN, 0.97x under the Zen 4 rules below and 0.93x under the Zen 5 ones; the packed decoding
+products gave greedy 0.88-0.97x, beam 4 1.00-1.03x (`python benchmarks/levers/vendor_routes.py`).
 
 oneDNN pays about 12 us more per call, and 0.3-0.5 ms the first time it sees an input shape, so it
 takes only weights of 2^19 numbers and more (where reading the weight is the cost), and, in training,
@@ -37,8 +36,8 @@ kernels, shared with decoding's); a token-batched run keeps MKL for a batch unti
 Under "auto" on the same processors, a product of a single row without gradients (batch-1 decoding), of
 any size, goes instead to qkv's own compiled loop (`matvec`, `qkv.nn.native`), which reads a weight faster than
 either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and costs less per call;
-`set_kernel("onednn")` keeps oneDNN there, for comparison. On Intel processors it takes only weights
-small enough to stay in cache (`takes_matvec`), where its lower cost per call is what counts.
+`set_kernel("onednn")` keeps oneDNN there, for comparison. On Intel processors only small weights
+go there (`takes_matvec`).
 
 Also under "auto" on those processors, inside a `packed_weights()` block (greedy decoding, beam search
 and `translate_lines` open one), a product of several rows without gradients whose weight has at
@@ -104,8 +103,7 @@ def current_kernel() -> Kernel:
 
 @cache
 def x86_with_both() -> bool:
-    """True on an x86 processor of any vendor, with PyTorch's MKL and oneDNN both built in and
-    /proc/cpuinfo to read (elsewhere PyTorch's own choices are kept)."""
+    """True on an x86 processor of any vendor with PyTorch's MKL and oneDNN built in and a cpuinfo to read."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
@@ -194,11 +192,9 @@ def takes_matvec(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     """Whether `linear` sends this product to qkv's compiled single-row loop (if it is built): under
     "auto", for one input row with no gradient to track. Where MKL runs generic code, at any size (it
     has no per-shape set-up cost, and beat `F.linear` even at 128 x 384: 5.8 against 11.6 us). On Intel
-    processors only for weights under MIN_WEIGHT numbers, which stay in a core's cache between calls:
-    there MKL reads a streamed weight as fast as the memory allows (27 GB/s, the floor of
-    `benchmarks/levers/memory_floor.py`, on session 35's Xeon) and qkv's loop did not (a 124M GPT's
-    cached step 23.8 against 21.9 ms), while the small GPT's `generate`, whose weights stay cached,
-    ran 1.075x faster with it (one-off scripts alternating the two in one process)."""
+    processors only under MIN_WEIGHT numbers, weights that stay in cache: MKL reads a streamed one at
+    the memory's rate there (session 35's Xeon: a 124M GPT's step 0.88x on this loop, the small GPT's
+    `generate` 1.075x; `python benchmarks/levers/vendor_routes.py`)."""
     return (
         _kernel == "auto"
         and x.numel() == x.size(-1)  # first: false at once for every batch of a training step

@@ -4,6 +4,8 @@
 // so it runs at the speed the weights stream from memory. On x86 processors that are not Intel's,
 // MKL's matrix-vector product (PyTorch's default) runs generic code and reads weights at about a
 // third of the rate this loop reaches; oneDNN's at about 60% of it (docs/PERFORMANCE.md, levers table).
+// On Intel processors MKL reads at the memory's rate, and this loop takes only weights that stay in
+// cache, where it costs less per call (qkv/nn/linear.py, takes_matvec).
 // Each thread reads its own block of W's rows front to back, one stream the hardware prefetcher follows.
 // Built with qkv's other kernels by qkv/nn/native.py, for the processor it runs on (-march=native).
 

@@ -6,7 +6,9 @@ bound to Python by `native.cpp`.
 `qkv.nn.linear` sends every no-gradient product of one input row to `matvec`, at any size, on x86
 processors that are not Intel's (where it would otherwise go to oneDNN or MKL): on session 24's AMD EPYC
 it read a 124M GPT's 494 MB of matrices at 36-38 GB/s against oneDNN's 21-24 and MKL's 11-12, and a
-decoding step took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table).
+decoding step took 1.4-1.6x less time than on oneDNN (docs/PERFORMANCE.md, levers table). On Intel
+processors, whose MKL reads a streamed weight as fast as the memory allows, only weights small enough
+to stay in cache go there (`linear.takes_matvec`).
 `qkv.nn.gelu` computes GPT-2's activation with `gelu_tanh` on every CPU (about 3x faster than
 PyTorch's kernel, forward and backward); `qkv.nn.dropout` draws float32 CPU dropout masks with `dropout`
 (about 40x faster than `bernoulli_`); `qkv.nn.short_attention` runs attention over up to 96 keys (256
