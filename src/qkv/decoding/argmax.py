@@ -52,8 +52,7 @@ def integer_products() -> bool:
     session 35's Intel Xeon (AVX-512, AMX), where greedy decoding of 512 test2016 sentences ran 758.5
     against 684.7 sentences/s with float32 scores (1.108x, the same translations; a one-off script
     alternating the two in one process)."""
-    flags = next((line for line in native.cpuinfo().splitlines() if line.startswith("flags")), "").split()
-    return qlinear.x86_with_both() and "avx512_vnni" in flags and hasattr(torch, "_int_mm")
+    return qlinear.x86_with_both() and "avx512_vnni" in native.cpu_flags() and hasattr(torch, "_int_mm")
 
 
 def screens(x: Tensor, weight: Tensor) -> bool:

@@ -92,12 +92,16 @@ def _processor() -> str:
     return "\n".join(line for line in first.splitlines() if line.split(":")[0].strip() in keep)
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of the first processor in cpuinfo; empty where there is none."""
+    first = cpuinfo().split("\n\n", 1)[0]
+    line = next((line for line in first.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
 def flags() -> list[str]:
     """The compiler flags for this processor: FLAGS, and WIDE on an Intel one with AVX-512."""
-    info = cpuinfo()
-    first = info.split("\n\n", 1)[0]
-    flag_line = next((line for line in first.splitlines() if line.startswith("flags")), "")
-    intel_avx512 = "GenuineIntel" in first and "avx512f" in flag_line.split()
+    intel_avx512 = "GenuineIntel" in cpuinfo() and "avx512f" in cpu_flags()
     return FLAGS + WIDE if intel_avx512 else FLAGS
 
 
