@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from qkv.nn import native
+from qkv.nn import linear_relu, native
 
 Kernel = Literal["auto", "pytorch", "onednn"]
 T = TypeVar("T")
@@ -324,17 +324,17 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
-    """y = x W^T + b, or ReLU(x W^T + b) with relu=True (the paper's FFN, eq. 2: oneDNN applies it as it
-    writes the product, on the packed path and in training, which spares a pass over the (rows, d_ff)
-    result: a separate `relu` took 32-36 ms of a 1.1 s greedy decoding of 512 sentences in session 28's
-    profile, and the Multi30k training step ran 1.020x and 1.024x faster without it in session 33).
-    x: (..., in); weight: (out, in); bias: (out,) or None -> (..., out)."""
+    """y = x W^T + b, or ReLU(x W^T + b) with relu=True (the paper's FFN, eq. 2), the ReLU applied as
+    the product is written (oneDNN) or with the bias (`qkv.nn.linear_relu`): a separate `relu` pass took
+    32-36 ms of a 1.1 s greedy decoding in session 28. x: (..., in); weight: (out, in); bias: (out,)."""
     if takes_matvec(x, weight, bias) and (single_row := native.kernel("matvec")) is not None:
         y = single_row(x, weight, bias)  # batch-1 decoding: reading the weight is the whole cost
     elif takes_packed(x, weight, bias) and (packed := packed_weight(weight, x.numel() // x.size(-1))) is not None:
         # decoding a batch: the weight rearranged once per call, not at every step
         return _onednn(x, packed, bias, relu)
     elif not chooses_onednn(x, weight):
+        if relu and linear_relu.applies(x, weight, bias):  # the bias and the ReLU in one pass
+            return linear_relu.linear_relu(x, weight, bias)
         y = F.linear(x, weight, bias)
     elif torch.is_grad_enabled() and _tracked(x, weight, bias):
         return _OneDNNLinear.apply(x, weight, bias, weight_gradient_on_mkl(weight), relu)

@@ -1,5 +1,5 @@
 // The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp, dropout.cpp,
-// attention.cpp, smoothed_loss.cpp, screened_argmax.cpp, layer_norm.cpp); qkv/nn/native.py builds
+// attention.cpp, smoothed_loss.cpp, screened_argmax.cpp, layer_norm.cpp, bias_relu.cpp); qkv/nn/native.py builds
 // and loads them.
 
 #include <torch/extension.h>
@@ -22,6 +22,8 @@ at::Tensor add_layer_norm(const at::Tensor& x, const c10::optional<at::Tensor>& 
 at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at::Tensor& scale, const at::Tensor& x,
                            const at::Tensor& weight, const c10::optional<at::Tensor>& bias, double w_scale,
                            double w_l1);
+at::Tensor bias_relu_(at::Tensor y, const at::Tensor& bias);
+std::vector<at::Tensor> relu_bias_backward(const at::Tensor& grad, const at::Tensor& y);
 
 // Whether at::parallel_for can use more than one thread here (the build must have had -fopenmp).
 bool uses_openmp() {
@@ -44,5 +46,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_rows", &quantize_rows, "x (R, D) -> [q (R, D) int8, scale (R,)] with x ~ scale q, row by row");
   m.def("screened_argmax", &screened_argmax, "each row's argmax of x W^T + b from 8-bit integer scores and their error bound");
   m.def("add_layer_norm", &add_layer_norm, "LayerNorm(x + y), or LayerNorm(x) with y None, over the last dimension (float32, CPU)");
+  m.def("bias_relu_", &bias_relu_, "y <- max(y + bias, 0) in place, y (N, F) contiguous float32");
+  m.def("relu_bias_backward", &relu_bias_backward, "(grad, y) -> [grad where y > 0, its column sums]");
   m.def("uses_openmp", &uses_openmp, "whether the kernels split their work across PyTorch's threads");
 }

@@ -50,6 +50,7 @@ _KERNELS = (
     "smoothed_loss.cpp",
     "screened_argmax.cpp",
     "layer_norm.cpp",
+    "bias_relu.cpp",
 )
 SOURCES = [Path(__file__).with_name(f) for f in _KERNELS]
 # included by the sources: part of the build name too
@@ -189,7 +190,8 @@ def kernel(name: str) -> Callable[..., Tensor] | None:
     where the extension cannot be built.
     matvec(x, weight, bias): x (..., in) holding a single row, weight (out, in), bias (out,) or None ->
     (..., out). gelu_tanh(x), gelu_tanh_backward(grad, x), dropout(x, p, seed): float32, any shape.
-    attention_*: see `qkv.nn.short_attention`; smoothed_loss_*: `qkv.train.losses`."""
+    attention_*: see `qkv.nn.short_attention`; smoothed_loss_*: `qkv.train.losses`; bias_relu_,
+    relu_bias_backward: `qkv.nn.linear_relu`."""
     built = module()
     return None if built is None else getattr(built, name)
 
