@@ -147,3 +147,77 @@ def test_attend_uses_the_kernel_only_where_it_applies(monkeypatch):
         set_kernel(previous)
     assert len(calls) == 4
     assert attention.short_attention is short_attention  # the one call site is the one that dispatches
+
+
+def projection(b: int, t: int, n: int, h: int, d: int, seed: int = 0):
+    """A fused projection's output (B, T, n H d) as a graph node, and its n slices as the layers take them."""
+    x = torch.randn(b, t, n * h * d, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+    out = x * 1.0  # not a leaf: the slices are views of a tensor autograd made, as a Linear's output is
+    return x, out, out.view(b, t, n, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_fused_self_attention_gradients_go_straight_into_the_projection(is_causal, monkeypatch):
+    x, _, (q, k, v) = projection(3, 7, 3, 2, 16)
+    calls = []
+    monkeypatch.setattr(short_attention._PackedAttention, "apply", lambda *a: calls.append(1) or real(*a))
+    real = torch.autograd.Function.apply.__get__(short_attention._PackedAttention)
+    out = short_attention.attention(q, k, v, None, is_causal, None)
+    assert calls == [1]
+    ref_x = x.detach().double().requires_grad_()
+    ref_q, ref_k, ref_v = ref_x.view(3, 7, 3, 2, 16).permute(2, 0, 3, 1, 4).unbind(0)
+    ref, _ = eager_attention(ref_q, ref_k, ref_v, None, is_causal)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(9))
+    (got,) = torch.autograd.grad(out, [x], g)
+    (want,) = torch.autograd.grad(ref, [ref_x], g.double())
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_cross_attention_keys_and_values_with_a_padding_mask():
+    xq = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    q = (xq * 1.0).view(2, 5, 2, 16).transpose(1, 2)  # (B, H, T_q, d): its own projection
+    xkv, _, (k, v) = projection(2, 9, 2, 2, 16)
+    assert short_attention.packed_source(q, k, v)[1] is q
+    mask = padding_mask(torch.tensor([[1] * 9, [1] * 4 + [0] * 5]), 0)  # (B, 1, 1, S)
+    out = short_attention.attention(q, k, v, mask, False, None)
+    leaves = [t.detach().double().requires_grad_() for t in (xq, xkv)]
+    ref_q = leaves[0].view(2, 5, 2, 16).transpose(1, 2)
+    ref_k, ref_v = leaves[1].view(2, 9, 2, 2, 16).permute(2, 0, 3, 1, 4).unbind(0)
+    ref, _ = eager_attention(ref_q, ref_k, ref_v, mask, False)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(9))
+    got = torch.autograd.grad(out, [xq, xkv], g)
+    want = torch.autograd.grad(ref, leaves, g.double())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_only_slices_of_one_projection_in_order_count_as_fused():
+    _, out, (q, k, v) = projection(2, 4, 3, 2, 16)
+    assert short_attention.packed_source(q, k, v)[0].shape == (2, 4, 3, 2, 16)
+    assert short_attention.packed_source(k, q, v) is None  # q, k, v must be slices 0, 1 and 2
+    assert short_attention.packed_source(q, v, k) is None
+    assert short_attention.packed_source(q, k.detach().requires_grad_(), v) is None  # a detached slice: no base
+    _, _, (q2, k2, v2) = projection(2, 4, 3, 2, 16, seed=1)
+    assert short_attention.packed_source(q, k2, v) is None  # slices of two projections
+    separate = [torch.randn(2, 2, 4, 16, requires_grad=True) for _ in range(3)]
+    assert short_attention.packed_source(*separate) is None
+    with torch.no_grad():
+        _, _, frozen = projection(2, 4, 3, 2, 16)
+    assert short_attention.packed_source(*frozen) is None  # nothing asks for gradients
+
+
+def test_a_training_step_of_the_layers_takes_the_fused_route(monkeypatch):
+    from conftest import tiny_config
+
+    from qkv.models.seq2seq import EncoderDecoder
+
+    model = EncoderDecoder(tiny_config(n_encoder_layers=1, n_decoder_layers=1, d_model=64))  # head size 16
+    found = []
+    real = short_attention.packed_source
+    monkeypatch.setattr(short_attention, "packed_source", lambda *a: found.append(real(*a)) or found[-1])
+    src, tgt = torch.randint(3, 23, (2, 6)), torch.randint(3, 23, (2, 5))
+    model.train()(src, tgt).sum().backward()
+    assert all(f is not None for f in found)
+    assert [f[1] is None for f in found] == [True, True, False]  # encoder, decoder self: Q, K, V; cross: K, V

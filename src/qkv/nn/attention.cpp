@@ -556,10 +556,25 @@ std::vector<at::Tensor> attention_forward(const at::Tensor& q_, const at::Tensor
   return {out, lse};
 }
 
-// The gradients of attention_forward's output with respect to q, k and v, given its saved results.
+// A gradient's memory: `into` where given, a (B, H, T, D) view whose rows are contiguous (a slice of the
+// fused projection's gradient, qkv/nn/short_attention.py), else a new heads_last tensor.
+at::Tensor gradient(const c10::optional<at::Tensor>& into, int64_t b, int64_t h, int64_t t, int64_t d) {
+  if (!into.has_value()) return heads_last(b, h, t, d);
+  TORCH_CHECK(into->scalar_type() == at::kFloat && into->device().is_cpu() && into->dim() == 4 &&
+                  into->size(0) == b && into->size(1) == h && into->size(2) == t && into->size(3) == d &&
+                  into->stride(3) == 1,
+              "attention_backward: a gradient's memory must be a (B, H, T, D) float32 view with contiguous rows");
+  return *into;
+}
+
+// The gradients of attention_forward's output with respect to q, k and v, given its saved results;
+// written into dq, dk and dv where they are given.
 std::vector<at::Tensor> attention_backward(const at::Tensor& go_, const at::Tensor& q_, const at::Tensor& k_,
                                            const at::Tensor& v_, const at::Tensor& out_, const at::Tensor& lse,
-                                           const c10::optional<at::Tensor>& mask, bool causal, double scale) {
+                                           const c10::optional<at::Tensor>& mask, bool causal, double scale,
+                                           const c10::optional<at::Tensor>& dq_into,
+                                           const c10::optional<at::Tensor>& dk_into,
+                                           const c10::optional<at::Tensor>& dv_into) {
   const auto q = rows_contiguous(q_, "q"), k = rows_contiguous(k_, "k"), v = rows_contiguous(v_, "v");
   const auto go = rows_contiguous(go_, "grad"), out = rows_contiguous(out_, "out");
   TORCH_CHECK(lse.is_contiguous() && go.sizes() == q.sizes() && out.sizes() == q.sizes(),
@@ -567,7 +582,8 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& go_, const at::Tens
   at::Tensor expanded;
   const Problem p = problem(q, k, v, mask, expanded, causal, scale);
   const int64_t b = q.size(0), h = q.size(1), d = q.size(3);
-  auto dq = heads_last(b, h, p.tq, d), dk = heads_last(b, h, p.tk, d), dv = heads_last(b, h, p.tk, d);
+  auto dq = gradient(dq_into, b, h, p.tq, d), dk = gradient(dk_into, b, h, p.tk, d),
+       dv = gradient(dv_into, b, h, p.tk, d);
   switch (d) {
     case 16: backward_all<16>(go, q, k, v, out, lse, p, dq, dk, dv); break;
     case 32: backward_all<32>(go, q, k, v, out, lse, p, dq, dk, dv); break;

@@ -15,7 +15,10 @@ std::vector<at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor&
                                           const c10::optional<at::Tensor>& mask, bool causal, double scale);
 std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-                                           const c10::optional<at::Tensor>& mask, bool causal, double scale);
+                                           const c10::optional<at::Tensor>& mask, bool causal, double scale,
+                                           const c10::optional<at::Tensor>& dq_into,
+                                           const c10::optional<at::Tensor>& dk_into,
+                                           const c10::optional<at::Tensor>& dv_into);
 std::vector<at::Tensor> quantize_rows(const at::Tensor& x);
 at::Tensor add_layer_norm(const at::Tensor& x, const c10::optional<at::Tensor>& y, const at::Tensor& weight,
                           const at::Tensor& bias, double eps);
@@ -40,7 +43,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gelu_tanh_backward", &gelu_tanh_backward, "the gradient of gelu_tanh: (grad, x) -> grad * gelu_tanh'(x)");
   m.def("dropout", &dropout_apply, "x * keep / (1 - p) with keep drawn from (seed, index); the same call masks the gradient");
   m.def("attention_forward", &attention_forward, "softmax(scale Q K^T) V for short sequences -> [out, lse] (float32, CPU)");
-  m.def("attention_backward", &attention_backward, "the gradients of attention_forward -> [dq, dk, dv]");
+  m.def("attention_backward", &attention_backward,
+        "the gradients of attention_forward -> [dq, dk, dv], written into the last three arguments where given");
   m.def("smoothed_loss_forward", &smoothed_loss_forward, "label-smoothed cross-entropy, summed -> [loss, lse]");
   m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores, new or written over them");
   m.def("quantize_rows", &quantize_rows, "x (R, D) -> [q (R, D) int8, scale (R,)] with x ~ scale q, row by row");

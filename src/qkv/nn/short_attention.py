@@ -64,8 +64,68 @@ class _Attention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = native.kernel("attention_backward")(grad, q, k, v, out, lse, ctx.mask, ctx.is_causal, ctx.scale)
+        dq, dk, dv = native.kernel("attention_backward")(
+            grad, q, k, v, out, lse, ctx.mask, ctx.is_causal, ctx.scale, None, None, None
+        )
         return dq, dk, dv, None, None, None
+
+
+class _PackedAttention(torch.autograd.Function):
+    """`_Attention` for keys and values (and queries, in self-attention) that are slices of one fused
+    projection's output, `packed` (B, T_k, n, H, D): n = 3 for Q, K, V (then q is None), n = 2 for K, V.
+    The backward pass writes their gradients straight into one tensor of that shape. Taking q, k and
+    v as three tensors instead, autograd stacks their gradients and copies the stack into the
+    projection's layout: two passes over it, 0.7 ms of each self-attention layer of the Multi30k
+    training step (session 36's Xeon, docs/PERFORMANCE.md)."""
+
+    @staticmethod
+    def forward(ctx, packed: Tensor, q: Tensor | None, mask: Tensor | None, is_causal: bool, scale: float) -> Tensor:
+        *parts, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T_k, D)
+        q = parts[0] if q is None else q
+        out, lse = native.kernel("attention_forward")(q, k, v, mask, is_causal, scale)
+        ctx.save_for_backward(packed, q, out, lse)
+        ctx.mask, ctx.is_causal, ctx.scale = mask, is_causal, scale
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        packed, q, out, lse = ctx.saved_tensors
+        *parts, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)
+        q = parts[0] if q is None else q
+        d_packed = torch.empty_like(packed)
+        *d_parts, dk, dv = d_packed.permute(2, 0, 3, 1, 4).unbind(0)  # views: the kernel writes into them
+        dq = d_parts[0] if d_parts else None
+        dq = native.kernel("attention_backward")(
+            grad, q, k, v, out, lse, ctx.mask, ctx.is_causal, ctx.scale, dq, dk, dv
+        )[0]
+        return d_packed, None if parts else dq, None, None, None
+
+
+def slices_of(t: Tensor, n: int) -> tuple[Tensor, int] | None:
+    """(P, i) where t (B, H, T, D) is P[:, :, i].transpose(1, 2) for P (B, T, n, H, D) a view of the
+    contiguous tensor t is a view of (a fused projection's output); None where it is not."""
+    base = t._base  # the tensor t is a view of, or None (a detached t's is None too)
+    b, h, length, d = t.shape
+    if base is None or not base.is_contiguous() or base.numel() != b * length * n * h * d:
+        return None
+    i, rest = divmod(t.storage_offset() - base.storage_offset(), h * d)
+    if rest or not 0 <= i < n or t.stride() != (length * n * h * d, d, n * h * d, 1):
+        return None
+    return base.view(b, length, n, h, d), i
+
+
+def packed_source(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor | None] | None:
+    """(packed, q) for `_PackedAttention` where q, k, v (self-attention) or k, v (cross-attention) are
+    slices of one fused projection (`qkv.nn.attention`) in order, all of them asking for gradients; else
+    None (`_Attention` then takes them as they are)."""
+    if not (q.requires_grad and k.requires_grad and v.requires_grad):
+        return None
+    for n, views in ((3, (q, k, v)), (2, (k, v))):
+        found = [slices_of(t, n) for t in views]
+        if all(f is not None and f[1] == i and t._base is k._base for i, (f, t) in enumerate(zip(found, views))):
+            return found[0][0], (None if n == 3 else q)
+    return None
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, scale: float | None) -> Tensor:
@@ -73,5 +133,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: b
     memory so that concatenating the heads is a view. is_causal: query i sees keys 0..i, as in SDPA."""
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        packed = packed_source(q, k, v)
+        if packed is not None:  # the gradients straight into the fused projection's layout
+            return _PackedAttention.apply(packed[0], packed[1], mask, is_causal, scale)
         return _Attention.apply(q, k, v, mask, is_causal, scale)
     return native.kernel("attention_forward")(q, k, v, mask, is_causal, scale)[0]
