@@ -152,3 +152,25 @@ def test_sharded_weights_leave_the_output_layer_to_the_model():
     loss, n = translation_loss(Model(), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long),
                                torch.ones(2, 3, dtype=torch.long), 0.1)  # fmt: skip
     assert calls == [True] and n == 6 and torch.isfinite(loss)
+
+
+def test_loss_with_gradient_in_one_pass_is_the_two_passes_bit_for_bit():
+    if native.kernel("smoothed_loss_with_gradient") is None:
+        pytest.skip("qkv's kernels are not built here")
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(37, 1001, generator=g) * 4  # rows over several tasks; V not a whole number of vectors
+    target = torch.randint(1, 1001, (37,), generator=g)
+    target[[0, 17, 36]] = 0  # ignored rows: zero loss, zero gradient
+    part, lse = native.kernel("smoothed_loss_forward")(z, target, 0.1, 0)
+    want = native.kernel("smoothed_loss_backward")(z, target, lse, 0.1, 0, 1.0, False)
+    total = native.kernel("smoothed_loss_with_gradient")(z, target, 0.1, 0)  # z becomes the gradient
+    assert total.item() == part.item()
+    assert torch.equal(z, want)
+    assert not z[[0, 17, 36]].any()
+
+
+def test_a_target_outside_the_vocabulary_is_named_in_the_output_layers_loss(path):
+    x, weight, bias, target = _leaves(True)
+    target[1, 2] = 13
+    with pytest.raises((RuntimeError, IndexError), match="13|out of bounds"):
+        output_smoothed_cross_entropy(x, weight, bias, target, 0.1, 0)

@@ -11,6 +11,7 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
 std::vector<at::Tensor> smoothed_loss_forward(const at::Tensor& z, const at::Tensor& target, double eps, int64_t ignore);
 at::Tensor smoothed_loss_backward(const at::Tensor& z, const at::Tensor& target, const at::Tensor& lse, double eps,
                                   int64_t ignore, double grad, bool in_place);
+at::Tensor smoothed_loss_with_gradient(const at::Tensor& z, const at::Tensor& target, double eps, int64_t ignore);
 std::vector<at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                           const c10::optional<at::Tensor>& mask, bool causal, double scale);
 std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
@@ -46,6 +47,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_backward", &attention_backward,
         "the gradients of attention_forward -> [dq, dk, dv], written into the last three arguments where given");
   m.def("smoothed_loss_forward", &smoothed_loss_forward, "label-smoothed cross-entropy, summed -> [loss, lse]");
+  m.def("smoothed_loss_with_gradient", &smoothed_loss_with_gradient,
+        "the summed loss, with the scores' gradient (for an incoming 1) written over them in the same pass");
   m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores, new or written over them");
   m.def("quantize_rows", &quantize_rows, "x (R, D) -> [q (R, D) int8, scale (R,)] with x ~ scale q, row by row");
   m.def("screened_argmax", &screened_argmax, "each row's argmax of x W^T + b from 8-bit integer scores and their error bound");

@@ -143,7 +143,7 @@ class _ChunkedOutputLoss(torch.autograd.Function):
         gx = torch.empty_like(x) if want_x else None  # (N, D)
         gw = (torch.empty_like if n else torch.zeros_like)(weight) if want_w else None  # (V, D), set by block 0
         gb = torch.zeros_like(bias) if want_b else None  # (V,)
-        forward, backward = native.kernel("smoothed_loss_forward"), native.kernel("smoothed_loss_backward")
+        forward, both = native.kernel("smoothed_loss_forward"), native.kernel("smoothed_loss_with_gradient")
         total = torch.zeros((), dtype=torch.float64)
         for start in range(0, n, rows):
             xs, ts = x[start : start + rows], target[start : start + rows]  # (r, D), (r,)
@@ -152,16 +152,17 @@ class _ChunkedOutputLoss(torch.autograd.Function):
                 torch.mm(xs, weight.t(), out=z)
             else:
                 torch.addmm(bias, xs, weight.t(), out=z)
-            part, lse = forward(z, ts, eps, ignore)
-            total += part
             if want_x or want_w or want_b:
-                g = backward(z, ts, lse, eps, ignore, 1.0, True)  # (r, V) softmax - q, over the scores
+                total += both(z, ts, eps, ignore)  # z now holds the block's gradient, softmax - q: (r, V)
+                g = z
                 if want_x:
                     torch.mm(g, weight, out=gx[start : start + rows])  # dL/dx = g W
                 if want_w:  # dL/dW += g^T x, already in W's (V, D) layout
                     torch.mm(g.t(), xs, out=gw) if start == 0 else gw.addmm_(g.t(), xs)
                 if want_b:
                     gb += g.sum(0)
+            else:
+                total += forward(z, ts, eps, ignore)[0]
         ctx.save_for_backward(gx, gw, gb)
         return total.to(x.dtype)
 
