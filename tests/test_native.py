@@ -107,3 +107,16 @@ def test_a_lock_left_by_a_killed_build_is_cleared(tmp_path):
     native._clear_stale_lock(stale)
     native._clear_stale_lock(tmp_path / "absent")
     assert fresh.exists() and not stale.exists()
+
+
+def test_every_kernel_source_is_shipped_with_the_package():
+    """An installed qkv compiles its kernels from the files pyproject.toml ships: each must be among them."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["qkv"]
+    for source in native.SOURCES + native.HEADERS:
+        name = source.relative_to(root / "src" / "qkv").as_posix()
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped), f"{name} is not in the package data"

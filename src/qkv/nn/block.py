@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qkv.nn import native
+from qkv.nn import dropout_norm, native
 from qkv.nn.attention import AttentionScale, CrossAttention, SelfAttention
 from qkv.nn.cache import KVCache, StaticKVCache
 from qkv.nn.dropout import dropout as native_dropout
@@ -157,6 +157,9 @@ class TransformerBlock(nn.Module):
             y, w = f(residual_norm(norm, None, x))
             return skip + dropout(self.dropout, y), w
         y, w = f(x)
+        p = self.dropout.p if self.training else 0.0
+        if dropout_norm.applies(norm, skip, y, p):  # training: the three as one pass each way
+            return dropout_norm.dropout_add_layer_norm(norm, skip, y, p), w
         return residual_norm(norm, skip, dropout(self.dropout, y)), w
 
     def forward(self, x, self_mask, is_causal, memory=None, cross_mask=None, cache=None, need_weights=False):

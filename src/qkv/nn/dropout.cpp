@@ -16,21 +16,11 @@
 #include <cmath>
 #include <cstdint>
 
+#include "dropout_mask.h"
+
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements per task
-constexpr int64_t kBlock = 4096;   // divides 2^32
-
-// murmur3's finaliser: a bijection of 32-bit words in which every input bit flips each output bit
-// with probability close to 1/2.
-inline uint32_t fmix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
 
 }  // namespace
 
@@ -43,28 +33,23 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
   auto y = at::empty_like(xc);
   const float* xp = xc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  const float scale = static_cast<float>(1.0 / (1.0 - p));
-  // An element is dropped when its 24-bit draw u satisfies u < p * 2^24: probability p to within 2^-24.
-  const uint32_t threshold = static_cast<uint32_t>(std::llround(p * 16777216.0));
-  const uint64_t s = static_cast<uint64_t>(seed);
-  const uint32_t k0 = static_cast<uint32_t>(s), k1 = static_cast<uint32_t>(s >> 32);
+  const qkv::DropoutMask mask(p, seed);
   at::parallel_for(0, xc.numel(), kGrain, [&](int64_t begin, int64_t end) {
     // Local copies: read through the closure, every store through yb might change them, and the
     // compiler would not vectorise the loop (it ran 6x slower on two threads than on one).
-    const float sc = scale;
-    const uint32_t th = threshold, seed_low = k0, seed_high = k1;
+    const float sc = mask.scale;
+    const uint32_t th = mask.threshold, seed_low = mask.seed_low;
     // Blocks of kBlock elements aligned to kBlock never straddle a multiple of 2^32, so within one the
     // index's high half, which goes into the second round with the seed's other half, is constant, and
     // the inner loop is 32-bit arithmetic only, which the compiler vectorises.
     for (int64_t block = begin; block < end;) {
-      const int64_t stop = std::min(end, (block / kBlock + 1) * kBlock);
-      const uint32_t high = static_cast<uint32_t>(static_cast<uint64_t>(block) >> 32) * 0x9e3779b9u + seed_high;
-      const uint32_t low = static_cast<uint32_t>(block);
+      const int64_t stop = std::min(end, (block / qkv::DropoutMask::kBlock + 1) * qkv::DropoutMask::kBlock);
+      const uint32_t high = mask.high(block), low = static_cast<uint32_t>(block);
       const float* xb = xp + block;
       float* yb = yp + block;
       const int64_t n = stop - block;
       for (int64_t j = 0; j < n; ++j) {
-        const uint32_t h = fmix32(fmix32((low + static_cast<uint32_t>(j)) ^ seed_low) ^ high);
+        const uint32_t h = qkv::fmix32(qkv::fmix32((low + static_cast<uint32_t>(j)) ^ seed_low) ^ high);
         yb[j] = xb[j] * ((h >> 8) >= th ? sc : 0.0f);
       }
       block = stop;

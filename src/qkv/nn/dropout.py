@@ -35,13 +35,18 @@ class _NativeDropout(torch.autograd.Function):
         return native.kernel("dropout")(grad, ctx.p, ctx.seed), None, None
 
 
+def new_seed() -> int:
+    """A fresh seed from PyTorch's default generator for each call: two calls never share a mask, and
+    `torch.manual_seed` repeats them."""
+    return int(torch.empty((), dtype=torch.int64).random_())
+
+
 def dropout(x: Tensor, p: float) -> Tensor:
     """Training-time dropout of x (any shape) with probability p in [0, 1] -> same shape."""
     kernel = native.kernel("dropout") if native.applies(x) and p < 1.0 else None
     if kernel is None:  # also p = 1, which configs refuse but F.dropout allows: all zeros
         return F.dropout(x, p, training=True)
-    # A fresh seed from PyTorch's default generator for each call: two calls never share a mask.
-    seed = int(torch.empty((), dtype=torch.int64).random_())
+    seed = new_seed()
     if torch.is_grad_enabled() and x.requires_grad:
         return _NativeDropout.apply(x, p, seed)
     return kernel(x, p, seed)

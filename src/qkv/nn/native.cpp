@@ -1,5 +1,6 @@
 // The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp, dropout.cpp,
-// attention.cpp, smoothed_loss.cpp, screened_argmax.cpp, layer_norm.cpp, bias_relu.cpp); qkv/nn/native.py builds
+// attention.cpp, smoothed_loss.cpp, screened_argmax.cpp, layer_norm.cpp, bias_relu.cpp,
+// dropout_layer_norm.cpp); qkv/nn/native.py builds
 // and loads them.
 
 #include <torch/extension.h>
@@ -27,6 +28,11 @@ at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at:
                            const at::Tensor& weight, const c10::optional<at::Tensor>& bias, double w_scale,
                            double w_l1);
 at::Tensor bias_relu_(at::Tensor y, const at::Tensor& bias);
+std::vector<at::Tensor> dropout_layer_norm_forward(const at::Tensor& y, const at::Tensor& skip, const at::Tensor& weight,
+                                                   const at::Tensor& bias, double p, int64_t seed, double eps);
+std::vector<at::Tensor> dropout_layer_norm_backward(const at::Tensor& grad, const at::Tensor& s, const at::Tensor& mean,
+                                                    const at::Tensor& rstd, const at::Tensor& weight, double p,
+                                                    int64_t seed);
 std::vector<at::Tensor> relu_bias_backward(const at::Tensor& grad, const at::Tensor& y);
 
 // Whether at::parallel_for can use more than one thread here (the build must have had -fopenmp).
@@ -55,5 +61,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("add_layer_norm", &add_layer_norm, "LayerNorm(x + y), or LayerNorm(x) with y None, over the last dimension (float32, CPU)");
   m.def("bias_relu_", &bias_relu_, "y <- max(y + bias, 0) in place, y (N, F) contiguous float32");
   m.def("relu_bias_backward", &relu_bias_backward, "(grad, y) -> [grad where y > 0, its column sums]");
+  m.def("dropout_layer_norm_forward", &dropout_layer_norm_forward,
+        "LayerNorm(skip + dropout(y)) -> [out, skip + dropout(y), mean, rstd] (float32, CPU, training)");
+  m.def("dropout_layer_norm_backward", &dropout_layer_norm_backward,
+        "its gradients -> [d skip, d y, d weight, d bias]");
   m.def("uses_openmp", &uses_openmp, "whether the kernels split their work across PyTorch's threads");
 }

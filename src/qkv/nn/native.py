@@ -51,10 +51,11 @@ _KERNELS = (
     "screened_argmax.cpp",
     "layer_norm.cpp",
     "bias_relu.cpp",
+    "dropout_layer_norm.cpp",
 )
 SOURCES = [Path(__file__).with_name(f) for f in _KERNELS]
 # included by the sources: part of the build name too
-HEADERS = [Path(__file__).with_name(h) for h in ("exp_approx.h", "dot.h")]
+HEADERS = [Path(__file__).with_name(h) for h in ("exp_approx.h", "dot.h", "dropout_mask.h")]
 # Native code is safe to cache: the build is keyed by processor (build_name). -fopenmp is what makes
 # at::parallel_for split the work across PyTorch's threads; without it every loop runs on one thread.
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
@@ -191,7 +192,7 @@ def kernel(name: str) -> Callable[..., Tensor] | None:
     matvec(x, weight, bias): x (..., in) holding a single row, weight (out, in), bias (out,) or None ->
     (..., out). gelu_tanh(x), gelu_tanh_backward(grad, x), dropout(x, p, seed): float32, any shape.
     attention_*: see `qkv.nn.short_attention`; smoothed_loss_*: `qkv.train.losses`; bias_relu_,
-    relu_bias_backward: `qkv.nn.linear_relu`."""
+    relu_bias_backward: `qkv.nn.linear_relu`; dropout_layer_norm_*: `qkv.nn.dropout_norm`."""
     built = module()
     return None if built is None else getattr(built, name)
 

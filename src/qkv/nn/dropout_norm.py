@@ -1,0 +1,69 @@
+"""LayerNorm(x + Dropout(y)): the post-LN residual connection (sec 3.1) with the sub-layer's dropout (sec
+5.4) in training, as one compiled pass over the activations forward and one backward
+(`dropout_layer_norm.cpp`).
+
+As three operations (`qkv.nn.dropout`, an add, `nn.LayerNorm`) the forward makes three passes and the
+backward two; the Multi30k training step has 15 such connections. The mask is `qkv.nn.dropout`'s, drawn
+from the same seed, so the result equals the three operations' up to the norm's rounding
+(tests/test_layer_norm.py). Elsewhere (inference, pre-LN blocks, GPU, other dtypes, autocast,
+`torch.compile`, `set_kernel("pytorch")`) the block keeps the separate operations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from qkv.nn import native
+from qkv.nn.dropout import new_seed
+
+
+def applies(norm: nn.Module, skip: Tensor | float, y: Tensor, p: float) -> bool:
+    """Whether the compiled passes serve norm(skip + Dropout_p(y)) in training: an affine LayerNorm over
+    the last dimension, plain float32 CPU tensors of one shape, something asking for gradients."""
+    return (
+        type(norm) is nn.LayerNorm
+        and isinstance(skip, Tensor)
+        and skip.shape == y.shape
+        and norm.weight is not None
+        and norm.bias is not None
+        and len(norm.normalized_shape) == 1
+        and 0.0 <= p < 1.0
+        and torch.is_grad_enabled()
+        and any(t.requires_grad for t in (skip, y, norm.weight, norm.bias))
+        and native.applies(y)
+        and native.same_kind(y, skip)
+        and all(native.plain(t) and t.dtype == y.dtype and t.is_cpu for t in (norm.weight, norm.bias))
+        and native.kernel("dropout_layer_norm_forward") is not None
+    )
+
+
+def dropout_add_layer_norm(norm: nn.LayerNorm, skip: Tensor, y: Tensor, p: float) -> Tensor:
+    """norm(skip + Dropout_p(y)): skip, y (..., D) -> (..., D). p = 0 draws no seed, as `dropout` skips."""
+    seed = new_seed() if p > 0 else 0
+    return _DropoutAddLayerNorm.apply(skip, y, norm.weight, norm.bias, p, seed, norm.eps)
+
+
+class _DropoutAddLayerNorm(torch.autograd.Function):
+    """Saves s = skip + Dropout(y) and each row's mean and 1 / std, as `nn.LayerNorm` saves its input and
+    statistics; the mask is drawn again from the seed."""
+
+    @staticmethod
+    def forward(ctx, skip: Tensor, y: Tensor, weight: Tensor, bias: Tensor, p: float, seed: int, eps: float):
+        d = y.size(-1)
+        out, s, mean, rstd = native.kernel("dropout_layer_norm_forward")(
+            y.reshape(-1, d).contiguous(), skip.reshape(-1, d).contiguous(), weight, bias, p, seed, eps
+        )  # (N, D), (N, D), (N,), (N,)
+        ctx.save_for_backward(s, mean, rstd, weight)
+        ctx.p, ctx.seed, ctx.shape = p, seed, y.shape
+        return out.view(y.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        s, mean, rstd, weight = ctx.saved_tensors
+        d_skip, d_y, d_weight, d_bias = native.kernel("dropout_layer_norm_backward")(
+            grad.reshape(s.shape), s, mean, rstd, weight, ctx.p, ctx.seed
+        )
+        return d_skip.view(ctx.shape), d_y.view(ctx.shape), d_weight, d_bias, None, None, None
