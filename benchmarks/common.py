@@ -51,7 +51,7 @@ def linear_kernel() -> str:
         return linear.current_kernel()
     built = native.module() is not None
     gelu = (
-        "; GELU, dropout, short attention: qkv's kernels"
+        "; GELU, dropout, short attention, bias + ReLU, dropout + residual + LayerNorm: qkv's kernels"
         if built
         else "; GELU, dropout, attention: PyTorch's (qkv's kernels not built)"
     )
