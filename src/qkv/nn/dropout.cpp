@@ -48,10 +48,8 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
       const float* xb = xp + block;
       float* yb = yp + block;
       const int64_t n = stop - block;
-      for (int64_t j = 0; j < n; ++j) {
-        const uint32_t h = qkv::fmix32(qkv::fmix32((low + static_cast<uint32_t>(j)) ^ seed_low) ^ high);
-        yb[j] = xb[j] * ((h >> 8) >= th ? sc : 0.0f);
-      }
+      for (int64_t j = 0; j < n; ++j)
+        yb[j] = xb[j] * qkv::keep_factor(low + static_cast<uint32_t>(j), high, seed_low, th, sc);
       block = stop;
     }
   });

@@ -19,6 +19,13 @@ inline uint32_t fmix32(uint32_t h) {
   return h;
 }
 
+// The multiplier of one element: sc (kept) or 0 (dropped), from the low half of its index plus the
+// offset in its block (`low`), its block's second-round word (`high`), and the call's seed_low and
+// threshold. Every argument a value, so that the loops calling it vectorise.
+inline float keep_factor(uint32_t low, uint32_t high, uint32_t seed_low, uint32_t threshold, float sc) {
+  return (fmix32(fmix32(low ^ seed_low) ^ high) >> 8) >= threshold ? sc : 0.0f;
+}
+
 // One call's dropout: element i is kept, and scaled by 1 / (1 - p), when the 24 high bits of
 // fmix32(fmix32(low(i) ^ seed_low) ^ (high(i) * golden + seed_high)) clear p * 2^24 (probability p to
 // within 2^-24).
@@ -43,10 +50,7 @@ struct DropoutMask {
   void factors(int64_t start, int64_t n, float* factor) const {
     const uint32_t hi = high(start), lo = static_cast<uint32_t>(start), sl = seed_low, th = threshold;
     const float sc = scale;  // locals: stores through factor cannot change them
-    for (int64_t j = 0; j < n; ++j) {
-      const uint32_t h = fmix32(fmix32((lo + static_cast<uint32_t>(j)) ^ sl) ^ hi);
-      factor[j] = (h >> 8) >= th ? sc : 0.0f;
-    }
+    for (int64_t j = 0; j < n; ++j) factor[j] = keep_factor(lo + static_cast<uint32_t>(j), hi, sl, th, sc);
   }
 };
 
