@@ -23,18 +23,17 @@ def applies(norm: nn.Module, skip: Tensor | float, y: Tensor, p: float) -> bool:
     """Whether the compiled passes serve norm(skip + Dropout_p(y)) in training: an affine LayerNorm over
     the last dimension, plain float32 CPU tensors of one shape, something asking for gradients."""
     return (
-        type(norm) is nn.LayerNorm
+        torch.is_grad_enabled()  # first: decoding steps ask too, and leave here at once
+        and type(norm) is nn.LayerNorm
         and isinstance(skip, Tensor)
         and skip.shape == y.shape
         and norm.weight is not None
         and norm.bias is not None
         and len(norm.normalized_shape) == 1
         and 0.0 <= p < 1.0
-        and torch.is_grad_enabled()
         and any(t.requires_grad for t in (skip, y, norm.weight, norm.bias))
         and native.applies(y)
-        and native.same_kind(y, skip)
-        and all(native.plain(t) and t.dtype == y.dtype and t.is_cpu for t in (norm.weight, norm.bias))
+        and native.same_kind(y, skip, norm.weight, norm.bias)
         and native.kernel("dropout_layer_norm_forward") is not None
     )
 

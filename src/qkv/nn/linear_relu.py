@@ -25,7 +25,7 @@ def applies(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     return (
         bias is not None
         and native.applies(x)
-        and all(native.plain(t) and t.dtype == x.dtype and t.is_cpu for t in (weight, bias))  # Parameters too
+        and native.same_kind(x, weight, bias)
         and native.kernel("bias_relu_") is not None
     )
 

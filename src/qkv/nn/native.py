@@ -225,10 +225,10 @@ def applies(x: Tensor) -> bool:
 
 
 def same_kind(x: Tensor, *others: Tensor) -> bool:
-    """Whether every one of `others` is a plain CPU tensor of x's dtype: after `applies(x)`, whether the
-    kernels serve all of them (cheaper than `applies` for each; `is_cpu` rather than comparing devices,
-    which builds two device objects a tensor: 0.3 us of a decoding step's attention call)."""
-    return all(type(t) is Tensor and t.dtype == x.dtype and t.is_cpu for t in others)
+    """Whether every one of `others` is a plain CPU tensor (or Parameter) of x's dtype: after `applies(x)`,
+    whether the kernels serve all of them (cheaper than `applies` for each; `is_cpu` rather than comparing
+    devices, which builds two device objects a tensor: 0.3 us of a decoding step's attention call)."""
+    return all(plain(t) and t.dtype == x.dtype and t.is_cpu for t in others)
 
 
 def main() -> int:
