@@ -193,6 +193,17 @@ inline void prefetch_row(const float* row) {
   for (int c = 0; c < D; c += 64 / static_cast<int>(sizeof(float))) __builtin_prefetch(row + c);
 }
 
+// Asks for the rows of the next (sentence, head) pair, into the second-level cache, while this pair
+// runs. In training the rows come from the fused projections' outputs, which the products before wrote
+// long ago: one pair's row is 32 floats out of every 3 x H x D, so no hardware prefetcher finds them,
+// and each row's first use waited on memory. (A cold backward pass at 64 x 8 x 24 x 32 took 1.35 ms
+// against 0.78 with its rows already in cache.)
+template <int D>
+inline void prefetch_rows(const float* x, int64_t stride, int64_t rows) {
+  for (int64_t t = 0; t < rows; ++t)
+    for (int c = 0; c < D; c += 64 / static_cast<int>(sizeof(float))) __builtin_prefetch(x + t * stride + c, 0, 2);
+}
+
 // The additive mask of query i's scores: 0 where it may attend, -inf at hidden keys and at the lanes
 // beyond T_k. A padding mask is the same for every query (its stride sq is 0): one row serves them all.
 inline void key_bias(const Problem& p, const bool* mask, int64_t i, float* bias) {
@@ -505,6 +516,12 @@ void forward_all(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
     for (int64_t n = begin; n < end; ++n) {
       const int64_t b = n / heads, h = n % heads;
       const bool* m = p.mask.data == nullptr ? nullptr : p.mask.data + b * p.mask.sb + h * p.mask.sh;
+      if (n + 1 < end && p.tq > 1) {
+        const int64_t nb = (n + 1) / heads, nh = (n + 1) % heads;
+        prefetch_rows<D>(Q.pair(nb, nh), Q.st, p.tq);
+        prefetch_rows<D>(K.pair(nb, nh), K.st, p.tk);
+        prefetch_rows<D>(V.pair(nb, nh), V.st, p.tk);
+      }
       if (p.tq == 1)
         forward_one<D>(Q.pair(b, h), K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), L + n, m, p, s, bias);
       else
@@ -528,6 +545,14 @@ void backward_all(const at::Tensor& go, const at::Tensor& q, const at::Tensor& k
     for (int64_t n = begin; n < end; ++n) {
       const int64_t b = n / heads, h = n % heads;
       const bool* m = p.mask.data == nullptr ? nullptr : p.mask.data + b * p.mask.sb + h * p.mask.sh;
+      if (n + 1 < end) {
+        const int64_t nb = (n + 1) / heads, nh = (n + 1) % heads;
+        prefetch_rows<D>(Q.pair(nb, nh), Q.st, p.tq);
+        prefetch_rows<D>(K.pair(nb, nh), K.st, p.tk);
+        prefetch_rows<D>(V.pair(nb, nh), V.st, p.tk);
+        prefetch_rows<D>(O.pair(nb, nh), O.st, p.tq);
+        prefetch_rows<D>(GO.pair(nb, nh), GO.st, p.tq);
+      }
       backward_pair<D>(Q.pair(b, h), Q.st, K.pair(b, h), K.st, V.pair(b, h), V.st, O.pair(b, h), O.st,
                        GO.pair(b, h), GO.st, L + n * p.tq, DQ.pair(b, h), DQ.st, DK.pair(b, h), DK.st,
                        DV.pair(b, h), DV.st, m, p, kt, vt, P, dS, bias);
