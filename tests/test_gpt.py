@@ -157,7 +157,7 @@ def test_fixed_buffer_steps_give_the_full_forward_logits():
 def test_fixed_buffer_generation_equals_uncached_across_window_restarts():
     model = tiny_gpt()
     prompt = [3, 1, 4, 1, 5]
-    fixed = list(generate(model, prompt, 70, temperature=0.0, cuda_graph=True))
+    fixed = list(generate(model, prompt, 70, temperature=0.0, record_steps=True))
     uncached = list(generate(model, prompt, 70, temperature=0.0, use_cache=False))
     assert fixed == uncached and len(fixed) == 70  # 75 tokens: the 32-position window restarts twice
 

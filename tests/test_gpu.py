@@ -73,7 +73,7 @@ def test_a_replayed_cuda_graph_step_gives_the_full_forward_logits():
         steps = GraphedSteps(model, capture=True)
         logits = [steps(tokens[0, :7].tolist(), 0)]
         logits += [steps([int(tokens[0, t])], t).clone() for t in range(7, 100)]  # replays overwrite their output
-    assert sorted(steps.graphs) == [32, 64, 128]  # one graph per window length, recorded when first needed
+    assert sorted(steps.replays) == [32, 64, 128]  # one graph per window length, recorded when first needed
     assert (torch.stack(logits, 1) - full[:, 6:]).abs().max() <= 1e-5
 
 
@@ -82,8 +82,8 @@ def test_cached_generation_and_decoding_on_the_gpu_equal_the_cpu():
     prompt = [1, 2, 3, 4]
     on_cpu = [list(generate(gpt, prompt, 40, temperature=0.0, use_cache=c)) for c in (True, False)]
     gpt.to("cuda")
-    # on the GPU the cached steps replay a CUDA graph by default; cuda_graph=False is the plain cache
-    runs = [dict(use_cache=True), dict(use_cache=True, cuda_graph=False), dict(use_cache=False)]
+    # on the GPU the cached steps replay a CUDA graph by default; record_steps=False is the plain cache
+    runs = [dict(use_cache=True), dict(use_cache=True, record_steps=False), dict(use_cache=False)]
     assert [list(generate(gpt, prompt, 40, temperature=0.0, **r)) for r in runs] == [on_cpu[0], *on_cpu]
 
     torch.manual_seed(1)

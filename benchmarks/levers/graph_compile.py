@@ -11,8 +11,9 @@ Contenders, alternating, greedy, 256 new tokens after a 16-token prompt, random 
 shipped (graphs on CUDA), the same with each window's step compiled before it is recorded, and
 generation without the cache. Compiling happens in a warm-up generation before the rounds (one
 compile per window length); its time is printed, and the rates are medians of the rounds after it.
-On the CPU nothing is recorded: the compiled fixed-buffer steps run as they are (a check that the
-outputs agree, and session 11's CPU figure for the compiled step).
+On the CPU the compiled fixed-buffer steps run unrecorded, against qkv's recorded steps
+(`qkv.decoding.recorded`): a check that the outputs agree, and session 11's CPU figure for the
+compiled step.
 """
 
 import argparse
@@ -45,7 +46,11 @@ COMPILED = torch.compile(compiled_step, dynamic=False)
 
 
 class CompiledGraphedSteps(GraphedSteps):
-    """GraphedSteps whose step, what each graph records, is the compiled forward."""
+    """GraphedSteps whose step, what each graph records, is the compiled forward. On the CPU it runs
+    unrecorded: qkv's recording sees PyTorch's operators, not the kernels inductor writes."""
+
+    def __init__(self, model: GPT, capture: bool) -> None:
+        super().__init__(model, capture and next(model.parameters()).is_cuda)
 
     def step(self) -> torch.Tensor:
         return COMPILED(self.model, self.token, self.cache)
@@ -69,7 +74,7 @@ def main() -> None:
         try:
             return list(
                 generation.generate(
-                    model, prompt, args.tokens, temperature=0.0, use_cache=kind != "uncached", cuda_graph=True
+                    model, prompt, args.tokens, temperature=0.0, use_cache=kind != "uncached", record_steps=True
                 )
             )
         finally:
@@ -81,7 +86,7 @@ def main() -> None:
     outputs.update({kind: run(kind) for kind in ("graphs", "uncached")})
     print("greedy outputs identical:", outputs["compiled"] == outputs["graphs"] == outputs["uncached"])
     med = alternate({kind: lambda kind=kind: args.tokens / timed(lambda: run(kind)) for kind in outputs}, args.rounds)
-    label = "graphs" if graph else "fixed-buffer steps"
+    label = "graphs" if graph else "recorded steps"
     print(
         f"{args.shape} on {args.device}, tokens/s (medians of {args.rounds}): {label} {med['graphs']:.0f},"
         f" compiled {label} {med['compiled']:.0f} ({med['compiled'] / med['graphs']:.2f}x),"

@@ -6,17 +6,19 @@ would give (session 11).
 The 4 x 128 GPT of the generation benchmark (random weights, context 512), 256 new tokens after a
 16-token prompt, greedy, the machine's threads.
 
-1. `generate` against `flat`: the same operators on the same weights called as plain functions, with
-   the parameters fetched once up front, so no `nn.Module` call and no module attribute lookup per
-   token (same cache writes, same SDPA). The outputs must be identical. The gap is the cost of
-   PyTorch's module machinery at this size, not arithmetic. `flat_lookups` is `flat` plus, every
-   token, fetching the parameters through the modules again (130 lookups, each through
-   `Module.__getattr__`): what those lookups alone cost.
+1. `generate` with the plain cache against `flat`: the same operators on the same weights called as
+   plain functions, with the parameters fetched once up front, so no `nn.Module` call and no module
+   attribute lookup per token (same cache writes, same SDPA). The outputs must be identical. The gap
+   is the cost of PyTorch's module machinery at this size, not arithmetic. `flat_lookups` is `flat`
+   plus, every token, fetching the parameters through the modules again (130 lookups, each through
+   `Module.__getattr__`): what those lookups alone cost. `recorded` is `generate`'s default since
+   session 37: the steps replayed from qkv's recording (`qkv.decoding.recorded`).
 2. One fixed-buffer step (the `StaticKVCache` step that `qkv.decoding.graphed` records as a CUDA
    graph, here with a 64-slot window) run eagerly, as a TorchScript trace (deprecated since PyTorch
-   2.5), and with --compile through `torch.compile` (inductor, C++ wrapper; cold compile into a fresh
-   cache directory). Prints us per step and the one-off cost of each capture. This part runs under
-   `set_kernel("pytorch")`, so that the trace sees every operator (session 33).
+   2.5), replayed from qkv's recording, and with --compile through `torch.compile` (inductor, C++
+   wrapper; cold compile into a fresh cache directory). Prints us per step and the one-off cost of
+   each capture. This part runs under `set_kernel("pytorch")`, so that the trace sees every operator
+   (session 33).
 
 The flat step exists only to measure; the library keeps one block implementation (STYLE principle 1).
 """
@@ -37,6 +39,7 @@ from common import alternate, timed  # noqa: E402
 
 from qkv.decoding.generate import generate  # noqa: E402
 from qkv.decoding.graphed import GraphedSteps  # noqa: E402
+from qkv.decoding.recorded import record  # noqa: E402
 from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
 from qkv.nn.linear import set_kernel  # noqa: E402
 
@@ -117,16 +120,18 @@ def main() -> None:
     model.eval()
     prompt = list(range(16))
     runs = {
-        "generate": lambda: list(generate(model, prompt, 256, temperature=0.0)),
+        "generate": lambda: list(generate(model, prompt, 256, temperature=0.0, record_steps=False)),
+        "recorded": lambda: list(generate(model, prompt, 256, temperature=0.0)),  # generate's default
         "flat": lambda: flat_generate(model, prompt, 256),
         "flat_lookups": lambda: flat_generate(model, prompt, 256, lookups=True),
     }
-    assert runs["generate"]() == runs["flat"](), "the flat step must give the same tokens"
+    assert runs["generate"]() == runs["flat"]() == runs["recorded"](), "every way must give the same tokens"
     med = alternate({k: lambda fn=fn: 256 / timed(fn) for k, fn in runs.items()}, args.rounds)
     print(
         f"tokens/s, medians of {args.rounds} alternating rounds, {torch.get_num_threads()} threads: generate "
-        f"{med['generate']:.0f}, flat {med['flat']:.0f} ({med['flat'] / med['generate']:.2f}x), flat with the"
-        f" parameters looked up through the modules every token {med['flat_lookups']:.0f}"
+        f"(plain cache) {med['generate']:.0f}, recorded steps {med['recorded']:.0f}"
+        f" ({med['recorded'] / med['generate']:.2f}x), flat {med['flat']:.0f} ({med['flat'] / med['generate']:.2f}x),"
+        f" flat with the parameters looked up through the modules every token {med['flat_lookups']:.0f}"
         f" ({1e6 / med['flat_lookups'] - 1e6 / med['flat']:.0f} us a token more)"
     )
 
@@ -156,7 +161,10 @@ def main() -> None:
             logits = traced(steps.token, steps.position)
             first_ms.append((time.perf_counter() - start) * 1e3)
         torch.testing.assert_close(logits, eager(), rtol=0, atol=0)
-        contenders = {"eager": eager, "traced": lambda: traced(steps.token, steps.position)}
+        start = time.perf_counter()
+        recorded = record(eager)  # qkv's recording (qkv.decoding.recorded), as `generate` makes on the CPU
+        record_ms = (time.perf_counter() - start) * 1e3
+        contenders = {"eager": eager, "traced": lambda: traced(steps.token, steps.position), "recorded": recorded}
         if args.compile:
             import torch._inductor.config as inductor
 
@@ -171,6 +179,7 @@ def main() -> None:
     set_kernel(previous)
     calls = " / ".join(f"{t:.1f}" for t in first_ms)
     print(f"TorchScript trace: {trace_ms:.0f} ms to trace, {calls} ms its first three calls (per window)")
+    print(f"qkv's recording: {record_ms:.1f} ms to record and check (per window)")
     print("one fixed-buffer step (64-slot window), us, medians: " + ", ".join(f"{k} {v:.0f}" for k, v in us.items()))
 
 

@@ -32,15 +32,17 @@ def generate(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
-    cuda_graph: bool | None = None,
+    record_steps: bool | None = None,
     stop_token: int | None = None,
 ) -> Iterator[int]:
     """Yield new token ids one at a time (batch 1). The prompt is run once; each later step feeds only
     the newest token. When the context window fills, the cache restarts from the last half window
     (learned positions are absolute, so a sliding cache cannot simply drop its oldest entry).
 
-    cuda_graph: replay each cached step as a CUDA graph (`qkv.decoding.graphed`); None means yes when
-    the model is on a CUDA device. True elsewhere runs the same fixed-buffer steps unrecorded.
+    record_steps: replay each cached one-token step from a recording made once per attention window
+    (`qkv.decoding.graphed`): a CUDA graph on a GPU, qkv's recording of its operators on the CPU
+    (`qkv.decoding.recorded`), where Python, not arithmetic, sets a small model's pace. None means yes
+    on both; False runs the ordinary cache; True on another device runs the fixed-buffer steps unrecorded.
     stop_token: generation ends when the model produces it (not yielded): GPT-2's <|endoftext|> ends a
     document, and what would follow it is the start of an unrelated one."""
     if not prompt:
@@ -51,8 +53,9 @@ def generate(
     ids = crop_prompt(list(prompt), block, max_new_tokens)
     device = next(model.parameters()).device
     graphed = None
-    if use_cache and (cuda_graph if cuda_graph is not None else device.type == "cuda"):
-        graphed = GraphedSteps(model, capture=device.type == "cuda")
+    recordable = device.type in ("cuda", "cpu")
+    if use_cache and (record_steps if record_steps is not None else recordable):
+        graphed = GraphedSteps(model, capture=recordable)
     cache, length, feed = None, 0, ids
     for _ in range(max_new_tokens):
         if not use_cache:

@@ -1,4 +1,5 @@
-"""Batch-1 GPT decoding steps replayed as a CUDA graph.
+"""Batch-1 GPT decoding steps replayed from a recording: a CUDA graph on a GPU, qkv's own recording of
+the step's operators on the CPU (`qkv.decoding.recorded`).
 
 At batch 1 a decode step is a few dozen small kernels, and on a GPU each takes longer to launch from
 Python than to run: the H100 sat idle most of the step, so caching the prefix bought only 1.05-1.48x
@@ -6,25 +7,31 @@ over recomputing it (docs/PERFORMANCE.md). A CUDA graph records the step's kerne
 them with one launch. A recording fixes every address and shape, so the recorded step reads its token
 and position from tensors that stay in place and writes into a `StaticKVCache`, whose buffers span
 the whole context window; attention reads a fixed prefix of them per graph, where `position_mask`
-hides the slots not yet written.
+hides the slots not yet written. On the CPU the cost is Python's rather than launches', and the same
+fixed-buffer step is what `qkv.decoding.recorded` can record.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
+from qkv.decoding.recorded import Unreplayable, record
 from qkv.models.gpt import GPT
 from qkv.nn.cache import StaticKVCache
 
 
 class GraphedSteps:
-    """Next-token logits of a batch-1 GPT over a fixed-size cache; one-token steps replay a CUDA graph.
+    """Next-token logits of a batch-1 GPT over a fixed-size cache; one-token steps replay a recording.
 
     Attention over all the window's slots would make early steps slow (at batch 1 the kernel walks the
     keys of each head in turn), so a step reads only the first `window(position)` slots: the next power
-    of two, at least 32. One graph is recorded per window length, when first needed: at most
-    log2(block_size / 16) graphs, sharing one memory pool.
+    of two, at least 32. One recording is made per window length, when first needed: at most
+    log2(block_size / 16) of them. On a GPU each is a CUDA graph, all sharing one memory pool; on the
+    CPU, `qkv.decoding.recorded`'s (a step it cannot record, with a warning saying why, runs eagerly).
 
     capture=False runs the same fixed-buffer steps without recording them (any device; the tests
     check this path against the ordinary cache on the CPU).
@@ -36,8 +43,9 @@ class GraphedSteps:
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)  # (1, 1) the recorded steps' input
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # (1,) and its position
         self.cache = StaticKVCache(model.config.n_layers, model.config.block_size, self.position)
-        # window length -> (graph, its (1, 1, V) logits, overwritten by each replay)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        # window length -> a replay giving the step's (1, 1, V) logits (None: the step runs eagerly)
+        self.replays: dict[int, Callable[[], Tensor] | None] = {}
+        self.pool = None  # the CUDA graphs' shared memory pool, once the first is recorded
 
     def window(self, end: int) -> int:
         """The slots a forward reads when its last position is end - 1: at least 32, at most twice end."""
@@ -56,14 +64,25 @@ class GraphedSteps:
         self.cache.at(self.position, window)
         if not self.capture:
             return self.step()[:, -1]
-        if window not in self.graphs:
-            self.graphs[window] = self._record()
-        graph, logits = self.graphs[window]
-        with torch.cuda.device(device):  # launched on the model's GPU, which need not be the current one
-            graph.replay()
-        return logits[:, -1]
+        if window not in self.replays:  # recording computes this step's logits too
+            self.replays[window], logits = self._record_graph() if device.type == "cuda" else self._record_cpu()
+            return logits[:, -1]
+        replay = self.replays[window]
+        return (self.step() if replay is None else replay())[:, -1]
 
-    def _record(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+    def _record_cpu(self) -> tuple[Callable[[], Tensor] | None, Tensor]:
+        # The cache's buffers are allocated at its first write, which a recording must find done: as
+        # for a CUDA graph, an eager run first (it writes what the recording's run writes again).
+        if any(layer.k is None for layer in self.cache.layers):
+            self.step()
+        try:
+            replay = record(self.step)
+        except Unreplayable as why:
+            warnings.warn(f"qkv: this model's decoding step cannot be recorded ({why}); it runs eagerly", stacklevel=3)
+            return None, self.step()
+        return replay, replay.recorded_output
+
+    def _record_graph(self) -> tuple[Callable[[], Tensor], Tensor]:
         # One eager run first, on a side stream as CUDA graphs require: it creates the library handles
         # and workspaces that must not be allocated while recording. It writes the same keys and values
         # the first replay writes, so running it changes nothing. Streams belong to the model's GPU,
@@ -75,10 +94,17 @@ class GraphedSteps:
                 self.step()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            pool = next(iter(self.graphs.values()))[0].pool() if self.graphs else None  # replayed one at a time
-            with torch.cuda.graph(graph, pool=pool):
+            with torch.cuda.graph(graph, pool=self.pool):  # one pool for all: they are replayed one at a time
                 logits = self.step()
-        return graph, logits
+            if self.pool is None:
+                self.pool = graph.pool()
+
+        def replay() -> Tensor:
+            with torch.cuda.device(logits.device):  # launched on the model's GPU, not the current one
+                graph.replay()
+            return logits  # overwritten by each replay
+
+        return replay, replay()  # recording ran no kernel: the first replay computes this step
 
     def step(self) -> Tensor:
         """One forward of the token in `self.token` at `self.position` over the fixed buffers: (1, 1, V)

@@ -33,7 +33,8 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -194,7 +195,25 @@ def kernel(name: str) -> Callable[..., Tensor] | None:
     attention_*: see `qkv.nn.short_attention`; smoothed_loss_*: `qkv.train.losses`; bias_relu_,
     relu_bias_backward: `qkv.nn.linear_relu`; dropout_layer_norm_*: `qkv.nn.dropout_norm`."""
     built = module()
-    return None if built is None else getattr(built, name)
+    if built is None:
+        return None
+    observer = getattr(_observing, "observer", None)  # set by `observed` (qkv.decoding.recorded)
+    return getattr(built, name) if observer is None else observer(name, getattr(built, name))
+
+
+_observing = threading.local()  # per thread: another thread's kernel calls are not part of a recording
+
+
+@contextmanager
+def observed(observer: Callable[[str, Callable], Callable]) -> Iterator[None]:
+    """While inside, `kernel(name)` on this thread returns observer(name, the kernel) in place of the
+    kernel: a recording of a decoding step (`qkv.decoding.recorded`) sees qkv's kernel calls this way,
+    since PyTorch's dispatcher never sees them."""
+    _observing.observer = observer
+    try:
+        yield
+    finally:
+        _observing.observer = None
 
 
 def plain(t: Tensor) -> bool:
