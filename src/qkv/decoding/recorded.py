@@ -3,8 +3,8 @@
 
 Why: at batch 1 a cached step of a small GPT is about 90 operator calls on tensors of a few hundred
 numbers, and the Python that chooses them (module calls, parameter lookups, the checks that pick a
-kernel, shape arithmetic) costs more than they do. The 4 x 128 GPT's fixed-buffer step took 440 us
-eagerly and 230 us replayed (docs/PERFORMANCE.md, session 37).
+kernel, shape arithmetic) costs more than they do. The 4 x 128 GPT's fixed-buffer step took 440-475 us
+eagerly and 213-263 us replayed (docs/PERFORMANCE.md, session 37).
 
 What is recorded: each operator the step calls, PyTorch's (seen by a `TorchDispatchMode`, below the
 Python that chose them) and qkv's compiled kernels (seen through `native.observed`: the dispatcher never
@@ -30,6 +30,9 @@ from functools import cache
 
 import torch
 from torch import Tensor
+
+# _disable_current_modes is private, but it is how a qkv kernel's own PyTorch calls (its allocations)
+# stay out of the recording; torch is pinned (pyproject.toml)
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from qkv.nn import native

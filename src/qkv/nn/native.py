@@ -209,11 +209,11 @@ def observed(observer: Callable[[str, Callable], Callable]) -> Iterator[None]:
     """While inside, `kernel(name)` on this thread returns observer(name, the kernel) in place of the
     kernel: a recording of a decoding step (`qkv.decoding.recorded`) sees qkv's kernel calls this way,
     since PyTorch's dispatcher never sees them."""
-    _observing.observer = observer
+    previous, _observing.observer = getattr(_observing, "observer", None), observer
     try:
         yield
     finally:
-        _observing.observer = None
+        _observing.observer = previous
 
 
 def plain(t: Tensor) -> bool:
