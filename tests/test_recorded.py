@@ -115,3 +115,11 @@ def test_attention_through_sdpa_and_dropout_outside_training_are_recorded():
         assert torch.equal(replay(), step())
     with pytest.raises(Unreplayable, match="random"):
         record(lambda: torch.nn.functional.dropout(q, 0.5, training=True))
+
+
+def test_a_model_left_in_training_mode_is_not_recorded():
+    # its dropout draws a fresh mask every step, which a replay would repeat: the step runs eagerly
+    model = small_gpt(dropout=0.5).train()
+    with pytest.warns(UserWarning, match="draws random numbers"):
+        tokens = list(generate(model, [1, 2, 3], 10, temperature=0.0))
+    assert len(tokens) == 10
