@@ -81,11 +81,11 @@ def test_steps_a_replay_would_not_repeat_are_refused():
 
 def test_a_step_that_cannot_be_recorded_runs_eagerly_with_a_warning(monkeypatch):
     model = small_gpt()
-    expected = list(generate(model, [1, 2, 3], 10, temperature=0.0, record_steps=False))
+    expected = list(generate(model, [1, 2, 3], 40, temperature=0.0, record_steps=False))
     eager_step = GraphedSteps.step
     monkeypatch.setattr(GraphedSteps, "step", lambda self: eager_step(self) + 0 * float(self.position.sum()))
     with pytest.warns(UserWarning, match="cannot be recorded .*reads tensor values"):
-        assert list(generate(model, [1, 2, 3], 10, temperature=0.0)) == expected
+        assert list(generate(model, [1, 2, 3], 40, temperature=0.0)) == expected
 
 
 def test_replays_follow_the_inputs_they_read():
@@ -121,5 +121,25 @@ def test_a_model_left_in_training_mode_is_not_recorded():
     # its dropout draws a fresh mask every step, which a replay would repeat: the step runs eagerly
     model = small_gpt(dropout=0.5).train()
     with pytest.warns(UserWarning, match="draws random numbers"):
-        tokens = list(generate(model, [1, 2, 3], 10, temperature=0.0))
-    assert len(tokens) == 10
+        tokens = list(generate(model, [1, 2, 3], 40, temperature=0.0))
+    assert len(tokens) == 40
+
+
+def test_a_window_that_few_steps_will_reach_is_not_recorded():
+    model = small_gpt()
+    with torch.inference_mode():
+        steps = GraphedSteps(model, capture=True)
+        expected = steps(list(range(5)), 0)
+        few = [steps([7], 5, steps_left=3), steps([8], 6, steps_left=2)]
+        assert steps.replays == {}  # 3 steps left: run eagerly
+        many = steps([9], 7, steps_left=30)  # 25 of them in the 32-slot window: recorded
+        assert list(steps.replays) == [32] and steps.replays[32] is not None
+    eager = GraphedSteps(model, capture=False)
+    with torch.inference_mode():
+        assert torch.equal(eager(list(range(5)), 0), expected)
+        assert all(torch.equal(eager([t], p), f) for t, p, f in zip((7, 8), (5, 6), few))
+        assert torch.equal(eager([9], 7), many)
+    # generate passes what is left: 8 new tokens after a 16-token prompt record nothing
+    assert list(generate(model, list(range(16)), 8, temperature=0.0)) == list(
+        generate(model, list(range(16)), 8, temperature=0.0, record_steps=False)
+    )

@@ -9,7 +9,7 @@ import torch
 
 from qkv.decoding import check_ids
 from qkv.decoding.filters import check_sampling, sample
-from qkv.decoding.graphed import GraphedSteps
+from qkv.decoding.graphed import MIN_REPLAYS, GraphedSteps
 from qkv.models.gpt import GPT
 
 
@@ -42,7 +42,8 @@ def generate(
     record_steps: replay each cached one-token step from a recording made once per attention window
     (`qkv.decoding.graphed`): a CUDA graph on a GPU, qkv's recording of its operators on the CPU
     (`qkv.decoding.recorded`), where Python, not arithmetic, sets a small model's pace. None means yes
-    on both; False runs the ordinary cache; True on another device runs the fixed-buffer steps unrecorded.
+    on both when more than `graphed.MIN_REPLAYS` tokens are asked for; False runs the ordinary cache;
+    True on another device runs the fixed-buffer steps unrecorded.
     stop_token: generation ends when the model produces it (not yielded): GPT-2's <|endoftext|> ends a
     document, and what would follow it is the start of an unrelated one."""
     if not prompt:
@@ -54,17 +55,19 @@ def generate(
     device = next(model.parameters()).device
     graphed = None
     recordable = device.type in ("cuda", "cpu")
-    if use_cache and (record_steps if record_steps is not None else recordable):
+    # by default only where a window could be recorded: too few steps run faster on the ordinary cache
+    worth = recordable and max_new_tokens > MIN_REPLAYS
+    if use_cache and (record_steps if record_steps is not None else worth):
         graphed = GraphedSteps(model, capture=recordable)
     cache, length, feed = None, 0, ids
-    for _ in range(max_new_tokens):
+    for made in range(max_new_tokens):
         if not use_cache:
             logits = model(torch.tensor([ids[-block:]], device=device)).logits[:, -1]
         else:
             if length + len(feed) > block:  # the window is full: start again from its last half
                 feed, length = ids[-(block // 2) :], 0
             if graphed is not None:
-                logits = graphed(feed, length)
+                logits = graphed(feed, length, steps_left=max_new_tokens - made)
             else:
                 cache = model.new_cache() if length == 0 else cache
                 logits = model(torch.tensor([feed], device=device), cache).logits[:, -1]

@@ -23,6 +23,12 @@ from qkv.decoding.recorded import Unreplayable, record
 from qkv.models.gpt import GPT
 from qkv.nn.cache import StaticKVCache
 
+# A recording costs about what 10-15 replays save (on the CPU, the 4 x 128 GPT: 2.7 ms to record, 0.23 ms
+# saved a step; the 124M model: one step's 23 ms, 1.4 ms saved a step; on an H100 a graph took 4-15 ms
+# to record), so a window that fewer steps will reach runs eagerly. 8 new tokens of the small GPT on
+# the CPU took 6.1 ms recorded and 4.6 ms eagerly (docs/PERFORMANCE.md, session 37).
+MIN_REPLAYS = 16
+
 
 class GraphedSteps:
     """Next-token logits of a batch-1 GPT over a fixed-size cache; one-token steps replay a recording.
@@ -51,9 +57,11 @@ class GraphedSteps:
         """The slots a forward reads when its last position is end - 1: at least 32, at most twice end."""
         return min(max(32, 1 << (end - 1).bit_length()), self.cache.capacity)
 
-    def __call__(self, tokens: list[int], offset: int) -> Tensor:
+    def __call__(self, tokens: list[int], offset: int, steps_left: int | None = None) -> Tensor:
         """Logits (1, V) after `tokens`, which sit at positions offset, offset + 1, ...; the positions
-        before them are in the cache. offset + len(tokens) must not exceed the context window."""
+        before them are in the cache. offset + len(tokens) must not exceed the context window.
+        steps_left: how many one-token steps the caller will still run, this one included (None: many).
+        A window fewer than MIN_REPLAYS of them will reach is not recorded: they run eagerly."""
         device, end = self.token.device, offset + len(tokens)
         if len(tokens) > 1:  # a prompt, or the window restarting: one ordinary forward into the buffers
             cache = self.cache.at(torch.arange(offset, end, device=device), self.window(end))
@@ -63,6 +71,8 @@ class GraphedSteps:
         window = self.window(end)
         self.cache.at(self.position, window)
         if not self.capture:
+            return self.step()[:, -1]
+        if window not in self.replays and steps_left is not None and min(steps_left, window - offset) < MIN_REPLAYS:
             return self.step()[:, -1]
         if window not in self.replays:  # recording computes this step's logits too
             self.replays[window], logits = self._record_graph() if device.type == "cuda" else self._record_cpu()
