@@ -53,7 +53,7 @@ def test_the_recording_holds_qkv_kernels_and_few_views():
         steps.token.fill_(7)
         steps.position.fill_(5)
         steps.cache.at(steps.position, 32)
-        replay = record(steps.step)
+        replay, _ = record(steps.step)
     names = [getattr(op[1], "__name__", "") for op in replay.program if op[0] != "view"]
     assert "attention_forward" in names and "add_layer_norm" in names
     # each view is taken from the tensor that owns its memory: at most one per tensor a call made
@@ -94,7 +94,7 @@ def test_replays_follow_the_inputs_they_read():
     def step():
         return (a @ b.view(-1, 1))[:, 0].unsqueeze(0).t().permute(1, 0).relu()  # views of views
 
-    replay = record(step)
+    replay, _ = record(step)
     with torch.inference_mode():
         a.copy_(torch.randn(3, 4))
         b.copy_(torch.randn(4))
@@ -109,7 +109,7 @@ def test_attention_through_sdpa_and_dropout_outside_training_are_recorded():
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         return torch.nn.functional.dropout(out, 0.5, training=False) + torch.nn.functional.dropout(out, 0.0)
 
-    replay = record(step)
+    replay, _ = record(step)
     with torch.inference_mode():
         q.copy_(torch.randn(1, 2, 1, 8))
         assert torch.equal(replay(), step())

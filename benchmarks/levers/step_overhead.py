@@ -162,7 +162,7 @@ def main() -> None:
             first_ms.append((time.perf_counter() - start) * 1e3)
         torch.testing.assert_close(logits, eager(), rtol=0, atol=0)
         start = time.perf_counter()
-        recorded = record(eager)  # qkv's recording (qkv.decoding.recorded), as `generate` makes on the CPU
+        recorded, _ = record(eager)  # qkv's recording (qkv.decoding.recorded), as `generate` makes on the CPU
         record_ms = (time.perf_counter() - start) * 1e3
         contenders = {"eager": eager, "traced": lambda: traced(steps.token, steps.position), "recorded": recorded}
         if args.compile:

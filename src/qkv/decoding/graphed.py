@@ -35,7 +35,8 @@ class GraphedSteps:
 
     Attention over all the window's slots would make early steps slow (at batch 1 the kernel walks the
     keys of each head in turn), so a step reads only the first `window(position)` slots: the next power
-    of two, at least 32. One recording is made per window length, when first needed: at most
+    of two, at least 32. One recording is made per window length, when first needed (by at least
+    MIN_REPLAYS steps): at most
     log2(block_size / 16) of them. On a GPU each is a CUDA graph, all sharing one memory pool; on the
     CPU, `qkv.decoding.recorded`'s (a step it cannot record, with a warning saying why, runs eagerly).
 
@@ -86,11 +87,10 @@ class GraphedSteps:
         if any(layer.k is None for layer in self.cache.layers):
             self.step()
         try:
-            replay = record(self.step)
+            return record(self.step)
         except Unreplayable as why:
             warnings.warn(f"qkv: this model's decoding step cannot be recorded ({why}); it runs eagerly", stacklevel=3)
             return None, self.step()
-        return replay, replay.recorded_output
 
     def _record_graph(self) -> tuple[Callable[[], Tensor], Tensor]:
         # One eager run first, on a side stream as CUDA graphs require: it creates the library handles

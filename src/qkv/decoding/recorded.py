@@ -141,7 +141,6 @@ class RecordedStep:
 
     def __init__(self, program: list[tuple], n_slots: int, output: int) -> None:
         self.n_slots, self.output = n_slots + 1, output  # the last slot takes what no slot was given
-        self.recorded_output: Tensor | None = None  # set by `record`
         self.program = []
         for op in _direct_views(program, output):
             if op[0] == "call":
@@ -216,9 +215,10 @@ def _resolve(ref, vals: list):
     return type(ref)(_resolve(r, vals) for r in ref) if isinstance(ref, tuple) else ref
 
 
-def record(step: Callable[[], Tensor]) -> RecordedStep:
-    """Run step() once while recording it; the recording, checked by one replay (see the module's
-    docstring). Raises Unreplayable where the step cannot be replayed, saying why."""
+def record(step: Callable[[], Tensor]) -> tuple[RecordedStep, Tensor]:
+    """Run step() once while recording it: the recording, checked by one replay (see the module's
+    docstring), and what that run returned (the caller's result for that step). Raises Unreplayable
+    where the step cannot be replayed, saying why."""
     recorder = _Recorder()
     with torch.inference_mode(), native.observed(recorder.observe), recorder:
         out = step()
@@ -229,5 +229,4 @@ def record(step: Callable[[], Tensor]) -> RecordedStep:
         again = replay()
     if not torch.equal(again, out):
         raise Unreplayable("a replay did not give the recorded output")
-    replay.recorded_output = out  # what the recorded run computed: the caller's result for that step
-    return replay
+    return replay, out
