@@ -36,9 +36,9 @@ class GraphedSteps:
     Attention over all the window's slots would make early steps slow (at batch 1 the kernel walks the
     keys of each head in turn), so a step reads only the first `window(position)` slots: the next power
     of two, at least 32. One recording is made per window length, when first needed (by at least
-    MIN_REPLAYS steps): at most
-    log2(block_size / 16) of them. On a GPU each is a CUDA graph, all sharing one memory pool; on the
-    CPU, `qkv.decoding.recorded`'s (a step it cannot record, with a warning saying why, runs eagerly).
+    MIN_REPLAYS steps): at most log2(block_size / 16) of them. On a GPU each is a CUDA graph, all
+    sharing one memory pool; on the CPU, `qkv.decoding.recorded`'s (a step it cannot record, with a
+    warning saying why, runs eagerly).
 
     capture=False runs the same fixed-buffer steps without recording them (any device; the tests
     check this path against the ordinary cache on the CPU).
