@@ -114,6 +114,48 @@ def test_the_weight_is_rounded_within_half_a_step():
     assert l1 >= w.double().abs().sum(1).max().item()
 
 
+@pytest.mark.parametrize("v, d", [(8000, 256), (1001, 40), (37, 17), (9, 70)])
+def test_single_rows_are_screened_to_the_float32_argmax(screening, v, d):
+    """One row a call, as batch-1 generation asks: the integer scores from qkv's own loop, with weight
+    widths that are and are not multiples of its 32-number steps, and row counts of 8 and not."""
+    output = layer(v, d, True, seed=d)
+    x = torch.randn(12, d) * 3
+    got = torch.cat([screened(x[i : i + 1], output) for i in range(12)])
+    assert torch.equal(got, exact_argmax(x, output))
+    q = native_kernel("quantize_rows")(x[:1])[0]
+    p = argmax.quantized(output.weight).p
+    assert torch.equal(native_kernel("int8_matvec")(q, p), torch._int_mm(q.repeat(17, 1), p.t())[:1])
+
+
+def test_a_weight_with_a_nan_is_scored_in_float32(screening):
+    output = layer(300, 32, False, seed=8)
+    with torch.no_grad():
+        output.weight[17, 3] = float("nan")  # row 17 scores NaN for every input: argmax gives 17
+    p, t, l1 = argmax.quantized(output.weight)
+    assert l1 != l1 and t == t  # the bound is NaN; the scale still comes from the other numbers
+    x = torch.randn(3, 32)
+    assert screened(x, output).tolist() == [17, 17, 17] == (x @ output.weight.t()).argmax(-1).tolist()
+
+
+def test_greedy_generation_takes_the_integer_route_and_the_float32_tokens(screening):
+    """Batch-1 greedy generation keeps the integer weight for the call: recorded steps, the plain cache
+    and the uncached forward (float32 scores) give the same tokens."""
+    from qkv.decoding.generate import generate
+    from qkv.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=300, block_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.0))
+    model.eval()
+    prompt = [5, 17, 2]
+    recorded = list(generate(model, prompt, 40, temperature=0.0))
+    assert len(screening) == 1  # the output layer rounded once for the call
+    assert list(generate(model, prompt, 40, temperature=0.0, record_steps=False)) == recorded
+    assert len(screening) == 2
+    assert list(generate(model, prompt, 40, temperature=0.0, use_cache=False)) == recorded
+    assert list(generate(model, prompt, 8, temperature=0.0)) == recorded[:8]  # too few tokens to repay it
+    assert len(screening) == 2
+
+
 def test_greedy_decoding_is_the_same_screened_or_not(screening, tiny_model, monkeypatch):
     torch.manual_seed(5)
     src = random_tokens(16, 7)
@@ -129,7 +171,7 @@ def test_the_route_stays_off_where_it_does_not_apply(screening):
     assert not argmax.screens(x, output.weight)  # a weight that gradients are tracked for
     with torch.no_grad():
         assert argmax.screens(x, output.weight)
-        assert not argmax.screens(x[:1], output.weight)  # one row: float32 matvec
+        assert argmax.screens(x[:1], output.weight)  # one row too: qkv's int8_matvec
         assert not argmax.screens(x.double(), output.weight.double())
         previous = qlinear.set_kernel("pytorch")
         try:

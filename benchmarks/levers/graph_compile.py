@@ -13,7 +13,8 @@ generation without the cache. Compiling happens in a warm-up generation before t
 compile per window length); its time is printed, and the rates are medians of the rounds after it.
 On the CPU the compiled fixed-buffer steps run unrecorded, against qkv's recorded steps
 (`qkv.decoding.recorded`): a check that the outputs agree, and session 11's CPU figure for the
-compiled step.
+compiled step. Every contender scores the next token in float32 (`argmax.enabled` off): on the CPU
+greedy steps would otherwise take it from 8-bit integers, which the compiled step does not.
 """
 
 import argparse
@@ -26,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from common import alternate, timed  # noqa: E402
 
+import qkv.decoding.argmax as argmax  # noqa: E402
 import qkv.decoding.generate as generation  # noqa: E402
 from qkv.decoding.graphed import GraphedSteps  # noqa: E402
 from qkv.models.gpt import GPT, GPTConfig  # noqa: E402
@@ -37,7 +39,7 @@ SHAPES = {
 
 
 def compiled_step(model: GPT, token: torch.Tensor, cache) -> torch.Tensor:
-    return model(token, cache).logits
+    return model(token, cache).logits[:, -1]  # (1, V), as GraphedSteps.step gives
 
 
 # One compiled function for every generation: dynamo keeps a compiled graph per window length
@@ -49,7 +51,8 @@ class CompiledGraphedSteps(GraphedSteps):
     """GraphedSteps whose step, what each graph records, is the compiled forward. On the CPU it runs
     unrecorded: qkv's recording sees PyTorch's operators, not the kernels inductor writes."""
 
-    def __init__(self, model: GPT, capture: bool) -> None:
+    def __init__(self, model: GPT, capture: bool, integer=None) -> None:
+        assert integer is None, "float32 scores only (argmax.enabled is off)"
         super().__init__(model, capture and next(model.parameters()).is_cuda)
 
     def step(self) -> torch.Tensor:
@@ -63,6 +66,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    argmax.enabled = False  # float32 next-token scores for every contender (module docstring)
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)  # a graph per window
     torch.manual_seed(0)
     model = GPT(SHAPES[args.shape]).eval().to(args.device)

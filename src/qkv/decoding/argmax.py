@@ -12,6 +12,10 @@ most 29, over the 6,760 steps of 512 test2016 sentences) are computed again in f
 (`screened_argmax`, qkv/nn/screened_argmax.cpp, which derives the bound), and the first largest of those
 is the answer.
 
+Batch-1 greedy generation from a GPT (`qkv.decoding.generate`) takes the same route for its one row a
+token: there reading the weight is the cost, and GPT-2's output layer is 154 MB of float32 against
+39 MB of integers (`integer_argmax`).
+
 The bound holds for any inputs, as long as the integer sums are exact (they are: at most d 127^2, far
 inside int32). Scores that round the same in every float32 summation order are picked the same as a
 float32 product would; near-ties that float32 orders disagree on (MKL against oneDNN, as today) may go
@@ -21,6 +25,7 @@ either way, as between any two float32 implementations.
 from __future__ import annotations
 
 from functools import cache
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -56,31 +61,52 @@ def integer_products() -> bool:
 
 
 def screens(x: Tensor, weight: Tensor) -> bool:
-    """Whether `output_argmax` takes the integer route for these tensors."""
+    """Whether `output_argmax` takes the integer route for these tensors (rows x, weight)."""
     return (
         enabled
         and x.dim() == 2
-        and x.size(0) > 1  # a single row goes to qkv's float32 matvec, never timed against this
         and weight.numel() >= MIN_SCREENED
         and qlinear.current_kernel() == "auto"
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and qlinear.kernels_apply(x, weight)
         and integer_products()
+        and native.kernel("screened_argmax") is not None
     )
 
 
-def quantized(weight: Tensor) -> tuple[Tensor, float, float]:
-    """weight (V, D) -> (p (V, D) int8, t, l1): the weight rounded to t p with t = max |w| / 127 (one scale
-    for the whole matrix, a float32), and the largest |w_j|_1 of a row, rounded up. In float32, made once
-    per `packed_weights()` block (1-7 ms for the Multi30k output layer): w times 1/t is within 2^-15 of
-    w / t, inside the 2^-11 the kernel's bound allows beyond the half step; the sums of |w_j| are within
-    d 2^-24 of theirs, and 2^-10 more covers it."""
-    w = weight.detach()
-    top = w.abs().max().item()
-    t = float(torch.tensor(top / 127 if top > 0 else 1.0, dtype=torch.float32))
-    p = (w * (1 / t)).round_().clamp_(-127, 127).to(torch.int8)
-    l1 = w.abs().sum(1).max().item() * (1 + 2**-10)
-    return p, t, l1
+class IntegerWeight(NamedTuple):
+    """An output layer's weight rounded to 8-bit integers, W ~ t p, with the largest row sum |w_j|_1
+    rounded up: what the screening's bound needs (qkv/nn/integer_scores.cpp, `quantize_weight`)."""
+
+    p: Tensor  # (V, D) int8
+    t: float  # a float32 value
+    l1: float
+
+
+def quantized(weight: Tensor) -> IntegerWeight:
+    """weight (V, D) float32 -> its IntegerWeight: two parallel passes over the weight (26 ms for GPT-2's
+    50,257 x 768 output layer, 5 ms for the Multi30k model's 8,000 x 256, session 38's Xeon)."""
+    return IntegerWeight(*native.kernel("quantize_weight")(weight.detach()))
+
+
+def integer_argmax(x: Tensor, weight: Tensor, bias: Tensor | None, integer: IntegerWeight) -> Tensor:
+    """x (R, D) -> (R,): the index of each row's largest score x W^T + b, screened with `integer`
+    (`quantized(weight)`). A single row's integer scores come from qkv's own loop (`int8_matvec`:
+    batch-1 generation reads the whole integer weight each token, 0.80 against `_int_mm`'s 2.05 ms for
+    GPT-2's), several rows' from `torch._int_mm`."""
+    q, scale = native.kernel("quantize_rows")(x)  # x ~ scale q, row by row
+    one = x.size(0) == 1
+    acc = native.kernel("int8_matvec")(q, integer.p) if one else torch._int_mm(q, integer.p.t())  # (R, V) exact
+    return native.kernel("screened_argmax")(acc, q, scale, x, weight, bias, integer.t, integer.l1)
+
+
+def row_screening(output: nn.Linear) -> IntegerWeight | None:
+    """For batch-1 greedy generation, which keeps its integer weight itself (no `packed_weights()`
+    block lives across its steps): `quantized(output.weight)` where `output_argmax` would screen a
+    single row of the decoder's states, None where it would not."""
+    row = output.weight.new_empty(1, output.weight.size(1))  # a row like the states the steps will give
+    with torch.inference_mode():
+        return quantized(output.weight) if screens(row, output.weight) else None
 
 
 def output_argmax(x: Tensor, output: nn.Linear) -> Tensor:
@@ -88,11 +114,8 @@ def output_argmax(x: Tensor, output: nn.Linear) -> Tensor:
     equal ones. Screened with integers inside a `packed_weights()` block where `screens` holds (the
     integer weight is made once per block); float32 scores otherwise."""
     weight, bias = output.weight, output.bias
-    if screens(x, weight) and (argmax := native.kernel("screened_argmax")) is not None:
-        copy = qlinear.block_copy(weight, "int8", quantized, weight.numel())
-        if copy is not None:
-            p, t, l1 = copy
-            q, scale = native.kernel("quantize_rows")(x)  # x ~ scale q, row by row
-            acc = torch._int_mm(q, p.t())  # (R, V) exact integer sums
-            return argmax(acc, q, scale, x, weight, bias, t, l1)
+    if screens(x, weight):
+        integer = qlinear.block_copy(weight, "int8", quantized, weight.numel())
+        if integer is not None:
+            return integer_argmax(x, weight, bias, integer)
     return first_argmax(output(x))

@@ -19,9 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from qkv.decoding.argmax import IntegerWeight, integer_argmax
 from qkv.decoding.recorded import Unreplayable, record
 from qkv.models.gpt import GPT
-from qkv.nn.cache import StaticKVCache
+from qkv.nn.cache import KVCache, StaticKVCache
 
 # A recording costs about what 10-15 replays save (on the CPU, the 4 x 128 GPT: 2.7 ms to record, 0.23 ms
 # saved a step; the 124M model: one step's 23 ms, 1.4 ms saved a step; on an H100 a graph took 4-15 ms
@@ -42,15 +43,18 @@ class GraphedSteps:
 
     capture=False runs the same fixed-buffer steps without recording them (any device; the tests
     check this path against the ordinary cache on the CPU).
+    integer: greedy decoding's output layer in 8-bit integers (`argmax.row_screening`): each step then
+    gives the next token itself, the argmax screened with integers (`argmax.integer_argmax`), instead
+    of its logits.
     """
 
-    def __init__(self, model: GPT, capture: bool) -> None:
+    def __init__(self, model: GPT, capture: bool, integer: IntegerWeight | None = None) -> None:
         device = next(model.parameters()).device
-        self.model, self.capture = model, capture
+        self.model, self.capture, self.integer = model, capture, integer
         self.token = torch.zeros(1, 1, dtype=torch.long, device=device)  # (1, 1) the recorded steps' input
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # (1,) and its position
         self.cache = StaticKVCache(model.config.n_layers, model.config.block_size, self.position)
-        # window length -> a replay giving the step's (1, 1, V) logits (None: the step runs eagerly)
+        # window length -> a replay giving the step's output (None: the step runs eagerly)
         self.replays: dict[int, Callable[[], Tensor] | None] = {}
         self.pool = None  # the CUDA graphs' shared memory pool, once the first is recorded
 
@@ -59,27 +63,28 @@ class GraphedSteps:
         return min(max(32, 1 << (end - 1).bit_length()), self.cache.capacity)
 
     def __call__(self, tokens: list[int], offset: int, steps_left: int | None = None) -> Tensor:
-        """Logits (1, V) after `tokens`, which sit at positions offset, offset + 1, ...; the positions
-        before them are in the cache. offset + len(tokens) must not exceed the context window.
+        """Logits (1, V) after `tokens` (with `integer`, the greedy next token (1,)), which sit at
+        positions offset, offset + 1, ...; the positions before them are in the cache. offset +
+        len(tokens) must not exceed the context window.
         steps_left: how many one-token steps the caller will still run, this one included (None: many).
         A window fewer than MIN_REPLAYS of them will reach is not recorded: they run eagerly."""
         device, end = self.token.device, offset + len(tokens)
         if len(tokens) > 1:  # a prompt, or the window restarting: one ordinary forward into the buffers
             cache = self.cache.at(torch.arange(offset, end, device=device), self.window(end))
-            return self.model(torch.tensor([tokens], device=device), cache).logits[:, -1]
+            return next_after(self.model, torch.tensor([tokens], device=device), cache, self.integer)
         self.token.fill_(tokens[0])  # a fill with a Python number: a kernel argument, no copy from the host
         self.position.fill_(offset)
         window = self.window(end)
         self.cache.at(self.position, window)
         if not self.capture:
-            return self.step()[:, -1]
+            return self.step()
         if window not in self.replays and steps_left is not None and min(steps_left, window - offset) < MIN_REPLAYS:
-            return self.step()[:, -1]
-        if window not in self.replays:  # recording computes this step's logits too
-            self.replays[window], logits = self._record_graph() if device.type == "cuda" else self._record_cpu()
-            return logits[:, -1]
+            return self.step()
+        if window not in self.replays:  # recording computes this step's output too
+            self.replays[window], out = self._record_graph() if device.type == "cuda" else self._record_cpu()
+            return out
         replay = self.replays[window]
-        return (self.step() if replay is None else replay())[:, -1]
+        return self.step() if replay is None else replay()
 
     def _record_cpu(self) -> tuple[Callable[[], Tensor] | None, Tensor]:
         # The cache's buffers are allocated at its first write, which a recording must find done: as
@@ -117,6 +122,16 @@ class GraphedSteps:
         return replay, replay()  # recording ran no kernel: the first replay computes this step
 
     def step(self) -> Tensor:
-        """One forward of the token in `self.token` at `self.position` over the fixed buffers: (1, 1, V)
-        logits. What a graph records (a subclass may change how it runs: benchmarks/levers/graph_compile.py)."""
-        return self.model(self.token, self.cache).logits
+        """One forward of the token in `self.token` at `self.position` over the fixed buffers: its (1, V)
+        logits, or with `integer` the next token (1,). What a graph records (a subclass may change how
+        it runs: benchmarks/levers/graph_compile.py)."""
+        return next_after(self.model, self.token, self.cache, self.integer)
+
+
+def next_after(model: GPT, tokens: Tensor, cache: KVCache | StaticKVCache, integer: IntegerWeight | None) -> Tensor:
+    """tokens (1, T) after those in `cache` -> the next-token logits (1, V) of the last position; with
+    `integer` (`argmax.row_screening`), its greedy token (1,) instead, without the float32 scores."""
+    if integer is None:
+        return model(tokens, cache).logits[:, -1]
+    states = model(tokens, cache, output_layer=False).logits[:, -1]  # (1, D)
+    return integer_argmax(states, model.output.weight, model.output.bias, integer)

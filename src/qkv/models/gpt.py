@@ -44,7 +44,7 @@ class GPTConfig(Config):
 
 
 class LMOutput(NamedTuple):
-    logits: Tensor  # (B, T, V)
+    logits: Tensor  # (B, T, V); the final states (B, T, D) with output_layer=False
     cache: KVCache | None
     weights: list | None  # per layer {"self": (B, H, T, T_k)} when asked
 
@@ -74,11 +74,17 @@ class GPT(nn.Module):
                 nn.init.normal_(p, std=std)
 
     def forward(
-        self, tokens: Tensor, cache: KVCache | StaticKVCache | None = None, need_weights: bool = False
+        self,
+        tokens: Tensor,
+        cache: KVCache | StaticKVCache | None = None,
+        need_weights: bool = False,
+        output_layer: bool = True,
     ) -> LMOutput:
         """tokens: (B, T) -> next-token logits (B, T, V). With a cache, `tokens` are the positions after
         the cached ones; the cache is updated in place and returned. A StaticKVCache says where they
-        are (`cache.positions`), as tensors, so that one CUDA graph of this call serves every step."""
+        are (`cache.positions`), as tensors, so that one CUDA graph of this call serves every step.
+        With output_layer=False, `logits` holds the final states (B, T, D) instead: greedy generation
+        takes their argmax without every score (`qkv.decoding.argmax`)."""
         if isinstance(cache, StaticKVCache):
             mask, is_causal = position_mask(cache.positions, cache.window), False  # (1, 1, T, window)
             x = self.embed(tokens, positions=cache.positions)
@@ -90,7 +96,7 @@ class GPT(nn.Module):
             mask, is_causal = attention_mask(None, True, t, offset + t, tokens.device)
             x = self.embed(tokens, offset)
         x, weights = self.blocks(x, mask, is_causal, cache=cache, need_weights=need_weights)
-        return LMOutput(self.output(x), cache, weights)
+        return LMOutput(self.output(x) if output_layer else x, cache, weights)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layers)

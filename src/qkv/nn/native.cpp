@@ -1,7 +1,6 @@
-// The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp, dropout.cpp,
-// attention.cpp, smoothed_loss.cpp, screened_argmax.cpp, layer_norm.cpp, bias_relu.cpp,
-// dropout_layer_norm.cpp); qkv/nn/native.py builds
-// and loads them.
+// The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp, dropout.cpp, attention.cpp,
+// smoothed_loss.cpp, screened_argmax.cpp, integer_scores.cpp, layer_norm.cpp, bias_relu.cpp,
+// dropout_layer_norm.cpp); qkv/nn/native.py builds and loads them.
 
 #include <torch/extension.h>
 
@@ -22,6 +21,8 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Ten
                                            const c10::optional<at::Tensor>& dk_into,
                                            const c10::optional<at::Tensor>& dv_into);
 std::vector<at::Tensor> quantize_rows(const at::Tensor& x);
+std::tuple<at::Tensor, double, double> quantize_weight(const at::Tensor& weight);
+at::Tensor int8_matvec(const at::Tensor& q, const at::Tensor& p);
 at::Tensor add_layer_norm(const at::Tensor& x, const c10::optional<at::Tensor>& y, const at::Tensor& weight,
                           const at::Tensor& bias, double eps);
 at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at::Tensor& scale, const at::Tensor& x,
@@ -57,6 +58,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "the summed loss, with the scores' gradient (for an incoming 1) written over them in the same pass");
   m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores, new or written over them");
   m.def("quantize_rows", &quantize_rows, "x (R, D) -> [q (R, D) int8, scale (R,)] with x ~ scale q, row by row");
+  m.def("quantize_weight", &quantize_weight, "weight (V, D) -> (p (V, D) int8, t, l1): weight ~ t p, and its largest row |w|_1");
+  m.def("int8_matvec", &int8_matvec, "q (1, D) int8, p (V, D) int8 -> (1, V) int32 q p^T, exactly");
   m.def("screened_argmax", &screened_argmax, "each row's argmax of x W^T + b from 8-bit integer scores and their error bound");
   m.def("add_layer_norm", &add_layer_norm, "LayerNorm(x + y), or LayerNorm(x) with y None, over the last dimension (float32, CPU)");
   m.def("bias_relu_", &bias_relu_, "y <- max(y + bias, 0) in place, y (N, F) contiguous float32");

@@ -50,6 +50,7 @@ _KERNELS = (
     "attention.cpp",
     "smoothed_loss.cpp",
     "screened_argmax.cpp",
+    "integer_scores.cpp",
     "layer_norm.cpp",
     "bias_relu.cpp",
     "dropout_layer_norm.cpp",
@@ -193,7 +194,8 @@ def kernel(name: str) -> Callable[..., Tensor] | None:
     matvec(x, weight, bias): x (..., in) holding a single row, weight (out, in), bias (out,) or None ->
     (..., out). gelu_tanh(x), gelu_tanh_backward(grad, x), dropout(x, p, seed): float32, any shape.
     attention_*: see `qkv.nn.short_attention`; smoothed_loss_*: `qkv.train.losses`; bias_relu_,
-    relu_bias_backward: `qkv.nn.linear_relu`; dropout_layer_norm_*: `qkv.nn.dropout_norm`."""
+    relu_bias_backward: `qkv.nn.linear_relu`; dropout_layer_norm_*: `qkv.nn.dropout_norm`; quantize_rows,
+    quantize_weight, int8_matvec, screened_argmax: `qkv.decoding.argmax`."""
     built = module()
     if built is None:
         return None

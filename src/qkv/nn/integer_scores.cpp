@@ -1,0 +1,143 @@
+// The 8-bit integer side of greedy decoding's screened argmax (screened_argmax.cpp, decoding/argmax.py):
+// the output layer's weight rounded to integers once, and the integer scores of a single input row.
+//
+// Why a single-row product of qkv's own: batch-1 generation from a GPT-2-sized model reads its whole
+// output layer every token (50,257 x 768 floats, 154 MB, about a fifth of the 124M model's bytes), and
+// reading is the cost. As 8-bit integers it is a quarter of that; `torch._int_mm` multiplies one row by
+// it in 2.05 ms, the loop below in 0.80 ms (session 38's Xeon, hot, one-off timings), against 4.4 ms for
+// the float32 scores. Built with qkv's other kernels by qkv/nn/native.py (-march=native).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <tuple>
+#include <vector>
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+// rows x `R` consecutive rows of p: out[r] = sum_i q16[i] p[r][i], exact in int32 (|sum| <= d 127^2).
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+// 32 weights a step, widened to 16 bits and multiplied-and-added in pairs into 16 int32 lanes
+// (vpdpwssd); R rows share each load of the input.
+template <int R>
+inline void rows_dot(const int16_t* q16, const int8_t* p, int64_t d, int32_t* out) {
+  __m512i acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+  int64_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    const __m512i x = _mm512_loadu_si512(q16 + i);
+    for (int r = 0; r < R; ++r) {
+      const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * d + i)));
+      acc[r] = _mm512_dpwssd_epi32(acc[r], x, w);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    int32_t s = _mm512_reduce_add_epi32(acc[r]);
+    for (int64_t j = i; j < d; ++j) s += int32_t(q16[j]) * p[r * d + j];
+    out[r] = s;
+  }
+}
+#else
+// Elsewhere, 64 partial sums a row, which the compiler vectorises as it can.
+template <int R>
+inline void rows_dot(const int16_t* q16, const int8_t* p, int64_t d, int32_t* out) {
+  constexpr int kParts = 64;
+  for (int r = 0; r < R; ++r) {
+    int32_t acc[kParts] = {};
+    int64_t i = 0;
+    for (; i + kParts <= d; i += kParts)
+      for (int l = 0; l < kParts; ++l) acc[l] += int32_t(q16[i + l]) * p[r * d + i + l];
+    int32_t s = 0;
+    for (int l = 0; l < kParts; ++l) s += acc[l];
+    for (; i < d; ++i) s += int32_t(q16[i]) * p[r * d + i];
+    out[r] = s;
+  }
+}
+#endif
+
+constexpr int kRows = 8;  // weight rows per inner call: 8 accumulators, one load of the input for 8 rows
+
+constexpr int kLanes = 16;
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t Bits __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+}  // namespace
+
+// q: (1, D) int8 (quantize_rows), p: (V, D) int8 -> (1, V) int32, q p^T exactly (as torch._int_mm).
+at::Tensor int8_matvec(const at::Tensor& q, const at::Tensor& p) {
+  TORCH_CHECK(q.scalar_type() == at::kChar && p.scalar_type() == at::kChar && q.dim() == 2 && p.dim() == 2,
+              "int8_matvec: q (1, D) and p (V, D) must be int8 matrices");
+  TORCH_CHECK(q.size(0) == 1 && q.size(1) == p.size(1), "int8_matvec: q must be one row of p's width");
+  const auto qc = q.contiguous(), pc = p.contiguous();
+  const int64_t v = p.size(0), d = p.size(1);
+  auto out = at::empty({1, v}, q.options().dtype(at::kInt));
+  std::vector<int16_t> q16(qc.data_ptr<int8_t>(), qc.data_ptr<int8_t>() + d);  // widened once, read per row
+  const int8_t* pp = pc.data_ptr<int8_t>();
+  int32_t* o = out.data_ptr<int32_t>();
+  const int64_t blocks = v / kRows;
+  at::parallel_for(0, blocks, 32, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) rows_dot<kRows>(q16.data(), pp + b * kRows * d, d, o + b * kRows);
+  });
+  for (int64_t j = blocks * kRows; j < v; ++j) rows_dot<1>(q16.data(), pp + j * d, d, o + j);
+  return out;
+}
+
+// weight: (V, D) float32 -> (p (V, D) int8, t, l1): p = weight / t rounded to nearest (half to even), with
+// t = max |w| / 127 as a float32 (1 for a zero weight), and l1 = the largest row sum |w_j|_1 raised by
+// 2^-10: the float32 partial sums are within d 2^-24 of the true sum, and screened_argmax's bound reads
+// l1 as an upper bound. A NaN becomes -127 in p and makes l1 NaN, and screened_argmax then scores every row
+// in float32. Two passes over the weight, both parallel and vectorised.
+std::tuple<at::Tensor, double, double> quantize_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 2, "quantize_weight: weight must be (V, D) float32");
+  const auto wc = weight.contiguous();
+  const int64_t v = weight.size(0), d = weight.size(1);
+  const float* w = wc.data_ptr<float>();
+  std::vector<float> row_max(v), row_l1(v);
+  float *maxima = row_max.data(), *sums = row_l1.data();
+  // Captured by value, read through __restrict locals: through captured references the compiler must
+  // reload every pointer after each store (an int8 store may alias anything) and keeps the loops scalar.
+  at::parallel_for(0, v, 64, [w, d, maxima, sums](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const float* row = w + j * d;
+      Vec most = {}, sum = {};  // 16 partial maxima and sums, in vector registers
+      int64_t i = 0;
+      for (; i + kLanes <= d; i += kLanes) {
+        Vec a;
+        std::memcpy(&a, row + i, sizeof a);
+        Bits bits;
+        std::memcpy(&bits, &a, sizeof a);
+        bits &= 0x7fffffff;  // |a|
+        std::memcpy(&a, &bits, sizeof a);
+        most = a > most ? a : most;  // a NaN drops out here; the sum keeps it
+        sum += a;
+      }
+      float m = 0, total = 0;
+      for (int l = 0; l < kLanes; ++l) m = std::max(m, most[l]), total += sum[l];
+      for (; i < d; ++i) m = std::max(m, std::fabs(row[i])), total += std::fabs(row[i]);
+      maxima[j] = m, sums[j] = total;
+    }
+  });
+  float top = 0, l1 = 0;
+  for (int64_t j = 0; j < v; ++j) top = std::max(top, row_max[j]), l1 = std::isnan(l1) ? l1 : std::max(row_l1[j], l1);
+  const float t = top > 0 ? float(double(top) / 127) : 1.0f;
+  const float inv = float(1.0 / double(t));  // w times 1/t: within 2^-15 of w / t, inside the bound's 2^-11
+  auto p = at::empty({v, d}, weight.options().dtype(at::kChar));
+  int8_t* pp = p.data_ptr<int8_t>();
+  at::parallel_for(0, v * d, 1 << 16, [w, pp, inv](int64_t begin, int64_t end) {
+    const float* __restrict src = w;
+    int8_t* __restrict dst = pp;
+    for (int64_t k = begin; k < end; ++k) {
+      float y = __builtin_rintf(src[k] * inv);  // to nearest, half to even (the default mode), as torch.round
+      y = y >= -127.0f ? y : -127.0f;  // in this form the loop vectorises; a NaN becomes -127
+      y = y <= 127.0f ? y : 127.0f;
+      dst[k] = int8_t(int32_t(y));
+    }
+  });
+  return {p, double(t), double(l1) * (1 + 0x1p-10)};
+}
