@@ -3,9 +3,10 @@
 //
 // Why a single-row product of qkv's own: batch-1 generation from a GPT-2-sized model reads its whole
 // output layer every token (50,257 x 768 floats, 154 MB, about a fifth of the 124M model's bytes), and
-// reading is the cost. As 8-bit integers it is a quarter of that; `torch._int_mm` multiplies one row by
-// it in 2.05 ms, the loop below in 0.80 ms (session 38's Xeon, hot, one-off timings), against 4.4 ms for
-// the float32 scores. Built with qkv's other kernels by qkv/nn/native.py (-march=native).
+// reading is the cost. As 8-bit integers it is a quarter of that. With the weight out of cache, as in
+// generation, `torch._int_mm` multiplies one row by it in 3.0-3.8 ms and the loop below in 2.1 ms,
+// against 5.9-6.0 ms for the float32 scores (session 38's Xeon, medians of 11 one-off timings, a 256 MB
+// sweep before each). Built with qkv's other kernels by qkv/nn/native.py (-march=native).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -21,47 +22,45 @@
 
 namespace {
 
-// rows x `R` consecutive rows of p: out[r] = sum_i q16[i] p[r][i], exact in int32 (|sum| <= d 127^2).
+// out = sum_i q16[i] w[i] over one row w of p, exact in int32 (|sum| <= d 127^2).
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
 // 32 weights a step, widened to 16 bits and multiplied-and-added in pairs into 16 int32 lanes
-// (vpdpwssd); R rows share each load of the input.
-template <int R>
-inline void rows_dot(const int16_t* q16, const int8_t* p, int64_t d, int32_t* out) {
-  __m512i acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+// (vpdpwssd), in four independent sums so that the adds do not wait on each other. A row at a time,
+// in memory order: reading 8 rows side by side (one load of the input for 8 rows) ran 2.5 against
+// 1.7 ms with the weight out of cache (GPT-2's head, one-off timings), the prefetcher following one
+// stream better than eight.
+inline __m512i widened(const int8_t* w) {
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+}
+
+inline int32_t row_dot(const int16_t* q16, const int8_t* w, int64_t d) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
-  for (; i + 32 <= d; i += 32) {
-    const __m512i x = _mm512_loadu_si512(q16 + i);
-    for (int r = 0; r < R; ++r) {
-      const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * d + i)));
-      acc[r] = _mm512_dpwssd_epi32(acc[r], x, w);
-    }
+  for (; i + 128 <= d; i += 128) {
+    a0 = _mm512_dpwssd_epi32(a0, _mm512_loadu_si512(q16 + i), widened(w + i));
+    a1 = _mm512_dpwssd_epi32(a1, _mm512_loadu_si512(q16 + i + 32), widened(w + i + 32));
+    a2 = _mm512_dpwssd_epi32(a2, _mm512_loadu_si512(q16 + i + 64), widened(w + i + 64));
+    a3 = _mm512_dpwssd_epi32(a3, _mm512_loadu_si512(q16 + i + 96), widened(w + i + 96));
   }
-  for (int r = 0; r < R; ++r) {
-    int32_t s = _mm512_reduce_add_epi32(acc[r]);
-    for (int64_t j = i; j < d; ++j) s += int32_t(q16[j]) * p[r * d + j];
-    out[r] = s;
-  }
+  for (; i + 32 <= d; i += 32) a0 = _mm512_dpwssd_epi32(a0, _mm512_loadu_si512(q16 + i), widened(w + i));
+  int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
+  for (; i < d; ++i) s += int32_t(q16[i]) * w[i];
+  return s;
 }
 #else
-// Elsewhere, 64 partial sums a row, which the compiler vectorises as it can.
-template <int R>
-inline void rows_dot(const int16_t* q16, const int8_t* p, int64_t d, int32_t* out) {
+// Elsewhere, 64 partial sums, which the compiler vectorises as it can.
+inline int32_t row_dot(const int16_t* q16, const int8_t* w, int64_t d) {
   constexpr int kParts = 64;
-  for (int r = 0; r < R; ++r) {
-    int32_t acc[kParts] = {};
-    int64_t i = 0;
-    for (; i + kParts <= d; i += kParts)
-      for (int l = 0; l < kParts; ++l) acc[l] += int32_t(q16[i + l]) * p[r * d + i + l];
-    int32_t s = 0;
-    for (int l = 0; l < kParts; ++l) s += acc[l];
-    for (; i < d; ++i) s += int32_t(q16[i]) * p[r * d + i];
-    out[r] = s;
-  }
+  int32_t acc[kParts] = {};
+  int64_t i = 0;
+  for (; i + kParts <= d; i += kParts)
+    for (int l = 0; l < kParts; ++l) acc[l] += int32_t(q16[i + l]) * w[i + l];
+  int32_t s = 0;
+  for (int l = 0; l < kParts; ++l) s += acc[l];
+  for (; i < d; ++i) s += int32_t(q16[i]) * w[i];
+  return s;
 }
 #endif
-
-constexpr int kRows = 8;  // weight rows per inner call: 8 accumulators, one load of the input for 8 rows
 
 constexpr int kLanes = 16;
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
@@ -80,11 +79,9 @@ at::Tensor int8_matvec(const at::Tensor& q, const at::Tensor& p) {
   std::vector<int16_t> q16(qc.data_ptr<int8_t>(), qc.data_ptr<int8_t>() + d);  // widened once, read per row
   const int8_t* pp = pc.data_ptr<int8_t>();
   int32_t* o = out.data_ptr<int32_t>();
-  const int64_t blocks = v / kRows;
-  at::parallel_for(0, blocks, 32, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) rows_dot<kRows>(q16.data(), pp + b * kRows * d, d, o + b * kRows);
+  at::parallel_for(0, v, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) o[j] = row_dot(q16.data(), pp + j * d, d);
   });
-  for (int64_t j = blocks * kRows; j < v; ++j) rows_dot<1>(q16.data(), pp + j * d, d, o + j);
   return out;
 }
 
