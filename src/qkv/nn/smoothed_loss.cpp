@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -31,12 +32,19 @@ void check(const at::Tensor& z, const at::Tensor& target) {
               "smoothed_loss: the targets must be (N,) int64");
 }
 
+// The row's maximum, in one vector of kParts partial maxima: GCC 12 leaves the same loop over an array
+// of partial maxima scalar (it does vectorise the array of partial sums below). A NaN drops out, as
+// from std::max(m, z) with the NaN second.
+typedef float Parts __attribute__((vector_size(kParts * sizeof(float))));
+
 inline float row_max(const float* z, int64_t v) {
-  float part[kParts];
-  std::fill(part, part + kParts, -std::numeric_limits<float>::infinity());
+  Parts part = Parts{} - std::numeric_limits<float>::infinity();
   int64_t j = 0;
-  for (; j + kParts <= v; j += kParts)
-    for (int l = 0; l < kParts; ++l) part[l] = std::max(part[l], z[j + l]);
+  for (; j + kParts <= v; j += kParts) {
+    Parts x;
+    std::memcpy(&x, z + j, sizeof x);
+    part = part < x ? x : part;
+  }
   float m = part[0];
   for (int l = 1; l < kParts; ++l) m = std::max(m, part[l]);
   for (; j < v; ++j) m = std::max(m, z[j]);
