@@ -85,7 +85,7 @@ class IntegerWeight(NamedTuple):
 
 def quantized(weight: Tensor) -> IntegerWeight:
     """weight (V, D) float32 -> its IntegerWeight: two parallel passes over the weight (26 ms for GPT-2's
-    50,257 x 768 output layer, 5 ms for the Multi30k model's 8,000 x 256, session 38's Xeon)."""
+    50,257 x 768 output layer, 4-7 ms for the Multi30k model's 8,000 x 256, session 38's Xeon)."""
     return IntegerWeight(*native.kernel("quantize_weight")(weight.detach()))
 
 
