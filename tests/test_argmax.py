@@ -156,6 +156,22 @@ def test_greedy_generation_takes_the_integer_route_and_the_float32_tokens(screen
     assert len(screening) == 2
 
 
+def test_greedy_generation_restarting_its_window_takes_the_float32_tokens(screening, monkeypatch):
+    """Past the context window the cache restarts from the last half window (a prompt-sized forward
+    into the fixed buffers): its next token comes through the integer route too."""
+    from qkv.decoding.generate import generate
+    from qkv.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=300, block_size=32, d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.0))
+    model.eval()
+    screened_out = list(generate(model, [5, 17, 2], 70, temperature=0.0))
+    assert len(screening) == 1
+    monkeypatch.setattr(argmax, "enabled", False)  # float32 scores, the same steps otherwise
+    assert list(generate(model, [5, 17, 2], 70, temperature=0.0)) == screened_out
+    assert len(screening) == 1
+
+
 def test_greedy_decoding_is_the_same_screened_or_not(screening, tiny_model, monkeypatch):
     torch.manual_seed(5)
     src = random_tokens(16, 7)
