@@ -14,7 +14,6 @@ variant's median step and what it saves against the real step.
 """
 
 import argparse
-import statistics
 import sys
 import time
 import types
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from common import alternate  # noqa: E402
 from seq2seq_train import SHAPES, qkv_model, qkv_step  # noqa: E402
 
 import qkv.nn.linear as qlinear  # noqa: E402
@@ -106,15 +106,11 @@ def main() -> None:
         for _ in range(5)
     ]
     runs = {kind: contender(kind, batches) for kind in ("real", *STUBS, "adam", "biases")}
-    times = {kind: [] for kind in runs}
-    for r in range(args.rounds):
-        for kind in runs if r % 2 == 0 else reversed(runs):
-            times[kind].append(runs[kind]())
-    real = statistics.median(times["real"])
+    steps = alternate(runs, args.rounds)  # each kind's median step, ms
+    real = steps["real"]
     print(f"the step, median of {args.rounds} rounds of 5: {real:.1f} ms")
-    for kind in runs:
+    for kind, step in steps.items():
         if kind != "real":
-            step = statistics.median(times[kind])
             print(f"  {kind} made free: {step:.1f} ms, saves {real - step:.1f} ms ({(real / step - 1) * 100:.1f}%)")
 
 
