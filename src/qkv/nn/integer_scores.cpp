@@ -13,12 +13,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <tuple>
 #include <vector>
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 #endif
+
+#include "vec.h"
 
 namespace {
 
@@ -62,9 +63,7 @@ inline int32_t row_dot(const int16_t* q16, const int8_t* w, int64_t d) {
 }
 #endif
 
-constexpr int kLanes = 16;
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t Bits __attribute__((vector_size(kLanes * sizeof(int32_t))));
+using qkv::kLanes, qkv::load, qkv::magnitude, qkv::Vec;
 
 }  // namespace
 
@@ -97,20 +96,16 @@ std::tuple<at::Tensor, double, double> quantize_weight(const at::Tensor& weight)
   const float* w = wc.data_ptr<float>();
   std::vector<float> row_max(v), row_l1(v);
   float *maxima = row_max.data(), *sums = row_l1.data();
-  // Captured by value, read through __restrict locals: through captured references the compiler must
-  // reload every pointer after each store (an int8 store may alias anything) and keeps the loops scalar.
+  // Pointers captured by value (and in the second pass read through __restrict locals): through captured
+  // references the compiler must reload them after each store (an int8 store may alias anything), and
+  // GCC 12 kept both loops scalar.
   at::parallel_for(0, v, 64, [w, d, maxima, sums](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const float* row = w + j * d;
       Vec most = {}, sum = {};  // 16 partial maxima and sums, in vector registers
       int64_t i = 0;
       for (; i + kLanes <= d; i += kLanes) {
-        Vec a;
-        std::memcpy(&a, row + i, sizeof a);
-        Bits bits;
-        std::memcpy(&bits, &a, sizeof a);
-        bits &= 0x7fffffff;  // |a|
-        std::memcpy(&a, &bits, sizeof a);
+        const Vec a = magnitude(load<Vec>(row + i));
         most = a > most ? a : most;  // a NaN drops out here; the sum keeps it
         sum += a;
       }

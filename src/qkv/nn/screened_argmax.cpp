@@ -13,31 +13,17 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
-#include <cstring>
 #include <limits>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
 
 #include "dot.h"
+#include "vec.h"
 
 namespace {
 
-constexpr int kLanes = 16;
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t Ints __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-template <typename T>
-inline T load(const void* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline Vec magnitude(Vec v) {
-  Ints bits = load<Ints>(&v) & 0x7fffffff;
-  return load<Vec>(&bits);
-}
+using qkv::Ints, qkv::kLanes, qkv::load, qkv::magnitude, qkv::Vec;
 
 // Whether any lane of v is >= floor: one mask test with AVX-512, where the generic loop would take the
 // 16 lanes one by one (the candidates pass spent most of its time there).

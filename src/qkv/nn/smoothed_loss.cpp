@@ -15,11 +15,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "exp_approx.h"
+#include "vec.h"
 
 namespace {
 
@@ -35,14 +35,12 @@ void check(const at::Tensor& z, const at::Tensor& target) {
 // The row's maximum, in one vector of kParts partial maxima: GCC 12 leaves the same loop over an array
 // of partial maxima scalar (it does vectorise the array of partial sums below). A NaN drops out, as
 // from std::max(m, z) with the NaN second.
-typedef float Parts __attribute__((vector_size(kParts * sizeof(float))));
-
 inline float row_max(const float* z, int64_t v) {
-  Parts part = Parts{} - std::numeric_limits<float>::infinity();
+  static_assert(kParts == qkv::kLanes, "one vector of partial maxima");
+  qkv::Vec part = qkv::Vec{} - std::numeric_limits<float>::infinity();
   int64_t j = 0;
   for (; j + kParts <= v; j += kParts) {
-    Parts x;
-    std::memcpy(&x, z + j, sizeof x);
+    const auto x = qkv::load<qkv::Vec>(z + j);
     part = part < x ? x : part;
   }
   float m = part[0];
