@@ -122,9 +122,12 @@ def test_single_rows_are_screened_to_the_float32_argmax(screening, v, d):
     x = torch.randn(12, d) * 3
     got = torch.cat([screened(x[i : i + 1], output) for i in range(12)])
     assert torch.equal(got, exact_argmax(x, output))
-    q = native_kernel("quantize_rows")(x[:1])[0]
+    q = native_kernel("quantize_rows")(x)[0]
     p = argmax.quantized(output.weight).p
-    assert torch.equal(native_kernel("int8_matvec")(q, p), torch._int_mm(q.repeat(17, 1), p.t())[:1])
+    exact = torch._int_mm(torch.cat([q, q[:5]]), p.t())[:12]  # _int_mm wants more than 16 rows
+    assert torch.equal(native_kernel("int8_matvec")(q[:1], p), exact[:1])
+    assert torch.equal(native_kernel("int8_matvec")(q[:5], p), exact[:5])  # a speculative check's rows
+    assert torch.equal(screened(x[:5], output), exact_argmax(x[:5], output))
 
 
 def test_a_weight_with_a_nan_is_scored_in_float32(screening):

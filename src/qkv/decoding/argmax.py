@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from qkv.nn import linear as qlinear
 from qkv.nn import native
 
+FEW_ROWS = 16  # rows whose integer scores `int8_matvec` computes (more go to `torch._int_mm`)
 MIN_SCREENED = 2**20  # weights of at least this many numbers (the Multi30k output layer has 2,048,000)
 enabled = True  # False: always float32 scores (for `benchmarks/levers/decoding_kernels.py`)
 
@@ -91,12 +92,12 @@ def quantized(weight: Tensor) -> IntegerWeight:
 
 def integer_argmax(x: Tensor, weight: Tensor, bias: Tensor | None, integer: IntegerWeight) -> Tensor:
     """x (R, D) -> (R,): the index of each row's largest score x W^T + b, screened with `integer`
-    (`quantized(weight)`). A single row's integer scores come from qkv's own loop (`int8_matvec`:
+    (`quantized(weight)`). Up to FEW_ROWS rows' integer scores come from qkv's own loop (`int8_matvec`:
     batch-1 generation reads the whole integer weight each token, 2.1 against `_int_mm`'s 3.0-3.8 ms
-    for GPT-2's out of cache), several rows' from `torch._int_mm`."""
+    for GPT-2's out of cache, and a speculative check a handful of rows), more rows' from `torch._int_mm`."""
     q, scale = native.kernel("quantize_rows")(x)  # x ~ scale q, row by row
-    one = x.size(0) == 1
-    acc = native.kernel("int8_matvec")(q, integer.p) if one else torch._int_mm(q, integer.p.t())  # (R, V) exact
+    few = x.size(0) <= FEW_ROWS
+    acc = native.kernel("int8_matvec")(q, integer.p) if few else torch._int_mm(q, integer.p.t())  # (R, V) exact
     return native.kernel("screened_argmax")(acc, q, scale, x, weight, bias, integer.t, integer.l1)
 
 

@@ -67,19 +67,28 @@ using qkv::kLanes, qkv::load, qkv::magnitude, qkv::Vec;
 
 }  // namespace
 
-// q: (1, D) int8 (quantize_rows), p: (V, D) int8 -> (1, V) int32, q p^T exactly (as torch._int_mm).
+// q: (R, D) int8 (quantize_rows), p: (V, D) int8 -> (R, V) int32, q p^T exactly (as torch._int_mm). Each
+// weight row is read from memory once for the R input rows (a speculative draft's check has up to 16:
+// qkv/decoding/speculative.py); the later rows find it in the core's cache.
 at::Tensor int8_matvec(const at::Tensor& q, const at::Tensor& p) {
   TORCH_CHECK(q.scalar_type() == at::kChar && p.scalar_type() == at::kChar && q.dim() == 2 && p.dim() == 2,
-              "int8_matvec: q (1, D) and p (V, D) must be int8 matrices");
-  TORCH_CHECK(q.size(0) == 1 && q.size(1) == p.size(1), "int8_matvec: q must be one row of p's width");
+              "int8_matvec: q (R, D) and p (V, D) must be int8 matrices");
+  TORCH_CHECK(q.size(1) == p.size(1), "int8_matvec: q's rows must be as wide as p's");
   const auto qc = q.contiguous(), pc = p.contiguous();
-  const int64_t v = p.size(0), d = p.size(1);
-  auto out = at::empty({1, v}, q.options().dtype(at::kInt));
-  std::vector<int16_t> q16(qc.data_ptr<int8_t>(), qc.data_ptr<int8_t>() + d);  // widened once, read per row
+  const int64_t rows = q.size(0), v = p.size(0), d = p.size(1);
+  auto out = at::empty({rows, v}, q.options().dtype(at::kInt));
+  // widened once, read per weight row
+  std::vector<int16_t> q16(qc.data_ptr<int8_t>(), qc.data_ptr<int8_t>() + rows * d);
   const int8_t* pp = pc.data_ptr<int8_t>();
   int32_t* o = out.data_ptr<int32_t>();
+  auto one = [&](int64_t j) {
+    for (int64_t r = 0; r < rows; ++r) o[r * v + j] = row_dot(q16.data() + r * d, pp + j * d, d);
+  };
+  // each thread's block read as two streams, from its start and from its middle (as draft_matvec.cpp)
   at::parallel_for(0, v, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) o[j] = row_dot(q16.data(), pp + j * d, d);
+    const int64_t half = (end - begin) / 2;
+    for (int64_t k = 0; k < half; ++k) one(begin + k), one(begin + half + k);
+    if ((end - begin) % 2) one(end - 1);
   });
   return out;
 }

@@ -74,6 +74,8 @@ T = TypeVar("T")
 # reading it is the cost, and oneDNN reads faster (module docstring).
 MIN_MACS = 2**21
 MIN_WEIGHT = 2**19
+MIN_DRAFT = 2**16  # a speculative draft's products on 8-bit weights from this size on (GPT-2's are 2^19+)
+MAX_FEW_ROWS = 16  # `few_rows` serves 2 to this many rows
 MIN_PACKED = 2**17  # inference products of several rows: oneDNN on a packed weight from this size on
 PACKED_BYTES = 2**28  # at most 256 MB of packed copies in a block: all of a model of up to 64M parameters
 # Training shapes (rows, in, out) seen so far, for `recurring`: 128 shapes are 256 oneDNN kernels
@@ -218,6 +220,24 @@ def takes_packed(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
+def takes_few_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether `linear` sends this product to qkv's loop for a few rows (`few_rows`): under "auto", on
+    Intel processors (MKL's own), for 2 to MAX_FEW_ROWS input rows without gradients against a weight of
+    MIN_WEIGHT numbers or more, as a speculative draft's check has (`qkv.decoding.speculative`). MKL
+    takes about 1.9x a single row's time for 5 rows of GPT-2's (3,072 x 768) weight; this loop 1.5x
+    (session 39's Xeon, one-off timings). Elsewhere oneDNN's packed route serves small batches."""
+    rows = x.numel() // max(x.size(-1), 1)
+    return (
+        _kernel == "auto"
+        and 2 <= rows <= MAX_FEW_ROWS
+        and weight.numel() >= MIN_WEIGHT
+        and x86_with_both()
+        and not mkl_runs_generic_code()
+        and not (torch.is_grad_enabled() and _tracked(x, weight, bias))
+        and kernels_apply(x, weight)
+    )
+
+
 # Per thread (two threads may decode at once): inside a packed_weights() block, `copies` maps
 # (id(weight), kind) to (weight, copy, bytes); outside one it is absent.
 _blocks = threading.local()
@@ -258,6 +278,34 @@ def block_copy(weight: Tensor, kind: str, make: Callable[[Tensor], T], nbytes: i
         copy = make(weight.detach())
     copies[(id(weight), kind)] = (weight, copy, nbytes)  # the weight kept alive: its id cannot be reused
     return copy
+
+
+@contextmanager
+def draft_products() -> Iterator[None]:
+    """A block whose single-row inference products of weights of MIN_DRAFT numbers or more use 8-bit
+    integer copies of the weights (`draft_rows`): an approximation, for a speculative draft only
+    (`qkv.decoding.speculative`), whose tokens the float32 model checks. The copies are those of the
+    enclosing `packed_weights()` block (it opens one if there is none)."""
+    previous, _blocks.draft = getattr(_blocks, "draft", False), True
+    try:
+        with packed_weights():
+            yield
+    finally:
+        _blocks.draft = previous
+
+
+def draft_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """Inside `draft_products()`, for a single input row without gradients: the weight rounded to 8-bit
+    integers row by row, (p (out, in) int8, scale (out,)) with weight ~ scale p (made once per block,
+    `quantize_rows`); None elsewhere, or when the kernels are not built."""
+    if not (getattr(_blocks, "draft", False) and x.numel() == x.size(-1) and weight.numel() >= MIN_DRAFT):
+        return None
+    if (torch.is_grad_enabled() and _tracked(x, weight, bias)) or not kernels_apply(x, weight):
+        return None
+    make = native.kernel("quantize_rows")
+    if make is None or native.kernel("draft_matvec") is None:
+        return None
+    return block_copy(weight, "int8 rows", lambda w: tuple(make(w)), weight.numel() + 4 * weight.size(0))
 
 
 def packed_weight(weight: Tensor, rows: int) -> Tensor | None:
@@ -327,11 +375,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
     """y = x W^T + b, or ReLU(x W^T + b) with relu=True (the paper's FFN, eq. 2), the ReLU applied as
     the product is written (oneDNN) or with the bias (`qkv.nn.linear_relu`): a separate `relu` pass took
     32-36 ms of a 1.1 s greedy decoding in session 28. x: (..., in); weight: (out, in); bias: (out,)."""
-    if takes_matvec(x, weight, bias) and (single_row := native.kernel("matvec")) is not None:
+    if (draft := draft_rows(x, weight, bias)) is not None:
+        y = native.kernel("draft_matvec")(x, *draft, bias)  # a speculative draft: 8-bit weights
+    elif takes_matvec(x, weight, bias) and (single_row := native.kernel("matvec")) is not None:
         y = single_row(x, weight, bias)  # batch-1 decoding: reading the weight is the whole cost
     elif takes_packed(x, weight, bias) and (packed := packed_weight(weight, x.numel() // x.size(-1))) is not None:
         # decoding a batch: the weight rearranged once per call, not at every step
         return _onednn(x, packed, bias, relu)
+    elif takes_few_rows(x, weight, bias) and (few := native.kernel("few_rows")) is not None:
+        y = few(x.reshape(-1, x.size(-1)), weight, bias).view(*x.shape[:-1], weight.size(0))
     elif not chooses_onednn(x, weight):
         if relu and linear_relu.applies(x, weight, bias):  # the bias and the ReLU in one pass
             return linear_relu.linear_relu(x, weight, bias)

@@ -1,5 +1,5 @@
 // The Python bindings of qkv's compiled CPU kernels (matvec.cpp, gelu.cpp, dropout.cpp, attention.cpp,
-// smoothed_loss.cpp, screened_argmax.cpp, integer_scores.cpp, layer_norm.cpp, bias_relu.cpp,
+// smoothed_loss.cpp, screened_argmax.cpp, integer_scores.cpp, draft_matvec.cpp, few_rows.cpp, layer_norm.cpp, bias_relu.cpp,
 // dropout_layer_norm.cpp); qkv/nn/native.py builds and loads them.
 
 #include <torch/extension.h>
@@ -23,6 +23,9 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& grad, const at::Ten
 std::vector<at::Tensor> quantize_rows(const at::Tensor& x);
 std::tuple<at::Tensor, double, double> quantize_weight(const at::Tensor& weight);
 at::Tensor int8_matvec(const at::Tensor& q, const at::Tensor& p);
+at::Tensor few_rows(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias);
+at::Tensor draft_matvec(const at::Tensor& x, const at::Tensor& p, const at::Tensor& scale,
+                        const c10::optional<at::Tensor>& bias);
 at::Tensor add_layer_norm(const at::Tensor& x, const c10::optional<at::Tensor>& y, const at::Tensor& weight,
                           const at::Tensor& bias, double eps);
 at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at::Tensor& scale, const at::Tensor& x,
@@ -59,7 +62,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("smoothed_loss_backward", &smoothed_loss_backward, "its gradient with respect to the scores, new or written over them");
   m.def("quantize_rows", &quantize_rows, "x (R, D) -> [q (R, D) int8, scale (R,)] with x ~ scale q, row by row");
   m.def("quantize_weight", &quantize_weight, "weight (V, D) -> (p (V, D) int8, t, l1): weight ~ t p, and its largest row |w|_1");
-  m.def("int8_matvec", &int8_matvec, "q (1, D) int8, p (V, D) int8 -> (1, V) int32 q p^T, exactly");
+  m.def("int8_matvec", &int8_matvec, "q (R, D) int8, p (V, D) int8 -> (R, V) int32 q p^T, exactly");
+  m.def("few_rows", &few_rows, "y = x W^T + b for 1 to 16 rows x against a large weight (float32, CPU)");
+  m.def("draft_matvec", &draft_matvec, "x (..., in) one float32 row, p (out, in) int8, scale (out,), bias -> scale (p x) + b");
   m.def("screened_argmax", &screened_argmax, "each row's argmax of x W^T + b from 8-bit integer scores and their error bound");
   m.def("add_layer_norm", &add_layer_norm, "LayerNorm(x + y), or LayerNorm(x) with y None, over the last dimension (float32, CPU)");
   m.def("bias_relu_", &bias_relu_, "y <- max(y + bias, 0) in place, y (N, F) contiguous float32");

@@ -51,6 +51,8 @@ _KERNELS = (
     "smoothed_loss.cpp",
     "screened_argmax.cpp",
     "integer_scores.cpp",
+    "draft_matvec.cpp",
+    "few_rows.cpp",
     "layer_norm.cpp",
     "bias_relu.cpp",
     "dropout_layer_norm.cpp",
@@ -195,7 +197,8 @@ def kernel(name: str) -> Callable[..., Tensor] | None:
     (..., out). gelu_tanh(x), gelu_tanh_backward(grad, x), dropout(x, p, seed): float32, any shape.
     attention_*: see `qkv.nn.short_attention`; smoothed_loss_*: `qkv.train.losses`; bias_relu_,
     relu_bias_backward: `qkv.nn.linear_relu`; dropout_layer_norm_*: `qkv.nn.dropout_norm`; quantize_rows,
-    quantize_weight, int8_matvec, screened_argmax: `qkv.decoding.argmax`."""
+    quantize_weight, int8_matvec, screened_argmax: `qkv.decoding.argmax`; draft_matvec:
+    `qkv.decoding.speculative`."""
     built = module()
     if built is None:
         return None
