@@ -11,6 +11,7 @@ from qkv.decoding import check_ids
 from qkv.decoding.argmax import row_screening
 from qkv.decoding.filters import check_sampling, sample
 from qkv.decoding.graphed import MIN_REPLAYS, GraphedSteps, next_after
+from qkv.decoding.speculative import speculative_greedy
 from qkv.models.gpt import GPT
 
 
@@ -35,6 +36,7 @@ def generate(
     use_cache: bool = True,
     record_steps: bool | None = None,
     stop_token: int | None = None,
+    speculate: bool | None = None,
 ) -> Iterator[int]:
     """Yield new token ids one at a time (batch 1). The prompt is run once; each later step feeds only
     the newest token. When the context window fills, the cache restarts from the last half window
@@ -50,7 +52,10 @@ def generate(
     Greedy (temperature 0) cached steps on a CPU with 8-bit integer products take the next token from
     the output layer rounded to integers once a call (`argmax.row_screening`): the same token as the
     float32 scores give, reading a quarter of the weight (GPT-2's output layer is a fifth of its bytes).
-    Like a recording, that pays for itself only over more than MIN_REPLAYS tokens."""
+    Like a recording, that pays for itself only over more than MIN_REPLAYS tokens.
+    speculate: such greedy runs draft tokens with the model's layers in 8-bit integers and check them
+    several at a time in float32 (`qkv.decoding.speculative`): the same tokens, fewer passes over the
+    weights. None means yes on the CPU where the integer output layer is used; False never."""
     if not prompt:
         raise ValueError("the prompt is empty (give at least one token)")
     check_sampling(temperature, top_k, top_p)
@@ -65,6 +70,12 @@ def generate(
     # more than MIN_REPLAYS tokens also repay rounding the output layer (26 ms for GPT-2's)
     greedy_run = use_cache and temperature <= 0.0 and max_new_tokens > MIN_REPLAYS
     integer = row_screening(model.output) if greedy_run else None
+    if integer is not None and device.type == "cpu" and speculate is not False:
+        for nxt in speculative_greedy(model, ids, max_new_tokens, integer, capture=record_steps is not False):
+            if nxt == stop_token:
+                return
+            yield nxt
+        return
     if use_cache and (record_steps if record_steps is not None else worth):
         graphed = GraphedSteps(model, capture=recordable, integer=integer)
     cache, length, feed = None, 0, ids
