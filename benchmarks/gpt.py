@@ -9,7 +9,12 @@
    from a random `gpt2`-shaped (124M) model and from the small one; plus qkv without its KV cache.
    qkv's cached steps replay a recording of the step (its default: a CUDA graph on a GPU, qkv's own
    recording of the operators on the CPU), and the same steps without it run as a fourth contender
-   (`qkv_unrecorded`) to show what the recording gives.
+   (`qkv_unrecorded`) to show what the recording gives. Where qkv's greedy generation drafts tokens with
+   8-bit weights and checks them in float32 (the 124M model on a CPU with VNNI, `qkv.decoding.
+   speculative`), it also runs without that (`qkv_plain`), and the line gives the tokens a check kept
+   on average and how many distinct tokens the output has: a random model with GPT-2's tied embeddings
+   mostly repeats tokens, which the draft then always guesses; a trained model's text is harder
+   (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import alternate, device_argument, report, timed  # noqa: E402
 
+import qkv.decoding.speculative as speculative  # noqa: E402
 from qkv.convert.gpt2 import from_hf  # noqa: E402
 from qkv.decoding.generate import generate  # noqa: E402
 
@@ -134,9 +140,19 @@ def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, unca
         new_tokens
         / timed(lambda: list(generate(ours, prompt[0].tolist(), new_tokens, temperature=0.0, record_steps=False)))
     )
+    checks = drafted_checks(ours, prompt[0].tolist(), new_tokens)
+    if checks:
+        contenders["qkv_plain"] = lambda: (
+            new_tokens
+            / timed(lambda: list(generate(ours, prompt[0].tolist(), new_tokens, temperature=0.0, speculate=False)))
+        )
     rates = alternate(contenders, rounds)
     extra = {"ratio_vs_qkv_no_cache": round(rates["qkv"] / rates["qkv_no_cache"], 3)} if uncached else {}
     extra["ratio_vs_qkv_unrecorded"] = round(rates["qkv"] / rates["qkv_unrecorded"], 3)
+    if checks:
+        extra["ratio_vs_qkv_plain"] = round(rates["qkv"] / rates["qkv_plain"], 3)
+        extra["tokens_per_check"] = round(new_tokens / checks, 2)
+        extra["distinct_tokens"] = len(set(generate(ours, prompt[0].tolist(), new_tokens, temperature=0.0)))
     return report(
         f"gpt_generate_tokens_per_s[{name}]",
         "tokens/s",
@@ -148,6 +164,22 @@ def bench_generation(name: str, shape: tuple, new_tokens: int, rounds: int, unca
         greedy_outputs_identical=ours_out == hf_out,
         **extra,
     )
+
+
+def drafted_checks(model, prompt: list[int], new_tokens: int) -> int:
+    """How many float32 checks qkv's greedy generation of new_tokens ran (0: it drafted nothing)."""
+    real, count = speculative._checked, [0]
+
+    def counted(*args):
+        count[0] += 1
+        return real(*args)
+
+    speculative._checked = counted
+    try:
+        list(generate(model, prompt, new_tokens, temperature=0.0))
+    finally:
+        speculative._checked = real
+    return count[0]
 
 
 def main() -> None:
