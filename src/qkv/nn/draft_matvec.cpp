@@ -14,9 +14,8 @@
 #include <cmath>
 #include <limits>
 #include <vector>
-#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
-#include <immintrin.h>
-#endif
+
+#include "int_dot.h"
 
 namespace {
 
@@ -27,23 +26,11 @@ namespace {
 constexpr float kInt16 = 32767.0f;
 
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
-inline __m512i widened(const int8_t* w) {
-  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
-}
-
-// sum_i q[i] w[i] over one row: 32 weights a step multiplied-and-added in pairs into 16 int32 lanes
-// (vpdpwssd), four independent sums; each lane adds d / 64 products of at most 32767 * 127, exact in int32
-// for d below 2^15, and the sums meet in float32. The row is read front to back (as int8_matvec).
+// sum_i q[i] w[i] over one row (int_dot.h); each lane adds at most d / 64 products of 32767 * 127, exact in
+// int32 for d below 2^15, and the four sums meet in float32, where their total cannot overflow.
 inline float row_dot(const int16_t* q, const int8_t* w, int64_t d) {
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 128 <= d; i += 128) {
-    a0 = _mm512_dpwssd_epi32(a0, _mm512_loadu_si512(q + i), widened(w + i));
-    a1 = _mm512_dpwssd_epi32(a1, _mm512_loadu_si512(q + i + 32), widened(w + i + 32));
-    a2 = _mm512_dpwssd_epi32(a2, _mm512_loadu_si512(q + i + 64), widened(w + i + 64));
-    a3 = _mm512_dpwssd_epi32(a3, _mm512_loadu_si512(q + i + 96), widened(w + i + 96));
-  }
-  for (; i + 32 <= d; i += 32) a0 = _mm512_dpwssd_epi32(a0, _mm512_loadu_si512(q + i), widened(w + i));
+  __m512i a0, a1, a2, a3;
+  int64_t i = qkv::dot_lanes(q, w, d, a0, a1, a2, a3);
   const __m512 f = _mm512_add_ps(_mm512_add_ps(_mm512_cvtepi32_ps(a0), _mm512_cvtepi32_ps(a1)),
                                  _mm512_add_ps(_mm512_cvtepi32_ps(a2), _mm512_cvtepi32_ps(a3)));
   float s = _mm512_reduce_add_ps(f);

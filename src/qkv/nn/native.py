@@ -59,7 +59,7 @@ _KERNELS = (
 )
 SOURCES = [Path(__file__).with_name(f) for f in _KERNELS]
 # included by the sources: part of the build name too
-HEADERS = [Path(__file__).with_name(h) for h in ("exp_approx.h", "dot.h", "dropout_mask.h", "vec.h")]
+HEADERS = [Path(__file__).with_name(h) for h in ("exp_approx.h", "dot.h", "dropout_mask.h", "vec.h", "int_dot.h")]
 # Native code is safe to cache: the build is keyed by processor (build_name). -fopenmp is what makes
 # at::parallel_for split the work across PyTorch's threads; without it every loop runs on one thread.
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
