@@ -7,7 +7,9 @@ for all of them. So a cheap draft proposes the next `draft` tokens one at a time
 over them gives the float32 model's greedy token after each; the draft's tokens are kept up to the
 first that differs, which is replaced by the float32 token, and when all agree the last row gives one
 more. Each round yields at least one token, and every yielded token is the float32 model's greedy
-choice after the tokens before it.
+choice after the tokens before it. (The check scores several rows in one product, in another summation
+order than a one-row step: a near-tie that float32 orders disagree on may go either way, as between any
+two float32 implementations, `qkv.decoding.argmax`.)
 
 The draft is the model with its layers' weights rounded to 8-bit integers row by row (`linear.
 draft_products`, qkv/nn/draft_matvec.cpp): a quarter of the bytes, read by a recorded step
