@@ -30,7 +30,7 @@ from qkv.data.padding import pad_sequences  # noqa: E402
 from qkv.data.parallel import read_lines  # noqa: E402
 from qkv.data.subword import PairTokenizer  # noqa: E402
 from qkv.decoding.translate import translate_ids  # noqa: E402
-from qkv.nn.linear import packed_weights  # noqa: E402
+from qkv.nn.weight_copies import packed_weights  # noqa: E402
 
 
 def beam_sizes(text: str) -> tuple[int, ...]:

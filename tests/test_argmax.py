@@ -9,6 +9,7 @@ from torch import nn
 
 import qkv.decoding.argmax as argmax
 import qkv.nn.linear as qlinear
+import qkv.nn.weight_copies as weight_copies
 from qkv.decoding.greedy import greedy_decode
 
 pytestmark = needs_build
@@ -28,7 +29,7 @@ def screening(monkeypatch):
 
 
 def screened(x: torch.Tensor, output: nn.Linear) -> torch.Tensor:
-    with torch.inference_mode(), qlinear.packed_weights():
+    with torch.inference_mode(), weight_copies.packed_weights():
         return argmax.output_argmax(x, output)
 
 

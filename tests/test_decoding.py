@@ -123,6 +123,7 @@ def test_decoding_packs_weights_for_its_own_call_only(tiny_model, monkeypatch):
     per call (here every weight, however small), with the same results up to rounding; no copy
     outlives the call. A step's logits inside the block agree with those outside it."""
     import qkv.nn.linear as qlinear
+    import qkv.nn.weight_copies as weight_copies
 
     monkeypatch.setattr(qlinear, "mkl_runs_generic_code", lambda: True)
     monkeypatch.setattr(qlinear, "MIN_PACKED", 0)
@@ -133,13 +134,13 @@ def test_decoding_packs_weights_for_its_own_call_only(tiny_model, monkeypatch):
     src = random_tokens(4, 8)
     with torch.inference_mode():
         greedy_decode(tiny_model, src, 6)
-        assert packed and qlinear._blocks_copies() is None
+        assert packed and weight_copies.block_copies() is None
         beam_search(tiny_model, src, 3, 0.6, 5)
-        assert qlinear._blocks_copies() is None
+        assert weight_copies.block_copies() is None
         enc = tiny_model.encode(src)
         tgt = torch.full((4, 3), tiny_model.config.bos_id)
         plain = tiny_model.decode(tgt, enc.memory, enc.src_mask).logits
-        with qlinear.packed_weights():
+        with weight_copies.packed_weights():
             inside = tiny_model.decode(tgt, enc.memory, enc.src_mask).logits
     torch.testing.assert_close(inside, plain, rtol=1e-5, atol=1e-5)
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import qkv.nn.linear as qlinear
+import qkv.nn.weight_copies as weight_copies
 from qkv.models.gpt import GPT, GPTConfig
 from qkv.nn.linear import Linear, chooses_onednn, linear, set_kernel
 
@@ -208,15 +209,15 @@ def packed_only(kernel, monkeypatch):
 def test_inference_on_a_packed_weight_gives_f_linear_values(packed_only, shape, with_bias):
     w, b = torch.randn(600, 256), torch.randn(600) if with_bias else None  # 153,600 numbers >= MIN_PACKED
     x = torch.randn(shape)
-    with torch.inference_mode(), qlinear.packed_weights():
+    with torch.inference_mode(), weight_copies.packed_weights():
         assert qlinear.takes_packed(x, w, b)
         torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-4)
         strided = x.transpose(0, 1) if x.dim() == 3 else x[::2]  # not contiguous
         torch.testing.assert_close(linear(strided, w, b), F.linear(strided, w, b), rtol=1e-5, atol=1e-4)
         fused = linear(x, w, b, relu=True)  # the FFN's ReLU applied by oneDNN as it writes the product
         torch.testing.assert_close(fused, F.relu(F.linear(x, w, b)), rtol=1e-5, atol=1e-4)
-        assert len(qlinear._blocks_copies()) == 1  # packed once, reused
-    assert qlinear._blocks_copies() is None  # dropped at the end of the block
+        assert len(weight_copies.block_copies()) == 1  # packed once, reused
+    assert weight_copies.block_copies() is None  # dropped at the end of the block
     with torch.inference_mode():
         assert not qlinear.takes_packed(x, w, b)  # outside a block: the unpacked rules
 
@@ -227,16 +228,16 @@ def test_copies_live_only_as_long_as_the_block(packed_only):
     layer = Linear(256, 600)
     x = torch.randn(8, 256)
     opt = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)
-    with torch.no_grad(), qlinear.packed_weights():
+    with torch.no_grad(), weight_copies.packed_weights():
         before = layer(x)
         first = qlinear.packed_weight(layer.weight, 8)
-        with qlinear.packed_weights():  # nested: the outer block's copy
+        with weight_copies.packed_weights():  # nested: the outer block's copy
             assert qlinear.packed_weight(layer.weight, 8) is first
     layer(x).square().sum().backward()
     version = layer.weight._version
     opt.step()
     assert layer.weight._version == version  # what makes keeping copies across calls unsafe
-    with torch.no_grad(), qlinear.packed_weights():
+    with torch.no_grad(), weight_copies.packed_weights():
         after = layer(x)
         torch.testing.assert_close(after, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-4)
     assert not torch.allclose(before, after)
@@ -245,20 +246,20 @@ def test_copies_live_only_as_long_as_the_block(packed_only):
 def test_packing_only_without_gradients_for_large_enough_weights_within_the_budget(packed_only):
     w = torch.randn(600, 256, requires_grad=True)
     x = torch.randn(8, 256)
-    with qlinear.packed_weights():
+    with weight_copies.packed_weights():
         assert not qlinear.takes_packed(x, w, None)  # training: gradients to track
         with torch.no_grad():
             assert qlinear.takes_packed(x, w, None)
             assert not qlinear.takes_packed(x, torch.randn(256, 256), None)  # 65,536 numbers: MKL keeps it
             assert not qlinear.takes_packed(x.double(), w.double(), None)
-    packed_only.setattr(qlinear, "PACKED_BYTES", 600 * 256 * 4)
-    with torch.no_grad(), qlinear.packed_weights():
+    packed_only.setattr(weight_copies, "PACKED_BYTES", 600 * 256 * 4)
+    with torch.no_grad(), weight_copies.packed_weights():
         assert qlinear.packed_weight(w, 8) is not None
         assert qlinear.packed_weight(torch.randn(600, 256), 8) is None  # over the budget: not packed
         other = torch.randn(600, 256)
         torch.testing.assert_close(linear(x, other), F.linear(x, other))  # and computed all the same
     packed_only.setattr(qlinear, "mkl_runs_generic_code", lambda: False)  # an Intel processor: MKL
-    with torch.no_grad(), qlinear.packed_weights():
+    with torch.no_grad(), weight_copies.packed_weights():
         assert not qlinear.takes_packed(x, w, None)
 
 
@@ -282,18 +283,18 @@ def test_each_thread_has_its_own_block(packed_only):
     seen = []
 
     def other():
-        with torch.no_grad(), qlinear.packed_weights():
+        with torch.no_grad(), weight_copies.packed_weights():
             qlinear.packed_weight(w, 8)
             inside.set()
             leave.wait(10)
-            seen.append(len(qlinear._blocks_copies()))
+            seen.append(len(weight_copies.block_copies()))
 
     thread = threading.Thread(target=other)
     thread.start()
     inside.wait(10)
-    assert qlinear._blocks_copies() is None  # this thread is in no block
-    with qlinear.packed_weights():
-        assert qlinear._blocks_copies() == {}
+    assert weight_copies.block_copies() is None  # this thread is in no block
+    with weight_copies.packed_weights():
+        assert weight_copies.block_copies() == {}
     leave.set()
     thread.join()
     assert seen == [1]

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.nn import linear as qlinear
-from qkv.nn import native
+from qkv.nn import native, weight_copies
 
 FEW_ROWS = 16  # rows whose integer scores `int8_matvec` computes (more go to `torch._int_mm`)
 MIN_SCREENED = 2**20  # weights of at least this many numbers (the Multi30k output layer has 2,048,000)
@@ -116,7 +116,7 @@ def output_argmax(x: Tensor, output: nn.Linear) -> Tensor:
     integer weight is made once per block); float32 scores otherwise."""
     weight, bias = output.weight, output.bias
     if screens(x, weight):
-        integer = qlinear.block_copy(weight, "int8", quantized, weight.numel())
+        integer = weight_copies.block_copy(weight, "int8", quantized, weight.numel())
         if integer is not None:
             return integer_argmax(x, weight, bias, integer)
     return first_argmax(output(x))

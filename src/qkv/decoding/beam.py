@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from qkv.decoding.encoding import encode_by_length
-from qkv.nn.linear import packed_weights
+from qkv.nn.weight_copies import packed_weights
 
 
 @dataclass

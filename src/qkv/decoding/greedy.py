@@ -8,7 +8,7 @@ from torch import Tensor
 from qkv.decoding.argmax import output_argmax
 from qkv.decoding.encoding import encode_by_length
 from qkv.models.seq2seq import EncoderDecoder
-from qkv.nn.linear import packed_weights
+from qkv.nn.weight_copies import packed_weights
 
 
 @torch.inference_mode()

@@ -11,7 +11,7 @@ choice after the tokens before it. (The check scores several rows in one product
 order than a one-row step: a near-tie that float32 orders disagree on may go either way, as between any
 two float32 implementations, `qkv.decoding.argmax`.)
 
-The draft is the model with its layers' weights rounded to 8-bit integers row by row (`linear.
+The draft is the model with its layers' weights rounded to 8-bit integers row by row (`weight_copies.
 draft_products`, qkv/nn/draft_matvec.cpp): a quarter of the bytes, read by a recorded step
 (`graphed.GraphedSteps`) into the same fixed cache; the check's forward writes the float32 keys and
 values over the draft's, and the slots past the kept tokens are hidden by `position_mask` until they are
@@ -27,7 +27,7 @@ import torch
 from qkv.decoding.argmax import IntegerWeight, integer_argmax
 from qkv.decoding.graphed import GraphedSteps
 from qkv.models.gpt import GPT
-from qkv.nn.linear import draft_products, packed_weights
+from qkv.nn.weight_copies import draft_products, packed_weights
 
 # Tokens a round proposes: DRAFT at first, two more after a round whose tokens were all kept, one fewer
 # after one that was cut short (between 1 and MAX_DRAFT): a draft that often disagrees costs little, one

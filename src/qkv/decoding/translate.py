@@ -15,7 +15,7 @@ from qkv.decoding import check_ids
 from qkv.decoding.beam import beam_search, check_search
 from qkv.decoding.greedy import greedy_decode
 from qkv.models.seq2seq import EncoderDecoder
-from qkv.nn.linear import packed_weights
+from qkv.nn.weight_copies import packed_weights
 
 
 def translate_ids(

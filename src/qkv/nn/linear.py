@@ -39,9 +39,10 @@ either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and 
 `set_kernel("onednn")` keeps oneDNN there, for comparison. On Intel processors only small weights
 go there (`takes_matvec`).
 
-Also under "auto" on those processors, inside a `packed_weights()` block (greedy decoding, beam search
-and `translate_lines` open one), a product of several rows without gradients whose weight has at
-least 2^17 numbers runs on oneDNN with the weight packed once into oneDNN's own layout. Unpacked,
+Also under "auto" on those processors, inside a `packed_weights()` block (`qkv.nn.weight_copies`;
+greedy decoding, beam search and `translate_lines` open one), a product of several rows without
+gradients whose weight has at least 2^17 numbers runs on oneDNN with the weight packed once into
+oneDNN's own layout. Unpacked,
 oneDNN rearranges the weight on every call, which at 64 rows is a large share of the product: the
 Multi30k model's (8,000 x 256) output layer took 1.47-1.54 ms a call packed against 1.96 unpacked and
 2.46 through MKL; its (256 -> 1,024) and (1,024 -> 256) layers 181 and 179 us against MKL's 224 and 237
@@ -61,11 +62,8 @@ about 1.9x a single row's time for 5 rows.
 from __future__ import annotations
 
 import platform
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import cache
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -73,9 +71,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from qkv.nn import linear_relu, native
+from qkv.nn.weight_copies import block_copies, block_copy, drafting
 
 Kernel = Literal["auto", "pytorch", "onednn"]
-T = TypeVar("T")
 # oneDNN's per-call overhead outweighs its faster arithmetic below 2^21 multiply-adds, unless the weight
 # alone (2 MB or more) is too large to stay in a core's cache between calls, as in decoding: then
 # reading it is the cost, and oneDNN reads faster (module docstring).
@@ -84,7 +82,6 @@ MIN_WEIGHT = 2**19
 MIN_DRAFT = 2**16  # a speculative draft's products on 8-bit weights from this size on (GPT-2's are 2^19+)
 MAX_FEW_ROWS = 16  # `few_rows` serves 2 to this many rows
 MIN_PACKED = 2**17  # inference products of several rows: oneDNN on a packed weight from this size on
-PACKED_BYTES = 2**28  # at most 256 MB of packed copies in a block: all of a model of up to 64M parameters
 # Training shapes (rows, in, out) seen so far, for `recurring`: 128 shapes are 256 oneDNN kernels
 # (forward and dL/dx), a quarter of its cache.
 MAX_TRAINING_SHAPES = 128
@@ -218,7 +215,7 @@ def takes_packed(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     `packed_weights()` block, under "auto", where MKL runs generic code, for a weight of MIN_PACKED
     numbers or more and no gradient to track. Single rows go to `matvec` first when it is built."""
     return (
-        _blocks_copies() is not None
+        block_copies() is not None
         and _kernel == "auto"
         and weight.numel() >= MIN_PACKED
         and mkl_runs_generic_code()
@@ -245,67 +242,11 @@ def takes_few_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
-# Per thread (two threads may decode at once): inside a packed_weights() block, `copies` maps
-# (id(weight), kind) to (weight, copy, bytes); outside one it is absent.
-_blocks = threading.local()
-
-
-def _blocks_copies() -> dict[tuple[int, str], tuple[Tensor, object, int]] | None:
-    return getattr(_blocks, "copies", None)
-
-
-@contextmanager
-def packed_weights() -> Iterator[None]:
-    """A block (or, as a decorator, a function) whose inference products may pack each weight once and
-    reuse it; the copies are dropped at its end. The weights must not change inside it, as they do not
-    while decoding. Blocks nest: an inner one uses the outer one's copies."""
-    if _blocks_copies() is not None:
-        yield
-        return
-    _blocks.copies = {}
-    try:
-        yield
-    finally:
-        del _blocks.copies
-
-
-def block_copy(weight: Tensor, kind: str, make: Callable[[Tensor], T], nbytes: int) -> T | None:
-    """`make(weight)` (a form of the weight named `kind`, of `nbytes` bytes), made on its first use in
-    this thread's `packed_weights()` block and kept to its end; None outside one, or when the block's
-    copies would pass PACKED_BYTES."""
-    copies = _blocks_copies()
-    if copies is None:
-        return None
-    entry = copies.get((id(weight), kind))
-    if entry is not None and entry[0] is weight:
-        return entry[1]
-    if sum(e[2] for e in copies.values()) + nbytes > PACKED_BYTES:
-        return None
-    with torch.no_grad():
-        copy = make(weight.detach())
-    copies[(id(weight), kind)] = (weight, copy, nbytes)  # the weight kept alive: its id cannot be reused
-    return copy
-
-
-@contextmanager
-def draft_products() -> Iterator[None]:
-    """A block whose single-row inference products of weights of MIN_DRAFT numbers or more use 8-bit
-    integer copies of the weights (`draft_rows`): an approximation, for a speculative draft only
-    (`qkv.decoding.speculative`), whose tokens the float32 model checks. The copies are those of the
-    enclosing `packed_weights()` block (it opens one if there is none)."""
-    previous, _blocks.draft = getattr(_blocks, "draft", False), True
-    try:
-        with packed_weights():
-            yield
-    finally:
-        _blocks.draft = previous
-
-
 def draft_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """Inside `draft_products()`, for a single input row without gradients: the weight rounded to 8-bit
     integers row by row, (p (out, in) int8, scale (out,)) with weight ~ scale p (made once per block,
     `quantize_rows`); None elsewhere, or when the kernels are not built."""
-    if not (getattr(_blocks, "draft", False) and x.numel() == x.size(-1) and weight.numel() >= MIN_DRAFT):
+    if not (drafting() and x.numel() == x.size(-1) and weight.numel() >= MIN_DRAFT):
         return None
     if (torch.is_grad_enabled() and _tracked(x, weight, bias)) or not kernels_apply(x, weight):
         return None
