@@ -41,7 +41,10 @@ def test_unmasked_decoder_cheats_in_training_and_fails_at_generation():
 
     masked, unmasked = run("causal", 300), run("none", 300)
     assert unmasked.token_accuracy > 0.95  # teacher-forced: it reads the answer from the next input
-    assert unmasked.final_exact < 0.3 < 0.8 < masked.final_exact  # generating, it has no next input
+    # generating, it has no next input. Where it ends up after 300 steps moves with rounding: the same
+    # seed gave 0.6% exact before session 40's bias fold (`dropout_norm`) and 35% after, the first
+    # losses equal and the curves parting in a late loss spike; either is far below its 99.96% of tokens
+    assert unmasked.final_exact < 0.5 < 0.8 < masked.final_exact
     assert abs(masked.token_accuracy - masked.final_exact) < 0.2 or masked.token_accuracy > 0.95
 
 

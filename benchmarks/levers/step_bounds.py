@@ -52,11 +52,10 @@ STUBS = {
             cached(y.shape[:1]),
             cached(y.shape[:1]) + 1,
         ],
-        "dropout_layer_norm_backward": lambda g, s, *a: [
+        "dropout_layer_norm_backward": lambda g, s, *a: [  # a[-1]: whether y's bias wants its gradient too
             cached(s.shape),
             cached(s.shape),
-            cached(s.shape[1:]),
-            cached(s.shape[1:]),
+            *[cached(s.shape[1:])] * (3 if a[-1] else 2),
         ],
     },
     "attention": {

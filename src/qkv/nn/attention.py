@@ -102,9 +102,10 @@ class _HeadsOut(nn.Module):
         self.scale = None if scale == "sqrt_dk" else 1.0  # None: SDPA's own 1/sqrt(d_k)
         self.out = Linear(d_model, d_model)  # W^O
 
-    def _attend(self, q, k, v, mask, is_causal, need_weights, groups: int = 1):
+    def _attend(self, q, k, v, mask, is_causal, need_weights, groups: int = 1, out_bias: bool = True):
         """q: (B, H, T_q, d_head); k, v: (B / groups, H, T_k, d_head), each key row serving `groups`
-        consecutive query rows (beam search: a sentence's K beams share its encoder output)."""
+        consecutive query rows (beam search: a sentence's K beams share its encoder output).
+        out_bias=False leaves W^O's bias out, for a caller that adds it in its own next pass."""
         p = self.attention_dropout if self.training else 0.0
         b, h, t, d = q.shape
         if groups > 1:  # fold a group's rows into one row of groups * T_q queries: one attention call each
@@ -113,7 +114,7 @@ class _HeadsOut(nn.Module):
         y = y.view(b // groups, h, groups, t, d).permute(0, 2, 3, 1, 4)  # (B / groups, groups, T_q, H, d_head)
         if w is not None:
             w = w.view(b // groups, h, groups, t, -1).transpose(1, 2).reshape(b, h, t, -1)  # (B, H, T_q, T_k)
-        return self.out(y.reshape(b, t, h * d)), w  # heads concatenated: (B, T_q, D)
+        return self.out(y.reshape(b, t, h * d), add_bias=out_bias), w  # heads concatenated: (B, T_q, D)
 
 
 class SelfAttention(_HeadsOut):
@@ -132,14 +133,16 @@ class SelfAttention(_HeadsOut):
         is_causal: bool = False,
         cache: LayerCache | StaticLayerCache | None = None,
         need_weights: bool = False,
+        out_bias: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D) -> (B, T, D), and weights (B, H, T, T_k) when asked. With a cache, x holds
-        only the new positions and the keys/values of earlier ones come from the cache."""
+        only the new positions and the keys/values of earlier ones come from the cache. out_bias: as
+        `_attend`'s."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d_head)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, T_past + T, d_head)
-        return self._attend(q, k, v, mask, is_causal, need_weights)
+        return self._attend(q, k, v, mask, is_causal, need_weights, out_bias=out_bias)
 
 
 class CrossAttention(_HeadsOut):
@@ -160,10 +163,11 @@ class CrossAttention(_HeadsOut):
         mask: Tensor | None = None,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        out_bias: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D) decoder states; memory: (B_m, S, D) encoder output; mask: (B_m, 1, 1, S).
         B_m is B, or B / G when each of its rows serves G consecutive rows of x (beam search passes a
-        sentence's encoder output once for its K beams instead of K copies)."""
+        sentence's encoder output once for its K beams instead of K copies). out_bias: as `_attend`'s."""
         b, t, _ = x.shape
         q = self.q(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
         if cache is not None and cache.cross_k is not None:
@@ -177,4 +181,4 @@ class CrossAttention(_HeadsOut):
                 cache.cross_k, cache.cross_v = k, v
         if b % k.size(0):
             raise ValueError(f"{b} decoder rows cannot share {k.size(0)} encoder rows equally")
-        return self._attend(q, k, v, mask, False, need_weights, groups=b // k.size(0))
+        return self._attend(q, k, v, mask, False, need_weights, groups=b // k.size(0), out_bias=out_bias)

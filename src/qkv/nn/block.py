@@ -26,6 +26,9 @@ NormPlacement = Literal["post", "pre"]
 Residual = Literal["add", "none"]  # "none" only for experiment 4 (what residual connections are for)
 Norm = Literal["layer", "batch"]  # "batch" only for experiment 8 (why LayerNorm)
 
+# a sub-layer: (input, whether to add its last projection's bias) -> (output, attention weights or None)
+Sublayer = Callable[[Tensor, bool], tuple[Tensor, Tensor | None]]
+
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,  # the paper's FFN, eq. (2)
     "gelu": F.gelu,  # BERT
@@ -126,10 +129,10 @@ class FeedForward(nn.Module):
         self.act = _ACTIVATIONS[activation]
         self.relu = activation == "relu"  # applied inside the up projection where its kernel can (linear)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.relu:
-            return self.down(self.up(x, relu=True))
-        return self.down(self.act(self.up(x)))
+    def forward(self, x: Tensor, out_bias: bool = True) -> Tensor:
+        """out_bias=False leaves b2 out, for a caller that adds it in its own next pass."""
+        h = self.up(x, relu=True) if self.relu else self.act(self.up(x))
+        return self.down(h, add_bias=out_bias)
 
 
 class TransformerBlock(nn.Module):
@@ -150,29 +153,38 @@ class TransformerBlock(nn.Module):
         self.norm_ff = make_norm(spec)
         self.dropout = nn.Dropout(spec.dropout)
 
-    def _sublayer(self, norm: nn.LayerNorm, x: Tensor, f: Callable[[Tensor], tuple[Tensor, Tensor | None]]):
-        """Residual connection around f with the configured LayerNorm placement (sec 3.1: LN(x + f(x)))."""
+    def _sublayer(self, norm: nn.LayerNorm, x: Tensor, f: Sublayer, last: nn.Linear):
+        """Residual connection around f with the configured LayerNorm placement (sec 3.1: LN(x + f(x))).
+        f(h, out_bias) is the sub-layer; `last` its final projection, whose bias the compiled residual
+        pass adds where it applies (f then leaves it out)."""
         skip = x if self.residual else 0.0
         if self.pre_norm:
-            y, w = f(residual_norm(norm, None, x))
+            y, w = f(residual_norm(norm, None, x), True)
             return skip + dropout(self.dropout, y), w
-        y, w = f(x)
         p = self.dropout.p if self.training else 0.0
-        if dropout_norm.applies(norm, skip, y, p):  # training: the three as one pass each way
-            return dropout_norm.dropout_add_layer_norm(norm, skip, y, p), w
+        if dropout_norm.applies(norm, skip, x, p, last.bias):  # training: bias, dropout, add, norm in one pass
+            y, w = f(x, False)
+            return dropout_norm.dropout_add_layer_norm(norm, skip, y, p, last.bias), w
+        y, w = f(x, True)
         return residual_norm(norm, skip, dropout(self.dropout, y)), w
 
     def forward(self, x, self_mask, is_causal, memory=None, cross_mask=None, cache=None, need_weights=False):
         """x: (B, T, D) -> (B, T, D) and {"self": (B, H, T, T_k), "cross": (B, H, T, S)} when weights are asked."""
         x, w_self = self._sublayer(
-            self.norm_self, x, lambda h: self.self_attn(h, self_mask, is_causal, cache, need_weights)
+            self.norm_self,
+            x,
+            lambda h, b: self.self_attn(h, self_mask, is_causal, cache, need_weights, out_bias=b),
+            self.self_attn.out,
         )
         w_cross = None
         if self.cross_attn is not None:
             x, w_cross = self._sublayer(
-                self.norm_cross, x, lambda h: self.cross_attn(h, memory, cross_mask, cache, need_weights)
+                self.norm_cross,
+                x,
+                lambda h, b: self.cross_attn(h, memory, cross_mask, cache, need_weights, out_bias=b),
+                self.cross_attn.out,
             )
-        x, _ = self._sublayer(self.norm_ff, x, lambda h: (self.ff(h), None))
+        x, _ = self._sublayer(self.norm_ff, x, lambda h, b: (self.ff(h, out_bias=b), None), self.ff.down)
         return x, ({"self": w_self, "cross": w_cross} if need_weights else None)
 
 

@@ -346,5 +346,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
 class Linear(nn.Linear):
     """`nn.Linear` (same parameters, same state-dict names) computed by `linear`."""
 
-    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
-        return linear(x, self.weight, self.bias, relu)
+    def forward(self, x: Tensor, relu: bool = False, add_bias: bool = True) -> Tensor:
+        """add_bias=False: x W^T alone, for a caller that adds the bias in its own next pass (the
+        block's `dropout_norm`)."""
+        return linear(x, self.weight, self.bias if add_bias else None, relu)

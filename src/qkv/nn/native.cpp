@@ -32,11 +32,12 @@ at::Tensor screened_argmax(const at::Tensor& acc, const at::Tensor& q, const at:
                            const at::Tensor& weight, const c10::optional<at::Tensor>& bias, double w_scale,
                            double w_l1);
 at::Tensor bias_relu_(at::Tensor y, const at::Tensor& bias);
-std::vector<at::Tensor> dropout_layer_norm_forward(const at::Tensor& y, const at::Tensor& skip, const at::Tensor& weight,
+std::vector<at::Tensor> dropout_layer_norm_forward(const at::Tensor& y, const at::Tensor& skip,
+                                                   const c10::optional<at::Tensor>& y_bias, const at::Tensor& weight,
                                                    const at::Tensor& bias, double p, int64_t seed, double eps);
 std::vector<at::Tensor> dropout_layer_norm_backward(const at::Tensor& grad, const at::Tensor& s, const at::Tensor& mean,
                                                     const at::Tensor& rstd, const at::Tensor& weight, double p,
-                                                    int64_t seed);
+                                                    int64_t seed, bool with_y_bias);
 std::vector<at::Tensor> relu_bias_backward(const at::Tensor& grad, const at::Tensor& y);
 
 // Whether at::parallel_for can use more than one thread here (the build must have had -fopenmp).
@@ -70,8 +71,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bias_relu_", &bias_relu_, "y <- max(y + bias, 0) in place, y (N, F) contiguous float32");
   m.def("relu_bias_backward", &relu_bias_backward, "(grad, y) -> [grad where y > 0, its column sums]");
   m.def("dropout_layer_norm_forward", &dropout_layer_norm_forward,
-        "LayerNorm(skip + dropout(y)) -> [out, skip + dropout(y), mean, rstd] (float32, CPU, training)");
+        "LayerNorm(skip + dropout(y + y_bias)) -> [out, skip + dropout(y + y_bias), mean, rstd] (float32, CPU, training; y_bias may be None)");
   m.def("dropout_layer_norm_backward", &dropout_layer_norm_backward,
-        "its gradients -> [d skip, d y, d weight, d bias]");
+        "its gradients -> [d skip, d y, d weight, d bias], then d y_bias if asked");
   m.def("uses_openmp", &uses_openmp, "whether the kernels split their work across PyTorch's threads");
 }
