@@ -4,13 +4,13 @@
 
 As three operations (`qkv.nn.dropout`, an add, `nn.LayerNorm`) the forward makes three passes and the
 backward two; the Multi30k training step has 15 such connections. The bias c comes here because the
-projection's own bias costs a pass too: `addmm` first copies it into every row of the output, and the
-backward pass sums the output's gradient over its rows in another; here it is one more read of a
-vector per row, and the backward's column sums are taken in the pass it already makes (session 40:
-the Multi30k training step 1.016-1.019x with the 15 projections' biases left out, an upper bound). The mask is `qkv.nn.dropout`'s, drawn
-from the same seed, so the result equals the three operations' up to the norm's rounding
-(tests/test_layer_norm.py). Elsewhere (inference, pre-LN blocks, GPU, other dtypes, autocast,
-`torch.compile`, `set_kernel("pytorch")`) the block keeps the separate operations.
+projection's own bias costs a pass each way: `addmm` first copies it into every row of the output, and
+the backward sums the output's gradient over its rows; here it is one more read of a vector per row,
+and its gradient is one more column sum in the backward pass (session 40: the Multi30k training step
+1.006-1.023x). The mask is `qkv.nn.dropout`'s, drawn from the same seed, so the result equals the
+three operations' up to the norm's rounding (tests/test_layer_norm.py). Elsewhere (inference, pre-LN
+blocks, GPU, other dtypes, autocast, `torch.compile`, `set_kernel("pytorch")`) the block keeps the
+separate operations.
 """
 
 from __future__ import annotations

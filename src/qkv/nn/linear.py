@@ -39,17 +39,16 @@ either library (36-38 GB/s against oneDNN's 21-24 on session 24's AMD EPYC) and 
 `set_kernel("onednn")` keeps oneDNN there, for comparison. On Intel processors only small weights
 go there (`takes_matvec`).
 
-Also under "auto" on those processors, inside a `packed_weights()` block (`qkv.nn.weight_copies`;
-greedy decoding, beam search and `translate_lines` open one), a product of several rows without
-gradients whose weight has at least 2^17 numbers runs on oneDNN with the weight packed once into
-oneDNN's own layout. Unpacked,
-oneDNN rearranges the weight on every call, which at 64 rows is a large share of the product: the
-Multi30k model's (8,000 x 256) output layer took 1.47-1.54 ms a call packed against 1.96 unpacked and
-2.46 through MKL; its (256 -> 1,024) and (1,024 -> 256) layers 181 and 179 us against MKL's 224 and 237
-(one-off timings, session 28's Zen 4). Smaller weights stay on MKL: a 256 x 256 one was no faster
+Also under "auto" on those processors, inside a `packed_weights()` block (`qkv.nn.weight_copies`; greedy
+decoding, beam search and `translate_lines` open one), a product of several rows without gradients whose
+weight has at least 2^17 numbers runs on oneDNN with the weight packed once into oneDNN's own layout.
+Unpacked, oneDNN rearranges the weight on every call, which at 64 rows is a large share of the product:
+the Multi30k model's (8,000 x 256) output layer took 1.47-1.54 ms a call packed against 1.96 unpacked
+and 2.46 through MKL; its (256 -> 1,024) and (1,024 -> 256) layers 181 and 179 us against MKL's 224 and
+237 (one-off timings, session 28's Zen 4). Smaller weights stay on MKL: a 256 x 256 one was no faster
 packed (59 against 56 us). The packed copies live only as long as the block: a copy kept across calls
-could not tell that its weight had changed, since PyTorch's fused optimisers and writes through
-`.data` update weights in place without moving their version counter.
+could not tell that its weight had changed, since PyTorch's fused optimisers and writes through `.data`
+update weights in place without moving their version counter.
 
 Batch-1 greedy generation's speculative draft (`qkv.decoding.speculative`) runs its single-row
 products inside a `draft_products()` block, on copies of the weights rounded to 8-bit integers row by
@@ -347,6 +346,5 @@ class Linear(nn.Linear):
     """`nn.Linear` (same parameters, same state-dict names) computed by `linear`."""
 
     def forward(self, x: Tensor, relu: bool = False, add_bias: bool = True) -> Tensor:
-        """add_bias=False: x W^T alone, for a caller that adds the bias in its own next pass (the
-        block's `dropout_norm`)."""
+        # add_bias=False: x W^T alone, the caller adds the bias in its next pass (the block's dropout_norm)
         return linear(x, self.weight, self.bias if add_bias else None, relu)
