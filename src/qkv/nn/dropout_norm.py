@@ -74,6 +74,6 @@ class _DropoutAddLayerNorm(torch.autograd.Function):
         s, mean, rstd, weight = ctx.saved_tensors
         d_skip, d_y, d_weight, d_bias, *d_y_bias = native.kernel("dropout_layer_norm_backward")(
             grad.reshape(s.shape), s, mean, rstd, weight, ctx.p, ctx.seed, ctx.with_y_bias
-        )
-        d_y_bias = d_y_bias[0] if d_y_bias else None
+        )  # d_y_bias: [(D,)] when asked, else []
+        d_y_bias = (d_y_bias or [None])[0]
         return d_skip.view(ctx.shape), d_y.view(ctx.shape), d_y_bias, d_weight, d_bias, None, None, None
